@@ -1,0 +1,124 @@
+"""One experiment end to end: draw the network, run BPTT, measure spectra, summarise.
+
+Everything here is log10 (orders of magnitude) unless named ``_ln``; ``-inf`` marks an
+exact zero and NaN an undefined ratio (both become ``null`` in JSON).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .bptt import Gradients, bptt
+from .cells import CELLS
+from .network import PARAMS, Given, Network, Spec, build_network
+from .scaled import LN10, Array, log_norm
+from .spectra import Spectrum, spectrum
+
+VERDICTS = ("vanishing", "stable", "exploding", "undefined")
+FAIL_ON = {
+    "vanishing": {"vanishing"},
+    "exploding": {"exploding"},
+    "unstable": {"vanishing", "exploding"},
+}
+
+
+def verdict(gain_log10: float, tolerance: float) -> str:
+    """``vanishing`` below ``-tolerance`` orders of magnitude, ``exploding`` above, else ``stable``.
+
+    An exact zero (``-inf``) vanishes; NaN (the last step's gradient is itself zero) is
+    ``undefined``.
+    """
+    if np.isnan(gain_log10):
+        return "undefined"
+    if gain_log10 < -tolerance:
+        return "vanishing"
+    if gain_log10 > tolerance:
+        return "exploding"
+    return "stable"
+
+
+def quantiles(values: Array, qs: tuple[float, ...]) -> Array:
+    """Linear-interpolation quantiles (as ``numpy.quantile``) that let ``-inf`` through.
+
+    NaNs are dropped; with nothing left every quantile is NaN.
+    """
+    v = np.sort(values[~np.isnan(values)])
+    if v.size == 0:
+        return np.full(len(qs), np.nan)
+    pos = np.asarray(qs) * (v.size - 1)
+    lo, hi = np.floor(pos).astype(int), np.ceil(pos).astype(int)
+    a, b, f = v[lo], v[hi], pos - lo
+    with np.errstate(invalid="ignore"):
+        return np.where((f == 0) | np.isneginf(a), a, a + (b - a) * f)
+
+
+def spread(values: Array) -> dict[str, float]:
+    """Median, quartiles and extremes over trials."""
+    q = quantiles(values, (0.5, 0.25, 0.75, 0.0, 1.0))
+    return dict(zip(("median", "q1", "q3", "min", "max"), map(float, q), strict=True))
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Results of every trial of one experiment (arrays have a leading trial axis ``n``)."""
+
+    spec: Spec
+    net: Network
+    grads: Gradients
+    spectrum: Spectrum
+    tolerance: float
+
+    @property
+    def grad_h_log10(self) -> Array:
+        """``log10 ||dL/dh_t||``, ``(n, T)``, index 0 is t = 1."""
+        return self.grads.dL_dh_s / LN10
+
+    @property
+    def gain_log10(self) -> Array:
+        """``log10 ||J^T g|| - log10 ||g||``, ``(n,)``."""
+        return self.grads.gain_ln / LN10
+
+    @property
+    def grad_params_log10(self) -> dict[str, Array]:
+        """log10 Frobenius norm of each parameter gradient, ``(n,)`` each."""
+        out = {}
+        for name in PARAMS:
+            m, s = self.grads.params[name]
+            out[name] = (log_norm(m, s) if m.ndim == 3 else log_norm(m[..., None], s)) / LN10
+        return out
+
+    @property
+    def verdicts(self) -> list[str]:
+        return [verdict(g, self.tolerance) for g in self.gain_log10]
+
+    def summary(self) -> dict[str, Any]:
+        """Median verdict and the spread over trials (the sweep's per-point record too)."""
+        gain = spread(self.gain_log10)
+        verdicts = self.verdicts
+        return {
+            "gain_log10": gain["median"],
+            "verdict": verdict(gain["median"], self.tolerance),
+            "tolerance": self.tolerance,
+            "trials": len(verdicts),
+            "spread": {"gain_log10": gain, "grad_h1_log10": spread(self.grad_h_log10[:, 0])},
+            "verdict_fractions": {v: verdicts.count(v) / len(verdicts) for v in VERDICTS},
+            "spectral_radius": float(np.median(self.spectrum.spectral_radius)),
+            "spectral_norm": float(np.median(self.spectrum.spectral_norm)),
+            "grad_params_log10": {
+                k: spread(v)["median"] for k, v in self.grad_params_log10.items()
+            },
+        }
+
+    def fails(self, fail_on: str | None) -> bool:
+        """Whether the median verdict matches ``--fail-on``."""
+        return fail_on is not None and self.summary()["verdict"] in FAIL_ON[fail_on]
+
+
+def analyze(spec: Spec, given: Given | None = None, tolerance: float = 1.0) -> Analysis:
+    """Draw every trial of ``spec``, compute its exact BPTT gradients and its spectrum."""
+    net = build_network(spec, given)
+    _, grads = bptt(net, CELLS[spec.cell], spec.loss)
+    return Analysis(spec, net, grads, spectrum(net.W_hh), tolerance)

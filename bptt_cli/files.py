@@ -1,0 +1,134 @@
+"""A user's own network and data from ``.npz``/``.npy`` files, checked before use.
+
+Files are data, never code: they are read with ``allow_pickle=False``. Every problem
+(unreadable file, pickled objects, NaN, a wrong or mismatched shape) is a
+:class:`~bptt_cli.errors.BadInput` whose message names the file and the shapes.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BadInput
+from .network import Given
+from .scaled import Array
+
+# PyTorch nn.RNN state_dict names; the two biases are summed into b_h.
+TORCH_NAMES = {"weight_hh_l0": "W_hh", "weight_ih_l0": "W_hx", "bias_hh_l0": "b_h", "bias_ih_l0": "b_h"}
+NAMES = ("W_hh", "W_hx", "W_qh", "b_h", "b_q")
+LABELS = {"x": "inputs", "y": "targets"}
+NDIM = {"W_hh": 2, "W_hx": 2, "W_qh": 2, "b_h": 1, "b_q": 1, "inputs": 2, "targets": 2}
+
+
+def _checked(value: np.ndarray, name: str, path: Path) -> Array:
+    if value.dtype.kind not in "biuf":
+        raise BadInput(f"{name} in {path} has dtype {value.dtype}; expected real numbers")
+    if value.ndim != NDIM[name]:
+        raise BadInput(f"{name} in {path} has shape {value.shape}; expected a {NDIM[name]}-D array")
+    value = value.astype(np.float64)
+    if not np.all(np.isfinite(value)):
+        bad = "NaN" if np.any(np.isnan(value)) else "inf"
+        raise BadInput(f"{name} in {path} contains {bad}")
+    return value
+
+
+def _load(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded:
+            return {k: loaded[k] for k in loaded.files}
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise BadInput(
+                f"{path} holds Python objects that need pickle; bptt only loads plain numeric arrays"
+            ) from None
+        raise BadInput(f"{path} is not a valid .npy/.npz file: {e}") from None
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise BadInput(f"{path} is not a valid .npy/.npz file: {e}") from None
+
+
+def load_weights(path: Path) -> dict[str, Array]:
+    """Parameters from ``path``: a ``.npy`` with ``W_hh`` alone, or a ``.npz`` of named arrays.
+
+    Accepted names: ``W_hh``, ``W_hx``, ``W_qh``, ``b_h``, ``b_q`` and PyTorch's
+    ``weight_hh_l0``, ``weight_ih_l0``, ``bias_hh_l0``, ``bias_ih_l0``.
+    """
+    loaded = _load(path)
+    if isinstance(loaded, np.ndarray):
+        return {"W_hh": _checked(loaded, "W_hh", path)}
+    out: dict[str, Array] = {}
+    for key, value in loaded.items():
+        name = TORCH_NAMES.get(key, key)
+        if name not in NAMES:
+            known = ", ".join((*NAMES, *TORCH_NAMES))
+            raise BadInput(f"unknown array {key!r} in {path} (expected some of {known})")
+        value = _checked(value, name, path)
+        if name in out:
+            if key not in ("bias_hh_l0", "bias_ih_l0") or out[name].shape != value.shape:
+                raise BadInput(f"{path} gives {name} twice (as {key!r} and another name)")
+            value = out[name] + value
+        out[name] = value
+    if "W_hh" not in out:
+        raise BadInput(f"{path} has no W_hh (or weight_hh_l0)")
+    return out
+
+
+def load_series(path: Path, name: str) -> Array:
+    """A ``(T, k)`` array (``inputs`` or ``targets``) from a ``.npy`` file."""
+    loaded = _load(path)
+    if not isinstance(loaded, np.ndarray):
+        raise BadInput(f"{name} file {path} must be a .npy array of shape (T, k), not an archive")
+    return _checked(loaded, name, path)
+
+
+def given_from_files(
+    weights: Path | None, inputs: Path | None, targets: Path | None
+) -> tuple[Given, dict[str, tuple[int, str]]]:
+    """Load the files and check their shapes against each other.
+
+    Returns the arrays and the sizes they fix (``hidden``, ``inputs_dim``,
+    ``outputs_dim``, ``T``), each as ``(size, description of the array that fixes it)``.
+    """
+    arrays = load_weights(weights) if weights else {}
+    if inputs:
+        arrays["x"] = load_series(inputs, "inputs")
+    if targets:
+        arrays["y"] = load_series(targets, "targets")
+
+    sizes: dict[str, tuple[int, str]] = {}
+
+    def fix(size: str, value: int, what: str) -> None:
+        if size in sizes and sizes[size][0] != value:
+            raise BadInput(
+                f"{what} does not match {sizes[size][1]}: {size} {value} against {sizes[size][0]}"
+            )
+        sizes.setdefault(size, (value, what))
+
+    W_hh = arrays.get("W_hh")
+    if W_hh is not None:
+        if W_hh.shape[0] != W_hh.shape[1]:
+            raise BadInput(f"W_hh must be square, got shape {W_hh.shape}")
+        fix("hidden", W_hh.shape[0], f"W_hh of shape {W_hh.shape}")
+    for key, rows, cols in (
+        ("W_hx", "hidden", "inputs_dim"),
+        ("W_qh", "outputs_dim", "hidden"),
+        ("x", "T", "inputs_dim"),
+        ("y", "T", "outputs_dim"),
+    ):
+        if key in arrays:
+            what = f"{LABELS.get(key, key)} of shape {arrays[key].shape}"
+            fix(rows, arrays[key].shape[0], what)
+            fix(cols, arrays[key].shape[1], what)
+    for key, size in (("b_h", "hidden"), ("b_q", "outputs_dim")):
+        if key in arrays:
+            fix(size, arrays[key].shape[0], f"{key} of shape {arrays[key].shape}")
+    if "T" in sizes and sizes["T"][0] < 1:
+        raise BadInput(f"{sizes['T'][1]} has no time steps")
+    return Given(**arrays), sizes

@@ -1,0 +1,76 @@
+"""Vectors and matrices beyond float64's range, carried as a mantissa and a log scale.
+
+A scaled array stands for ``m * exp(s)``: the mantissa ``m`` has shape ``(..., k)`` and
+unit 2-norm along its last axis, and the scale ``s`` (natural log) has shape ``(...)``.
+An exact zero is ``m = 0, s = -inf``; no other value of ``s`` is infinite, so every norm
+``exp(s)`` is reported exactly in log form, however far outside float64 it lies.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[np.float64]
+LN10 = float(np.log(10.0))
+
+
+def normalize(m: Array, s: Array | float = 0.0) -> tuple[Array, Array]:
+    """Return ``(m / ||m||, s + ln ||m||)`` along the last axis, zeros as ``(0, -inf)``.
+
+    The norm is taken after dividing by the largest entry, so that mantissas up to
+    float64's maximum never overflow when squared.
+    """
+    peak = np.max(np.abs(m), axis=-1) if m.shape[-1] else np.zeros(m.shape[:-1])
+    zero = peak == 0
+    peak = np.where(zero, 1.0, peak)
+    m = m / peak[..., None]
+    norm = np.sqrt(np.einsum("...i,...i->...", m, m))
+    m = m / np.where(zero, 1.0, norm)[..., None]
+    with np.errstate(divide="ignore"):
+        s = np.where(zero, -np.inf, s + np.log(peak) + np.log(norm))
+    return m, s
+
+
+def finite_or_zero(s: Array) -> Array:
+    """``s`` with ``-inf`` (exact zeros) replaced by 0, for use as a reference scale."""
+    return np.where(np.isfinite(s), s, 0.0)
+
+
+def add(a: Array, sa: Array, b: Array, sb: Array) -> tuple[Array, Array]:
+    """Sum of two scaled arrays, ``a e^sa + b e^sb``, log-sum-exp style.
+
+    Both are rescaled to the larger scale before adding, so the smaller term only loses
+    what float64 rounding would lose anyway; the result is renormalised.
+    """
+    top = finite_or_zero(np.maximum(sa, sb))
+    m = a * np.exp(sa - top)[..., None] + b * np.exp(sb - top)[..., None]
+    return normalize(m, top)
+
+
+def log_weights(s: Array, axis: int = -1) -> tuple[Array, Array]:
+    """Split scales ``s`` into ``exp(s - top)`` (at most 1) and ``top = max s`` along ``axis``.
+
+    Used to sum scaled terms with one matrix product: ``sum_t w_t m_t`` times ``exp(top)``.
+    ``top`` is ``-inf`` where every term is an exact zero.
+    """
+    top = np.max(s, axis=axis, keepdims=True) if s.shape[axis] else np.full_like(s, -np.inf)
+    w = np.exp(s - finite_or_zero(top))
+    return w, np.squeeze(top, axis=axis)
+
+
+def log_norm(m: Array, s: Array) -> Array:
+    """Natural log of the Frobenius norm of ``m * exp(s)`` over the last two axes.
+
+    ``m`` has shape ``(..., r, c)``, ``s`` shape ``(...)``; exact zeros give ``-inf``.
+    """
+    flat = m.reshape(*m.shape[:-2], -1)
+    _, ln = normalize(flat, s)
+    return ln
+
+
+def to_float(m: Array, s: Array) -> Array:
+    """``m * exp(s)`` as plain floats (overflows to inf if it does not fit)."""
+    s = np.asarray(s)
+    with np.errstate(over="ignore"):
+        return m * np.exp(s).reshape(s.shape + (1,) * (m.ndim - s.ndim))

@@ -1,0 +1,124 @@
+"""Rich tables for the terminal: header, ||dL/dh_t|| by step, parameter gradients, verdict.
+
+Numbers far outside float64 are printed from their log10 (``3.2e+512``). Rich drops
+colour by itself when stdout is not a terminal, NO_COLOR is set or TERM=dumb.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .analysis import Analysis, quantiles
+from .network import PARAMS
+from .scaled import Array
+
+VERDICT_STYLE = {"vanishing": "bold blue", "stable": "bold green", "exploding": "bold red", "undefined": "bold"}
+
+
+def pow10(log10: float, digits: int = 3) -> str:
+    """``10**log10`` in scientific notation, for any finite ``log10``; ``0`` for ``-inf``."""
+    if math.isnan(log10):
+        return "-"
+    if math.isinf(log10):
+        return "0" if log10 < 0 else "inf"
+    exponent = math.floor(log10)
+    mantissa = 10 ** (log10 - exponent)
+    if round(mantissa, digits - 1) >= 10:
+        mantissa, exponent = mantissa / 10, exponent + 1
+    return f"{mantissa:.{digits - 1}f}e{exponent:+d}"
+
+
+def fmt(x: float, digits: int = 2) -> str:
+    """A log10 value, with ``-inf`` (exact zero) as ``-inf`` and NaN as ``-``."""
+    if math.isnan(x):
+        return "-"
+    return f"{x:+.{digits}f}" if math.isfinite(x) else ("-inf" if x < 0 else "+inf")
+
+
+def _over_trials(values: Array) -> str:
+    """Median of ``values``, and ``[q1, q3]`` when there are several trials."""
+    if values.size == 1:
+        return fmt(float(values[0]))
+    med, q1, q3 = quantiles(values, (0.5, 0.25, 0.75))
+    return f"{fmt(med)} [{fmt(q1)}, {fmt(q3)}]"
+
+
+def report_steps(T: int) -> list[int]:
+    """Steps t = T, T-1, T-2, T-5, T-10, T-20, T-50, ... and 1."""
+    lags, k = [0], 1
+    while k < T:
+        lags += [lag for lag in (k, 2 * k, 5 * k) if lag < T]
+        k *= 10
+    return sorted({T - lag for lag in lags} | {1}, reverse=True)
+
+
+def render_analysis(an: Analysis, console: Console) -> None:
+    """Print the header, the step table, the parameter table and the verdict."""
+    spec, sp = an.spec, an.spectrum
+    n, T, h, d, q = an.net.shape
+    rho = float(np.median(sp.spectral_radius))
+    scale = f"radius {spec.radius:g}" if spec.radius is not None else (
+        f"norm {spec.norm:g}" if spec.norm is not None else f"gain {spec.gain:g}"
+    )
+    header = Table.grid(padding=(0, 2))
+    header.add_column(style="bold")
+    header.add_column()
+    header.add_row("model", f"Elman RNN, cell {spec.cell}, loss {spec.loss}, T {T}")
+    header.add_row("sizes", f"hidden {h}, inputs {d}, outputs {q}")
+    header.add_row("W_hh", f"{spec.ensemble}, {scale}" if an.net.seeds else "from file")
+    header.add_row(
+        "spectrum",
+        f"rho {_over_trials(sp.spectral_radius).replace('+', '')}, "
+        f"||W_hh||_2 {_over_trials(sp.spectral_norm).replace('+', '')}",
+    )
+    header.add_row("trials", f"{n} (seed {spec.seed})" + (", median [quartiles]" if n > 1 else ""))
+    console.print(header)
+
+    g = an.grad_h_log10
+    steps = Table(title="Gradient of the loss w.r.t. the hidden state", title_justify="left")
+    for col in ("t", "T-t", "||dL/dh_t||", "log10", "log10 ratio to t=T", "log10 rho^(T-t)"):
+        steps.add_column(col, justify="right")
+    for t in report_steps(T):
+        lag = T - t
+        col = g[:, t - 1]
+        with np.errstate(invalid="ignore"):
+            ratio = col - g[:, -1]
+        predicted = 0.0 if lag == 0 else (lag * math.log10(rho) if rho > 0 else -math.inf)
+        steps.add_row(
+            str(t), str(lag), pow10(float(np.median(col))), _over_trials(col),
+            _over_trials(ratio), fmt(predicted),
+        )
+    console.print(steps)
+
+    params = Table(title="Parameter gradients (Frobenius norm)", title_justify="left")
+    for col in ("parameter", "shape", "||dL/dparam||", "log10"):
+        params.add_column(col, justify="right")
+    shapes = {name: arr.shape[1:] for name, arr in an.net.params().items()}
+    for name in PARAMS:
+        values = an.grad_params_log10[name]
+        params.add_row(
+            name, " x ".join(map(str, shapes[name])), pow10(float(np.median(values))),
+            _over_trials(values),
+        )
+    console.print(params)
+
+    summary = an.summary()
+    v = summary["verdict"]
+    line = Text("verdict: ")
+    line.append(v, style=VERDICT_STYLE[v])
+    gain = summary["gain_log10"]
+    if math.isnan(gain):
+        line.append(" (dL/dh_T is exactly zero: no gradient to propagate)")
+    elif math.isinf(gain):
+        line.append(f" (the gradient from t={T} is exactly zero by t=1)")
+    else:
+        line.append(
+            f" (the gradient from t={T} changes by 10^{gain:+.2f} on its way back to t=1; "
+            f"tolerance {an.tolerance:g} orders of magnitude)"
+        )
+    console.print(line)
