@@ -17,7 +17,12 @@ from .analysis import Analysis, quantiles
 from .network import PARAMS
 from .scaled import Array
 
-VERDICT_STYLE = {"vanishing": "bold blue", "stable": "bold green", "exploding": "bold red", "undefined": "bold"}
+VERDICT_STYLE = {
+    "vanishing": "bold blue",
+    "stable": "bold green",
+    "exploding": "bold red",
+    "undefined": "bold",
+}
 
 
 def pow10(log10: float, digits: int = 3) -> str:
