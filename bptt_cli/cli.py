@@ -33,7 +33,7 @@ def _error(message: str) -> None:
 class _OneLineErrors(TyperGroup):
     """Run the app, turning every usage error and :class:`BadInput` into one stderr line."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         try:
             status = super().main(*args, **kwargs)

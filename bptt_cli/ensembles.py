@@ -49,7 +49,7 @@ def spectral_radius(W: Array) -> Array:
 
 def spectral_norm(W: Array) -> Array:
     """Largest singular value of ``W``, shape ``(..., h, h) -> (...)``."""
-    return np.linalg.svd(W, compute_uv=False)[..., 0]
+    return np.asarray(np.linalg.svd(W, compute_uv=False)[..., 0], dtype=np.float64)
 
 
 def rescale(W: Array, radius: float | None = None, norm: float | None = None) -> Array:
@@ -59,7 +59,7 @@ def rescale(W: Array, radius: float | None = None, norm: float | None = None) ->
     current, target, what = (
         (spectral_radius(W), radius, "spectral radius")
         if radius is not None
-        else (spectral_norm(W), norm, "spectral norm")
+        else (spectral_norm(W), float(norm or 0.0), "spectral norm")
     )
     if np.any(current == 0):
         raise BadInput(f"cannot rescale W_hh to {what} {target}: its {what} is 0 (W_hh is nilpotent)")

@@ -41,4 +41,4 @@ def spectrum(W_hh: Array) -> Spectrum:
     eig = np.linalg.eigvals(W_hh).astype(np.complex128)
     order = np.argsort(-np.abs(eig), axis=-1, kind="stable")
     eig = np.take_along_axis(eig, order, axis=-1)
-    return Spectrum(eig, np.linalg.svd(W_hh, compute_uv=False))
+    return Spectrum(eig, np.asarray(np.linalg.svd(W_hh, compute_uv=False), dtype=np.float64))

@@ -90,12 +90,12 @@ def render_analysis(an: Analysis, console: Console) -> None:
         steps.add_column(col, justify="right")
     for t in report_steps(T):
         lag = T - t
-        col = g[:, t - 1]
+        at_t = g[:, t - 1]
         with np.errstate(invalid="ignore"):
-            ratio = col - g[:, -1]
+            ratio = at_t - g[:, -1]
         predicted = 0.0 if lag == 0 else (lag * math.log10(rho) if rho > 0 else -math.inf)
         steps.add_row(
-            str(t), str(lag), pow10(float(np.median(col))), _over_trials(col),
+            str(t), str(lag), pow10(float(np.median(at_t))), _over_trials(at_t),
             _over_trials(ratio), fmt(predicted),
         )
     console.print(steps)
