@@ -7,24 +7,44 @@ Backward, reusing the cached forward values:
     dL/da_t = diag(phi'(a_t)) dL/dh_t
     dL/dh_t = W_hh^T dL/da_{t+1} + W_qh^T dL/do_t
 
-and the parameter gradients are sums over time, each one matrix product over ``t``:
-``dL/dW_hh = sum_t dL/da_t h_{t-1}^T``, ``dL/dW_hx = sum_t dL/da_t x_t^T``,
-``dL/db_h = sum_t dL/da_t``, ``dL/dW_qh = sum_t dL/do_t h_t^T``, ``dL/db_q = sum_t dL/do_t``.
+and the parameter gradients are sums over time, one matrix product per block of ``block``
+steps, the blocks summed log-sum-exp style: ``dL/dW_hh = sum_t dL/da_t h_{t-1}^T``,
+``dL/dW_hx = sum_t dL/da_t x_t^T``, ``dL/db_h = sum_t dL/da_t``,
+``dL/dW_qh = sum_t dL/do_t h_t^T``, ``dL/db_q = sum_t dL/do_t``.
 
 Every vector is a unit mantissa and a natural-log scale (see :mod:`bptt_cli.scaled`),
 renormalised at every step, so nothing overflows or underflows. All arrays carry a
 leading trial axis ``n``: one Python step advances every trial.
+
+Memory: the stored pass keeps every state (about ``4 T h`` floats per trial). With
+``checkpoint_every = K`` (a multiple of ``block``) only ``h_0, h_K, h_2K, ...`` are kept and
+each segment of K steps is recomputed during the backward pass. Every matrix product over
+time runs on the same absolute blocks of ``block`` steps in both modes, and every step does
+the same operations in the same order, so the two modes give the same numbers bit for bit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from .cells import Cell
+from .errors import BadInput
 from .network import Network
 from .scaled import Array, add, finite_or_zero, log_weights, normalize
+
+BLOCK = 256  # steps per matrix product over time (inputs, outputs, parameter sums)
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """Every K-th state: ``m (n, C, h)``, ``s (n, C)`` hold h_0, h_K, h_2K, ... (C = ceil(T/K))."""
+
+    every: int
+    m: Array
+    s: Array
 
 
 @dataclass(frozen=True)
@@ -34,13 +54,17 @@ class Forward:
     ``h_m (n, T+1, h)`` and ``h_s (n, T+1)``: h_0..h_T as mantissa and log scale;
     ``log_dphi (n, T, h)``: ``ln |phi'(a_t)|`` for t = 1..T (``None`` for the identity cell);
     ``e_m (n, T, q)``, ``e_s (n, T)``: the output error ``o_t - y_t``.
+    With ``checkpoints`` set (memory-efficient mode) the per-t mantissas ``h_m``, ``log_dphi``
+    and ``e_m`` are ``None``; the per-t log scales ``h_s`` and ``e_s`` are always kept.
     """
 
-    h_m: Array
+    h_m: Array | None
     h_s: Array
     log_dphi: Array | None
-    e_m: Array
+    e_m: Array | None
     e_s: Array
+    checkpoints: Checkpoints | None = None
+    block: int = BLOCK
 
 
 @dataclass(frozen=True)
@@ -52,56 +76,186 @@ class Gradients:
     parameter's shape per trial and ``s (n,)``; ``loss_ln (n,)``: ln L;
     ``gain_ln (n,)``: ``ln ||J^T g|| - ln ||g||``, ``g = dL/dh_T``, ``J = dh_T/dh_1``
     (``-inf`` where ``J^T g = 0``, NaN where ``g = 0``).
+    In memory-efficient mode (checkpointed forward) ``dL_dh_m`` and ``dL_da_m`` are ``None``;
+    the log scales ``dL_dh_s``, ``dL_da_s`` (T floats per trial) are always kept.
     """
 
-    dL_dh_m: Array
+    dL_dh_m: Array | None
     dL_dh_s: Array
-    dL_da_m: Array
+    dL_da_m: Array | None
     dL_da_s: Array
     params: dict[str, tuple[Array, Array]]
     loss_ln: Array
     gain_ln: Array
 
 
-def forward(net: Network, cell: Cell) -> Forward:
-    """Run the network forward, caching what the backward pass needs."""
-    n, T, h, _, _ = net.shape
-    u_m, u_s = normalize(np.matmul(net.x, np.swapaxes(net.W_hx, -1, -2)) + net.b_h[:, None, :])
+@dataclass(frozen=True)
+class Segment:
+    """Forward values of steps ``t0+1..t1`` (0-based indices ``t0..t1-1``), ``L = t1 - t0``.
+
+    ``h_m (n, L+1, h)``, ``h_s (n, L+1)``: h_{t0}..h_{t1}; ``log_dphi (n, L, h)`` or ``None``;
+    ``e_m (n, L, q)``, ``e_s (n, L)``: output errors. Views: valid until the next segment.
+    """
+
+    t0: int
+    t1: int
+    h_m: Array
+    h_s: Array
+    log_dphi: Array | None
+    e_m: Array
+    e_s: Array
+
+
+def _drive(net: Network, b0: int, b1: int) -> tuple[Array, Array]:
+    """``W_hx x_t + b_h`` for indices ``b0..b1-1`` as ``(m (n, L, h), s (n, L))``."""
+    return normalize(np.matmul(net.x[:, b0:b1], np.swapaxes(net.W_hx, -1, -2)) + net.b_h[:, None, :])
+
+
+def _run(
+    net: Network, cell: Cell, t0: int, t1: int, m: Array, s: Array, block: int,
+    out_m: Array, out_s: Array, out_dphi: Array | None,
+) -> tuple[Array, Array]:
+    """Advance every trial from ``h_{t0} = m e^s`` through indices ``t0..t1-1``.
+
+    Writes h_{t0+1}..h_{t1} into ``out_m[:, :L]``, ``out_s[:, :L]`` and ``ln|phi'(a)|`` into
+    ``out_dphi[:, :L]``; ``t0`` must be a multiple of ``block`` (absolute blocks).
+    Returns the last state.
+    """
     W_hh_T = np.swapaxes(net.W_hh, -1, -2)
-    h_m = np.zeros((n, T + 1, h))
+    for b0 in range(t0, t1, block):
+        b1 = min(b0 + block, t1)
+        u_m, u_s = _drive(net, b0, b1)
+        for k in range(b1 - b0):
+            a_m, a_s = add(np.matmul(m[:, None, :], W_hh_T)[:, 0], s, u_m[:, k], u_s[:, k])
+            if cell.linear:
+                m, s = a_m, a_s
+            elif cell.homogeneous:
+                out_dphi[:, b0 - t0 + k] = cell.log_dphi(a_m)  # type: ignore[index]
+                m, s = normalize(cell.phi(a_m), a_s)
+            else:
+                a = a_m * np.exp(np.minimum(a_s, 700.0))[:, None]
+                out_dphi[:, b0 - t0 + k] = cell.log_dphi(a)  # type: ignore[index]
+                m, s = normalize(cell.phi(a))
+            out_m[:, b0 - t0 + k], out_s[:, b0 - t0 + k] = m, s
+    return m, s
+
+
+def _output_error(net: Network, h_m: Array, h_s: Array, b0: int, b1: int) -> tuple[Array, Array]:
+    """``o_t - y_t`` for indices ``b0..b1-1`` from ``h_m (n, L, h)`` = h_{b0+1}..h_{b1}."""
+    Wh = np.matmul(h_m, np.swapaxes(net.W_qh, -1, -2))
+    return add(Wh, h_s, *normalize(net.b_q[:, None, :] - net.y[:, b0:b1]))
+
+
+def _errors(net: Network, h_m: Array, h_s: Array, t0: int, t1: int, block: int,
+            e_m: Array | None, e_s: Array) -> None:
+    """Fill ``e_m[:, :L]``, ``e_s[:, :L]`` block by block; ``h_m`` holds h_{t0}..h_{t1}."""
+    for b0 in range(t0, t1, block):
+        b1 = min(b0 + block, t1)
+        rows = slice(b0 - t0 + 1, b1 - t0 + 1)
+        m, s = _output_error(net, h_m[:, rows], h_s[:, rows], b0, b1)
+        if e_m is not None:
+            e_m[:, b0 - t0 : b1 - t0] = m
+        e_s[:, b0 - t0 : b1 - t0] = s
+
+
+def forward(net: Network, cell: Cell, checkpoint_every: int | None = None, block: int = BLOCK) -> Forward:
+    """Run the network forward, caching what the backward pass needs.
+
+    ``checkpoint_every = K`` keeps only every K-th state (K a multiple of ``block``).
+    """
+    n, T, h, _, q = net.shape
+    if block < 1:
+        raise BadInput(f"block must be at least 1, got {block}")
     h_s = np.full((n, T + 1), -np.inf)
-    log_dphi = None if cell.linear else np.empty((n, T, h))
-    m, s = h_m[:, 0], h_s[:, 0]
-    for t in range(T):
-        a_m, a_s = add(np.matmul(m[:, None, :], W_hh_T)[:, 0], s, u_m[:, t], u_s[:, t])
-        if cell.linear:
-            m, s = a_m, a_s
-        elif cell.homogeneous:
-            log_dphi[:, t] = cell.log_dphi(a_m)  # type: ignore[index]
-            m, s = normalize(cell.phi(a_m), a_s)
-        else:
-            a = a_m * np.exp(np.minimum(a_s, 700.0))[:, None]
-            log_dphi[:, t] = cell.log_dphi(a)  # type: ignore[index]
-            m, s = normalize(cell.phi(a))
-        h_m[:, t + 1], h_s[:, t + 1] = m, s
-    Wh = np.matmul(h_m[:, 1:], np.swapaxes(net.W_qh, -1, -2))
-    e_m, e_s = add(Wh, h_s[:, 1:], *normalize(net.b_q[:, None, :] - net.y))
-    return Forward(h_m, h_s, log_dphi, e_m, e_s)
+    e_s = np.empty((n, T))
+    m0, s0 = np.zeros((n, h)), np.full(n, -np.inf)
+    if checkpoint_every is None:
+        h_m = np.zeros((n, T + 1, h))
+        log_dphi = None if cell.linear else np.empty((n, T, h))
+        _run(net, cell, 0, T, m0, s0, block, h_m[:, 1:], h_s[:, 1:], log_dphi)
+        e_m = np.empty((n, T, q))
+        _errors(net, h_m, h_s, 0, T, block, e_m, e_s)
+        return Forward(h_m, h_s, log_dphi, e_m, e_s, None, block)
+    K = checkpoint_every
+    if K < 1 or K % block:
+        raise BadInput(f"checkpoint interval must be a positive multiple of {block}, got {K}")
+    C = -(-T // K)
+    ck_m, ck_s = np.zeros((n, C, h)), np.full((n, C), -np.inf)
+    seg_m = np.zeros((n, K + 1, h))
+    seg_s = np.full((n, K + 1), -np.inf)
+    seg_dphi = None if cell.linear else np.empty((n, K, h))
+    m, s = m0, s0
+    for c in range(C):
+        t0, t1 = c * K, min((c + 1) * K, T)
+        ck_m[:, c], ck_s[:, c] = m, s
+        seg_m[:, 0], seg_s[:, 0] = m, s
+        m, s = _run(net, cell, t0, t1, np.array(m), np.array(s), block, seg_m[:, 1:], seg_s[:, 1:], seg_dphi)
+        h_s[:, t0 + 1 : t1 + 1] = seg_s[:, 1 : t1 - t0 + 1]
+        _errors(net, seg_m, seg_s, t0, t1, block, None, e_s[:, t0:t1])
+    return Forward(None, h_s, None, None, e_s, Checkpoints(K, ck_m, ck_s), block)
+
+
+def segments(net: Network, cell: Cell, fwd: Forward) -> Iterator[Segment]:
+    """Forward values segment by segment, from the last segment to the first.
+
+    A stored pass is one segment; a checkpointed pass recomputes each segment of K steps
+    from its checkpoint (into buffers reused from one segment to the next).
+    """
+    n, T, h, _, q = net.shape
+    ck = fwd.checkpoints
+    if ck is None:
+        assert fwd.h_m is not None and fwd.e_m is not None
+        yield Segment(0, T, fwd.h_m, fwd.h_s, fwd.log_dphi, fwd.e_m, fwd.e_s)
+        return
+    K = ck.every
+    seg_m = np.zeros((n, K + 1, h))
+    seg_s = np.full((n, K + 1), -np.inf)
+    seg_dphi = None if cell.linear else np.empty((n, K, h))
+    e_m, e_s = np.empty((n, K, q)), np.empty((n, K))
+    for c in range(ck.m.shape[1] - 1, -1, -1):
+        t0, t1 = c * K, min((c + 1) * K, T)
+        L = t1 - t0
+        seg_m[:, 0], seg_s[:, 0] = ck.m[:, c], ck.s[:, c]
+        _run(net, cell, t0, t1, np.array(ck.m[:, c]), np.array(ck.s[:, c]), fwd.block,
+             seg_m[:, 1:], seg_s[:, 1:], seg_dphi)
+        _errors(net, seg_m, seg_s, t0, t1, fwd.block, e_m, e_s)
+        dphi = None if seg_dphi is None else seg_dphi[:, :L]
+        yield Segment(t0, t1, seg_m[:, : L + 1], seg_s[:, : L + 1], dphi, e_m[:, :L], e_s[:, :L])
 
 
 def output_grad(fwd: Forward, loss: str) -> tuple[Array, Array]:
-    """``dL/do_t`` for t = 1..T as ``(m (n, T, q), s (n, T))``.
+    """``dL/do_t`` for t = 1..T as ``(m (n, T, q), s (n, T))`` (stored forward passes only).
 
     ``last``: ``L = 1/2 ||o_T - y_T||^2``; ``mean``: ``L = (1/T) sum_t 1/2 ||o_t - y_t||^2``.
     """
+    if fwd.e_m is None:
+        raise ValueError("output_grad needs a stored forward pass (e_m is None when checkpointed)")
     T = fwd.e_s.shape[1]
+    return _output_grad_block(fwd.e_m, fwd.e_s, loss, T, T)
+
+
+def _output_grad_block(e_m: Array, e_s: Array, loss: str, T: int, b1: int) -> tuple[Array, Array]:
+    """``dL/do_t`` for the indices of ``e_m (n, L, q)``, the last of which is ``b1 - 1``."""
     if loss == "mean":
-        return fwd.e_m, fwd.e_s - np.log(T)
-    s = np.full_like(fwd.e_s, -np.inf)
-    s[:, -1] = fwd.e_s[:, -1]
-    m = np.zeros_like(fwd.e_m)
-    m[:, -1] = fwd.e_m[:, -1]
+        return e_m, e_s - np.log(T)
+    s = np.full_like(e_s, -np.inf)
+    m = np.zeros_like(e_m)
+    if b1 == T:
+        s[:, -1] = e_s[:, -1]
+        m[:, -1] = e_m[:, -1]
     return m, s
+
+
+def local_terms(
+    net: Network, e_m: Array, e_s: Array, loss: str, b1: int
+) -> tuple[Array, Array, Array, Array]:
+    """``dL/do_t`` and the local terms ``W_qh^T dL/do_t`` of one block ending at index ``b1 - 1``.
+
+    Returns ``(do_m (n, L, q), do_s (n, L), local_m (n, L, h), local_s (n, L))``.
+    """
+    do_m, do_s = _output_grad_block(e_m, e_s, loss, net.shape[1], b1)
+    local_m, local_s = normalize(np.matmul(do_m, net.W_qh), do_s)
+    return do_m, do_s, local_m, local_s
 
 
 def loss_ln(fwd: Forward, loss: str) -> Array:
@@ -114,7 +268,7 @@ def loss_ln(fwd: Forward, loss: str) -> Array:
         return np.log(0.5 / T) + finite_or_zero(top) + np.log(np.sum(w, axis=-1))
 
 
-def _through_phi(log_dphi_t: Array | None, m: Array, s: Array) -> tuple[Array, Array]:
+def through_phi(log_dphi_t: Array | None, m: Array, s: Array) -> tuple[Array, Array]:
     """``diag(phi'(a_t)) v`` for scaled ``v = m e^s``; ``m (n, c, h)``, ``s (n, c)``."""
     if log_dphi_t is None:
         return m, s
@@ -123,63 +277,113 @@ def _through_phi(log_dphi_t: Array | None, m: Array, s: Array) -> tuple[Array, A
     return normalize(m * w[:, None, :], s + top[:, None])
 
 
-def _weighted_sum(
-    left_m: Array, right: Array, scale: Array
-) -> tuple[Array, Array]:
-    """``sum_t left_t right_t^T`` for terms of log scale ``scale (n, T)``: ``(n, a, b)`` and ``(n,)``.
+_through_phi = through_phi
 
-    ``left_m (n, T, a)``, ``right (n, T, b)``; one matrix product over ``t``.
+
+def block_sum(left_m: Array, right: Array, scale: Array) -> tuple[Array, Array]:
+    """``sum_t left_t right_t^T`` for terms of log scale ``scale (..., L)``: ``(..., a, b)`` and ``(...)``.
+
+    ``left_m (..., L, a)``, ``right (..., L, b)`` (broadcast over the leading axes); one
+    matrix product over ``t``.
     """
     w, top = log_weights(scale)
     return np.matmul(np.swapaxes(left_m * w[..., None], -1, -2), right), top
 
 
-def backward(net: Network, fwd: Forward, cell: Cell, loss: str) -> Gradients:
-    """Exact BPTT gradients from a cached forward pass."""
-    n, T, h, _, _ = net.shape
-    do_m, do_s = output_grad(fwd, loss)
-    local_m, local_s = normalize(np.matmul(do_m, net.W_qh), do_s)  # W_qh^T dL/do_t, (n, T, h)
+def vector_sum(m: Array, scale: Array) -> tuple[Array, Array]:
+    """``sum_t m_t`` for ``m (..., L, a)`` of log scale ``scale (..., L)``."""
+    w, top = log_weights(scale)
+    return np.einsum("...t,...ti->...i", w, m), top
 
+
+class ParamSums:
+    """Running sums of scaled terms, one per name, combined log-sum-exp style.
+
+    ``add(name, m, s)`` with ``m (..., *shape)`` and ``s (...)``; the mantissa is not
+    renormalised (its entries stay below the number of terms summed).
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, tuple[Array, Array]] = {}
+
+    def add(self, name: str, m: Array, s: Array) -> None:
+        if name not in self.sums:
+            self.sums[name] = (m, s)
+            return
+        am, as_ = self.sums[name]
+        top = finite_or_zero(np.maximum(as_, s))
+        extra = (1,) * (m.ndim - s.ndim)
+        wa = np.exp(as_ - top).reshape(top.shape + extra)
+        wb = np.exp(s - top).reshape(top.shape + extra)
+        with np.errstate(divide="ignore"):
+            self.sums[name] = (am * wa + m * wb, np.where(np.isneginf(np.maximum(as_, s)), -np.inf, top))
+
+
+def backward(net: Network, fwd: Forward, cell: Cell, loss: str) -> Gradients:
+    """Exact BPTT gradients from a forward pass (stored, or checkpointed and recomputed)."""
+    n, T, h, _, _ = net.shape
+    block = fwd.block
+    keep = fwd.checkpoints is None
+    dh_m = np.empty((n, T, h)) if keep else None
+    da_m = np.empty((n, T, h)) if keep else None
+    dh_s, da_s = np.empty((n, T)), np.empty((n, T))
+    sums = ParamSums()
     # Column 0 carries dL/dh_t; for the mean loss, column 1 carries J^T g without the
     # local terms (for the last loss the two coincide).
     cols = 1 if loss == "last" else 2
-    g_m = np.repeat(local_m[:, -1:, :], cols, axis=1)  # (n, cols, h)
-    g_s = np.repeat(local_s[:, -1:], cols, axis=1)
-    dh_m, dh_s = np.empty((n, T, h)), np.empty((n, T))
-    da_m, da_s = np.empty((n, T, h)), np.empty((n, T))
-    for t in range(T - 1, -1, -1):
-        dh_m[:, t], dh_s[:, t] = g_m[:, 0], g_s[:, 0]
-        d_m, d_s = _through_phi(None if fwd.log_dphi is None else fwd.log_dphi[:, t], g_m, g_s)
-        da_m[:, t], da_s[:, t] = d_m[:, 0], d_s[:, 0]
-        if t == 0:
-            break
-        r = np.matmul(d_m, net.W_hh)  # rows are (W_hh^T d)^T
-        if cols == 1:
-            g_m, g_s = normalize(r, d_s)
-        else:
-            g0 = add(r[:, 0], d_s[:, 0], local_m[:, t - 1], local_s[:, t - 1])
-            g1 = normalize(r[:, 1], d_s[:, 1])
-            g_m = np.stack([g0[0], g1[0]], axis=1)
-            g_s = np.stack([g0[1], g1[1]], axis=1)
+    g_m, g_s = np.zeros((n, cols, h)), np.full((n, cols), -np.inf)
+    last_s = np.full(n, -np.inf)
+    for seg in segments(net, cell, fwd):
+        t0 = seg.t0
+        for b0 in range(t0 + ((seg.t1 - 1 - t0) // block) * block, t0 - 1, -block):
+            b1 = min(b0 + block, seg.t1)
+            L = b1 - b0
+            do_m, do_s, local_m, local_s = local_terms(
+                net, seg.e_m[:, b0 - t0 : b1 - t0], seg.e_s[:, b0 - t0 : b1 - t0], loss, b1
+            )
+            bh_m, bh_s = np.empty((n, L, h)), np.empty((n, L))
+            ba_m, ba_s = np.empty((n, L, h)), np.empty((n, L))
+            for k in range(L - 1, -1, -1):
+                t = b0 + k
+                if t == T - 1:
+                    g_m = np.repeat(local_m[:, k : k + 1], cols, axis=1)
+                    g_s = np.repeat(local_s[:, k : k + 1], cols, axis=1)
+                    last_s = local_s[:, k]
+                elif cols == 2:
+                    g0 = add(g_m[:, 0], g_s[:, 0], local_m[:, k], local_s[:, k])
+                    g_m = np.stack([g0[0], g_m[:, 1]], axis=1)
+                    g_s = np.stack([g0[1], g_s[:, 1]], axis=1)
+                bh_m[:, k], bh_s[:, k] = g_m[:, 0], g_s[:, 0]
+                dphi = None if seg.log_dphi is None else seg.log_dphi[:, t - t0]
+                d_m, d_s = through_phi(dphi, g_m, g_s)
+                ba_m[:, k], ba_s[:, k] = d_m[:, 0], d_s[:, 0]
+                if t == 0:
+                    break
+                g_m, g_s = normalize(np.matmul(d_m, net.W_hh), d_s)  # rows are (W_hh^T d)^T
+            hp_m, hp_s = seg.h_m[:, b0 - t0 : b1 - t0], seg.h_s[:, b0 - t0 : b1 - t0]
+            hn_m, hn_s = seg.h_m[:, b0 - t0 + 1 : b1 - t0 + 1], seg.h_s[:, b0 - t0 + 1 : b1 - t0 + 1]
+            sums.add("W_hh", *block_sum(ba_m, hp_m, ba_s + hp_s))
+            sums.add("W_hx", *block_sum(ba_m, net.x[:, b0:b1], ba_s))
+            sums.add("W_qh", *block_sum(do_m, hn_m, do_s + hn_s))
+            sums.add("b_h", *vector_sum(ba_m, ba_s))
+            sums.add("b_q", *vector_sum(do_m, do_s))
+            dh_s[:, b0:b1], da_s[:, b0:b1] = bh_s, ba_s
+            if dh_m is not None and da_m is not None:
+                dh_m[:, b0:b1], da_m[:, b0:b1] = bh_m, ba_m
 
-    last_s, first_s = local_s[:, -1], g_s[:, -1]
+    first_s = g_s[:, -1]
     with np.errstate(invalid="ignore"):
         gain = np.where(np.isneginf(last_s), np.nan, first_s - last_s)
-
-    h_m, h_s = fwd.h_m, fwd.h_s
-    params = {
-        "W_hh": _weighted_sum(da_m, h_m[:, :-1], da_s + h_s[:, :-1]),
-        "W_hx": _weighted_sum(da_m, net.x, da_s),
-        "W_qh": _weighted_sum(do_m, h_m[:, 1:], do_s + h_s[:, 1:]),
-    }
-    w, top = log_weights(da_s)
-    params["b_h"] = (np.einsum("nt,nti->ni", w, da_m), top)
-    w, top = log_weights(do_s)
-    params["b_q"] = (np.einsum("nt,nti->ni", w, do_m), top)
-    return Gradients(dh_m, dh_s, da_m, da_s, params, loss_ln(fwd, loss), gain)
+    return Gradients(dh_m, dh_s, da_m, da_s, sums.sums, loss_ln(fwd, loss), gain)
 
 
-def bptt(net: Network, cell: Cell, loss: str) -> tuple[Forward, Gradients]:
-    """Forward pass and exact BPTT gradients of every trial of ``net``."""
-    fwd = forward(net, cell)
+def bptt(
+    net: Network, cell: Cell, loss: str, checkpoint_every: int | None = None, block: int = BLOCK
+) -> tuple[Forward, Gradients]:
+    """Forward pass and exact BPTT gradients of every trial of ``net``.
+
+    ``checkpoint_every = K`` (a multiple of ``block``) keeps every K-th state only and
+    recomputes the rest during the backward pass: same numbers, ``O(h (T/K + K))`` memory.
+    """
+    fwd = forward(net, cell, checkpoint_every, block)
     return fwd, backward(net, fwd, cell, loss)
