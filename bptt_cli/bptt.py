@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .cells import Cell
 from .errors import BadInput
@@ -408,7 +409,7 @@ Chain = tuple[Array, Array, Array, Array, Array, Array]
 
 def _chain_fast(
     W_hh: Array, log_dphi: Array | None, loc_m: Array, loc_s: Array,
-    g_m: Array, g_s: Array, add_local: Array, ends: bool,
+    g_m: Array, g_s: Array, add_local: NDArray[np.bool_], ends: bool,
 ) -> Chain | None:
     """Backward steps ``k = L-1..0`` of one sub-block in plain float64 within fixed frames.
 
@@ -459,7 +460,7 @@ def _chain_fast(
 
 def _chain_scaled(
     W_hh: Array, log_dphi: Array | None, loc_m: Array, loc_s: Array,
-    g_m: Array, g_s: Array, add_local: Array, ends: bool,
+    g_m: Array, g_s: Array, add_local: NDArray[np.bool_], ends: bool,
 ) -> Chain:
     """The same steps as :func:`_chain_fast`, renormalising at every step (the slow path)."""
     n, L, h = loc_m.shape
