@@ -80,7 +80,11 @@ def forward(
 
 
 def loss_value(
-    p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, cell: str, loss: str,
+    p: dict[str, np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    cell: str,
+    loss: str,
     delta: np.ndarray | None = None,
 ) -> float:
     """The loss L of one trial."""
@@ -177,8 +181,18 @@ def bptt(p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, cell: str, loss
     for t in range(T, 1, -1):
         v_mag = A_hh.T @ (np.abs(dphi(cell, a[t - 1])) * v_mag)
     return Reference(
-        a, h, dL_do, dL_dh, dL_da, grads, loss_value(p, x, y, cell, loss), v,
-        dh_mag, grads_mag, np.linalg.norm(e_mag, axis=1), v_mag,
+        a,
+        h,
+        dL_do,
+        dL_dh,
+        dL_da,
+        grads,
+        loss_value(p, x, y, cell, loss),
+        v,
+        dh_mag,
+        grads_mag,
+        np.linalg.norm(e_mag, axis=1),
+        v_mag,
     )
 
 
@@ -209,9 +223,9 @@ def fd_dL_dh(
         for i in range(n_h):
             delta = np.zeros((T, n_h))
             delta[t, i] = eps
-            out[t, i] = (
-                loss_value(p, x, y, cell, loss, delta) - loss_value(p, x, y, cell, loss, -delta)
-            ) / (2 * eps)
+            out[t, i] = (loss_value(p, x, y, cell, loss, delta) - loss_value(p, x, y, cell, loss, -delta)) / (
+                2 * eps
+            )
     return out
 
 

@@ -44,8 +44,6 @@ def trials_strategy(draw: st.DrawFn, max_T: int = 12, max_trials: int = 3) -> li
     return [random_trial(rng, h, d, q, T, gain, bias) for _ in range(n)]
 
 
-
-
 def _no_relu_kinks(cell: str, r: ref.Reference) -> None:
     """Finite differences across a relu kink are meaningless: keep every |a| > 1e-3."""
     if cell == "relu":
