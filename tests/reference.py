@@ -112,6 +112,7 @@ class Reference:
     grads: dict[str, np.ndarray]  # dL/dW_hh, dL/dW_hx, dL/dW_qh, dL/db_h, dL/db_q
     loss: float
     JTg: np.ndarray  # (h,) J^T g, g = dL/dh_T, J = prod_{t=T..2} diag(phi'(a_t)) W_hh
+    gain_ln_rescaled: float  # ln ||J^T g|| - ln ||g||, renormalising after each step (no underflow)
     # Magnitudes for honest rounding tolerances: the same recursions run on absolute values
     # (|W|, |x|, |phi'|, ...), so that cancellation in a sum does not make a tolerance
     # relative to a tiny result. Float64 rounding error is at most ~eps * steps * these.
@@ -122,8 +123,9 @@ class Reference:
 
     @property
     def gain_ln(self) -> float:
-        """ln ||J^T g|| - ln ||g||."""
-        return math.log(np.linalg.norm(self.JTg)) - math.log(np.linalg.norm(self.dL_dh[-1]))
+        """ln ||J^T g|| - ln ||g|| (-inf if J^T g is zero, or has underflowed in float64)."""
+        v = float(np.linalg.norm(self.JTg))
+        return (math.log(v) if v > 0 else -math.inf) - math.log(np.linalg.norm(self.dL_dh[-1]))
 
 
 def bptt(p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, cell: str, loss: str) -> Reference:
@@ -157,9 +159,27 @@ def bptt(p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, cell: str, loss
     v = dL_dh[T - 1].copy()
     for t in range(T, 1, -1):  # J^T g = W_hh^T D_2 ... W_hh^T D_T g
         v = W_hh.T @ (dphi(cell, a[t - 1]) * v)
+    u, log_u = dL_dh[T - 1] / np.linalg.norm(dL_dh[T - 1]), 0.0  # the same, one unit vector per step
+    for t in range(T, 1, -1):
+        u = W_hh.T @ (dphi(cell, a[t - 1]) * u)
+        size = float(np.linalg.norm(u))
+        if size == 0:
+            log_u = -math.inf
+            break
+        u, log_u = u / size, log_u + math.log(size)
 
-    # the same recursions on magnitudes
-    A_hh, A_qh = np.abs(W_hh), np.abs(W_qh)
+    # the same recursions on magnitudes (inf where they leave float64: no tolerance then)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mags = _magnitudes(p, x, y, cell, loss, a, h)
+    return Reference(a, h, dL_do, dL_dh, dL_da, grads, loss_value(p, x, y, cell, loss), v, log_u, *mags)
+
+
+def _magnitudes(
+    p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, cell: str, loss: str, a: np.ndarray, h: np.ndarray
+) -> tuple[np.ndarray, dict[str, float], np.ndarray, np.ndarray]:
+    """The BPTT recursions with every factor replaced by its absolute value."""
+    T, n_h = a.shape
+    A_hh, A_qh = np.abs(p["W_hh"]), np.abs(p["W_qh"])
     e_mag = np.array([A_qh @ np.abs(h[t]) + np.abs(p["b_q"]) + np.abs(y[t - 1]) for t in range(1, T + 1)])
     do_mag = e_mag / T if loss == "mean" else np.where(np.arange(T)[:, None] == T - 1, e_mag, 0.0)
     dh_mag = np.zeros((T, n_h))
@@ -180,20 +200,7 @@ def bptt(p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, cell: str, loss
     v_mag = dh_mag[T - 1].copy()
     for t in range(T, 1, -1):
         v_mag = A_hh.T @ (np.abs(dphi(cell, a[t - 1])) * v_mag)
-    return Reference(
-        a,
-        h,
-        dL_do,
-        dL_dh,
-        dL_da,
-        grads,
-        loss_value(p, x, y, cell, loss),
-        v,
-        dh_mag,
-        grads_mag,
-        np.linalg.norm(e_mag, axis=1),
-        v_mag,
-    )
+    return dh_mag, grads_mag, np.linalg.norm(e_mag, axis=1), v_mag
 
 
 def fd_params(

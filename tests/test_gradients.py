@@ -123,6 +123,7 @@ def test_against_reference_recursion(cell: str, loss: str, trials: list[Trial]) 
                 r.dL_dh_mag[-1]
             ) / np.linalg.norm(g)
             assert grads.gain_ln[i] == pytest.approx(r.gain_ln, abs=rtol * cond)
+            assert r.gain_ln_rescaled == pytest.approx(r.gain_ln, abs=rtol * cond)
         else:
             assert grads.gain_ln[i] == -np.inf, "J^T g = 0 exactly must give gain -inf"
 
