@@ -81,7 +81,8 @@ def render_analysis(an: Analysis, console: Console) -> None:
         f"rho {_over_trials(sp.spectral_radius).replace('+', '')}, "
         f"||W_hh||_2 {_over_trials(sp.spectral_norm).replace('+', '')}",
     )
-    header.add_row("trials", f"{n} (seed {spec.seed})" + (", median [quartiles]" if n > 1 else ""))
+    # Text, not a markup string: rich would swallow "[quartiles]" as a style tag
+    header.add_row("trials", Text(f"{n} (seed {spec.seed})" + (", median [quartiles]" if n > 1 else "")))
     console.print(header)
 
     g = an.grad_h_log10

@@ -86,6 +86,17 @@ def test_analyze_T_100_tables() -> None:
     assert f"verdict: {verdict}" in out
 
 
+def test_table_over_trials_shows_median_and_quartiles() -> None:
+    result = bptt("analyze", "--T", "20", "--hidden", "6", "--trials", "5")
+    assert result.exit_code == 0
+    assert "5 (seed 0), median [quartiles]" in result.stdout
+    rows = _table_rows(result.stdout, "Gradient of the loss")
+    an = analyze(Spec(T=20, hidden=6, trials=5))
+    g = an.grad_h_log10[:, 0]
+    q1, med, q3 = np.quantile(g, [0.25, 0.5, 0.75])
+    assert rows[-1][3] == f"{med:+.2f} [{q1:+.2f}, {q3:+.2f}]"
+
+
 def test_table_exact_zero_printed_as_zero(tmp_path: Path) -> None:
     """A nilpotent W_hh: ||dL/dh_t|| is printed 0 (and log10 -inf), not a tiny number."""
     np.save(tmp_path / "n.npy", np.array([[0.0, 1.0], [0.0, 0.0]]))
