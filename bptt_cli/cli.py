@@ -161,10 +161,10 @@ def analyze(
         from .tables import render_analysis
 
         if output is None:
-            render_analysis(an, Console())
+            render_analysis(an, Console(), weights=None if weights is None else str(weights))
         else:
             console = Console(record=True, file=io.StringIO(), width=100)
-            render_analysis(an, console)
+            render_analysis(an, console, weights=None if weights is None else str(weights))
             _emit(console.export_text(), output)
     else:
         from .records import analysis_csv, analysis_record, dumps

@@ -62,20 +62,27 @@ def report_steps(T: int) -> list[int]:
     return sorted({T - lag for lag in lags} | {1}, reverse=True)
 
 
-def render_analysis(an: Analysis, console: Console) -> None:
-    """Print the header, the step table, the parameter table and the verdict."""
+def render_analysis(an: Analysis, console: Console, weights: str | None = None) -> None:
+    """Print the header, the step table, the parameter table and the verdict.
+
+    ``weights``: the file W_hh came from (``--weights``), if any.
+    """
     spec, sp = an.spec, an.spectrum
     n, T, h, d, q = an.net.shape
     rho = float(np.median(sp.spectral_radius))
-    scale = f"radius {spec.radius:g}" if spec.radius is not None else (
-        f"norm {spec.norm:g}" if spec.norm is not None else f"gain {spec.gain:g}"
+    rescaled = f"radius {spec.radius:g}" if spec.radius is not None else (
+        f"norm {spec.norm:g}" if spec.norm is not None else None
     )
+    if weights is not None:
+        source = f"from {weights}" + (f", rescaled to {rescaled}" if rescaled else "")
+    else:
+        source = f"{spec.ensemble}, {rescaled or f'gain {spec.gain:g}'}"
     header = Table.grid(padding=(0, 2))
     header.add_column(style="bold")
     header.add_column()
     header.add_row("model", f"Elman RNN, cell {spec.cell}, loss {spec.loss}, T {T}")
     header.add_row("sizes", f"hidden {h}, inputs {d}, outputs {q}")
-    header.add_row("W_hh", f"{spec.ensemble}, {scale}" if an.net.seeds else "from file")
+    header.add_row("W_hh", Text(source))
     header.add_row(
         "spectrum",
         f"rho {_over_trials(sp.spectral_radius).replace('+', '')}, "

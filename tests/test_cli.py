@@ -108,6 +108,14 @@ def test_table_exact_zero_printed_as_zero(tmp_path: Path) -> None:
     assert "exactly zero" in result.stdout
 
 
+def test_table_says_W_hh_from_file(tmp_path: Path) -> None:
+    np.save(tmp_path / "w.npy", np.eye(3) * 0.5)
+    result = bptt("analyze", "--weights", tmp_path / "w.npy", "--T", "5")
+    assert result.exit_code == 0
+    line = next(line for line in result.stdout.splitlines() if line.startswith("W_hh"))
+    assert "w.npy" in line and "gaussian" not in line, line
+
+
 # --------------------------------------------------------------------------- JSON contract
 CONFIG_KEYS = {
     "cell": str, "loss": str, "T": int, "hidden": int, "inputs_dim": int, "outputs_dim": int,
