@@ -81,7 +81,10 @@ def _emit(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
     else:
-        write_atomic(output, text)
+        try:
+            write_atomic(output, text)
+        except OSError as e:  # permissions, a full disk, ...: the temporary file is already gone
+            raise BadInput(f"cannot write {output}: {e.strerror or e}") from None
 
 
 def _check_output(output: Path | None, fmt: Format | None) -> Format:
@@ -89,6 +92,8 @@ def _check_output(output: Path | None, fmt: Format | None) -> Format:
     if output is not None:
         if not output.parent.is_dir():
             raise BadInput(f"cannot write {output}: directory {output.parent} does not exist")
+        if output.is_dir():
+            raise BadInput(f"cannot write {output}: it is a directory")
         if fmt is None:
             try:
                 return SUFFIX_FORMATS[output.suffix.lower()]

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -293,6 +294,27 @@ def test_output_bad_input_leaves_existing_file_alone(tmp_path: Path) -> None:
     assert_bad_input(bptt("analyze", "--weights", tmp_path / "w.npy", "--output", out), "NaN")
     assert out.read_text() == "previous\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json", "w.npy"]
+
+
+def test_output_is_a_directory_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "d.json").mkdir()
+    assert_bad_input(bptt("analyze", "--T", "5", "--output", tmp_path / "d.json"), "d.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["d.json"]
+    assert list((tmp_path / "d.json").iterdir()) == []
+
+
+def test_output_write_failure_is_one_line_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OSError while writing (full disk, permissions): one error line, no file, no temp file."""
+
+    def full_disk(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    out = tmp_path / "r.json"
+    assert_bad_input(bptt("analyze", "--T", "5", "--output", out), "r.json", "No space left")
+    assert list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- exit codes
