@@ -54,7 +54,6 @@ app = typer.Typer(
     cls=_OneLineErrors,
     rich_markup_mode=None,
     add_completion=False,
-    no_args_is_help=True,
     help="Exact BPTT gradients and eigen-spectra of recurrent networks: see gradients vanish or explode.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -66,13 +65,19 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Exact BPTT gradients and eigen-spectra of recurrent networks."""
+    if ctx.invoked_subcommand is None:
+        # bare `bptt`: the usage, as --help gives it (click's no_args_is_help would make the
+        # whole help text one multi-line "bptt: error:" message, exit 2)
+        print(ctx.get_help())
+        raise typer.Exit()
 
 
 def _emit(text: str, output: Path | None) -> None:

@@ -372,6 +372,14 @@ def test_help_plain_and_fast_to_import() -> None:
     assert "--T" in bptt("analyze", "--help").stdout
 
 
+def test_no_arguments_prints_help_not_an_error() -> None:
+    """``bptt`` alone shows the usage (like --help), not a multi-line 'error'."""
+    result = bptt()
+    assert "bptt: error" not in result.stderr
+    assert "analyze" in result.stdout
+    assert result.exit_code == 0
+
+
 # --------------------------------------------------------------------------- bad input
 BAD_ARGS: list[tuple[list[str], tuple[str, ...]]] = [
     (["--T", "0"], ("--T",)),
