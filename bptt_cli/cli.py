@@ -8,6 +8,7 @@ so ``bptt --help`` starts fast.
 from __future__ import annotations
 
 import io
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -171,7 +172,11 @@ def analyze(
         from .tables import render_analysis
 
         if output is None:
-            render_analysis(an, Console(), weights=None if weights is None else str(weights))
+            # NO_COLOR (non-empty) or TERM=dumb: no escape codes at all. Rich's own NO_COLOR
+            # support drops colours only and still writes bold/italic codes to a terminal.
+            plain = bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
+            console = Console(color_system=None) if plain else Console()
+            render_analysis(an, console, weights=None if weights is None else str(weights))
         else:
             console = Console(record=True, file=io.StringIO(), width=100)
             render_analysis(an, console, weights=None if weights is None else str(weights))
