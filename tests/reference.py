@@ -177,10 +177,19 @@ def bptt(p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, cell: str, loss
 def _magnitudes(
     p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, cell: str, loss: str, a: np.ndarray, h: np.ndarray
 ) -> tuple[np.ndarray, dict[str, float], np.ndarray, np.ndarray]:
-    """The BPTT recursions with every factor replaced by its absolute value."""
+    """The BPTT recursions with every factor replaced by its absolute value.
+
+    The states too: ``H_t = |h_t| + |phi'(a_t)| (|W_hx| |x_t| + |W_hh| H_{t-1} + |b_h|)`` bounds
+    the terms whose rounding reaches h_t, so that a pre-activation that cancels to nearly 0
+    (a relu unit just alive, say) does not make the tolerance relative to a tiny h_t.
+    """
     T, n_h = a.shape
     A_hh, A_qh = np.abs(p["W_hh"]), np.abs(p["W_qh"])
-    e_mag = np.array([A_qh @ np.abs(h[t]) + np.abs(p["b_q"]) + np.abs(y[t - 1]) for t in range(1, T + 1)])
+    H = np.zeros((T + 1, n_h))
+    for t in range(1, T + 1):
+        terms = np.abs(p["W_hx"]) @ np.abs(x[t - 1]) + A_hh @ H[t - 1] + np.abs(p["b_h"])
+        H[t] = np.abs(h[t]) + np.abs(dphi(cell, a[t - 1])) * terms
+    e_mag = np.array([A_qh @ H[t] + np.abs(p["b_q"]) + np.abs(y[t - 1]) for t in range(1, T + 1)])
     do_mag = e_mag / T if loss == "mean" else np.where(np.arange(T)[:, None] == T - 1, e_mag, 0.0)
     dh_mag = np.zeros((T, n_h))
     for t in range(T, 0, -1):
@@ -189,7 +198,7 @@ def _magnitudes(
             g = g + A_hh.T @ (np.abs(dphi(cell, a[t])) * dh_mag[t])
         dh_mag[t - 1] = g
     da_mag = np.abs(dphi(cell, a)) * dh_mag
-    ha, xa = np.abs(h), np.abs(x)
+    ha, xa = H, np.abs(x)
     grads_mag = {
         "W_hh": float(np.linalg.norm(da_mag.T @ ha[:-1])),
         "W_hx": float(np.linalg.norm(da_mag.T @ xa)),

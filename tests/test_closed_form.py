@@ -118,6 +118,17 @@ def test_equal_moduli_norm_is_exact_power() -> None:
     assert an.verdicts == ["exploding"]
 
 
+def test_relu_derivative_at_zero_is_zero() -> None:
+    """a_t = 0 exactly (zero inputs and biases): relu'(0) = 0 (PyTorch's convention), so
+    dL/dh_t is an exact zero for t < T, and dL/dh_T = c."""
+    T = 6
+    c = np.array([1.0, -2.0, 2.0])
+    an = analyze_given("relu", "last", *zero_state_trial(np.array([2.0, 0.5, 1.0]), c, T))
+    assert np.all(an.grad_h_log10[0, :-1] == -np.inf)
+    assert an.grad_h_log10[0, -1] == pytest.approx(math.log10(3.0), abs=1e-15)
+    assert an.gain_log10[0] == -np.inf
+
+
 # --------------------------------------------------------------------------- orthogonal W_hh
 @pytest.mark.parametrize("cell", ["identity"])
 def test_orthogonal_last_loss_constant_norm(cell: str) -> None:
