@@ -203,16 +203,23 @@ def test_json_contract_and_equal_to_python_api() -> None:
 
 
 def test_json_verdict_rule() -> None:
-    """vanishing below -tolerance, exploding above +tolerance, else stable (median gain)."""
-    for gain, tol in ((2.0, 1.0), (0.3, 1.0), (1.0, 0.5), (1.2, 100.0)):
+    """vanishing below -tolerance, exploding above +tolerance, else stable (median gain);
+    orthogonal W_hh times r gives gain exactly 29 log10 r, so the boundaries can be probed."""
+    cases = [(2.0, 1.0), (0.3, 1.0), (1.0, 0.5), (1.2, 100.0)]
+    for tol in (1.0, 0.25):
+        for off in (-0.004, 0.004):  # just inside / just outside each boundary
+            cases += [(10 ** ((tol + off) / 29), tol), (10 ** (-(tol + off) / 29), tol)]
+    for gain, tol in cases:
         rec = bptt_json(
-            "--ensemble", "orthogonal", "--radius", gain, "--T", 30, "--hidden", 6, "--tolerance", tol
+            "--ensemble", "orthogonal", "--radius", repr(gain), "--T", 30, "--hidden", 6, "--tolerance", tol
         )
         g = rec["summary"]["gain_log10"]
-        assert g == pytest.approx(29 * math.log10(gain), abs=1e-9)  # orthogonal: exact powers
+        assert g == pytest.approx(29 * math.log10(gain), abs=1e-9)
         want = "vanishing" if g < -tol else "exploding" if g > tol else "stable"
         assert rec["summary"]["verdict"] == want
+        assert rec["trials"][0]["verdict"] == want
         assert rec["summary"]["tolerance"] == tol
+        assert rec["summary"]["verdict_fractions"][want] == 1.0
 
 
 def test_json_null_for_exact_zeros_and_strict_json(tmp_path: Path) -> None:
