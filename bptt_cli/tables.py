@@ -1,7 +1,8 @@
 """Rich tables for the terminal: header, ||dL/dh_t|| by step, parameter gradients, verdict.
 
-Numbers far outside float64 are printed from their log10 (``3.2e+512``). Rich drops
-colour by itself when stdout is not a terminal, NO_COLOR is set or TERM=dumb.
+Numbers far outside float64 are printed from their log10 (``3.2e+512``). Rich writes no
+escape codes when stdout is not a terminal or TERM=dumb; under NO_COLOR the CLI passes a
+Console without a colour system (rich alone would still write bold and italic codes).
 """
 
 from __future__ import annotations
