@@ -423,6 +423,23 @@ def test_bad_arguments_one_line_exit_2(args: list[str], words: tuple[str, ...]) 
     assert_bad_input(bptt("analyze", *args), *words)
 
 
+def test_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during the computation: exit 130, no traceback, no output.
+
+    (Typer turns KeyboardInterrupt into Exit(130) itself, silently, before cli.py's handler
+    that would print "bptt: error: interrupted" sees it; either is acceptable here.)"""
+    import bptt_cli.analysis
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bptt_cli.analysis, "analyze", interrupted)
+    result = bptt("analyze", "--T", "5", "--format", "json")
+    assert result.exit_code == 130
+    assert result.stdout == ""
+    assert result.stderr in ("", "bptt: error: interrupted\n")
+
+
 def test_unknown_command() -> None:
     assert_bad_input(bptt("analyse"), "analyse")
 
