@@ -8,6 +8,7 @@ so ``bptt --help`` starts fast.
 from __future__ import annotations
 
 import io
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -54,7 +55,6 @@ app = typer.Typer(
     cls=_OneLineErrors,
     rich_markup_mode=None,
     add_completion=False,
-    no_args_is_help=True,
     help="Exact BPTT gradients and eigen-spectra of recurrent networks: see gradients vanish or explode.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -66,13 +66,19 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Exact BPTT gradients and eigen-spectra of recurrent networks."""
+    if ctx.invoked_subcommand is None:
+        # bare `bptt`: the usage, as --help gives it (click's no_args_is_help would make the
+        # whole help text one multi-line "bptt: error:" message, exit 2)
+        print(ctx.get_help())
+        raise typer.Exit()
 
 
 def _emit(text: str, output: Path | None) -> None:
@@ -81,7 +87,10 @@ def _emit(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
     else:
-        write_atomic(output, text)
+        try:
+            write_atomic(output, text)
+        except OSError as e:  # permissions, a full disk, ...: the temporary file is already gone
+            raise BadInput(f"cannot write {output}: {e.strerror or e}") from None
 
 
 def _check_output(output: Path | None, fmt: Format | None) -> Format:
@@ -89,6 +98,8 @@ def _check_output(output: Path | None, fmt: Format | None) -> Format:
     if output is not None:
         if not output.parent.is_dir():
             raise BadInput(f"cannot write {output}: directory {output.parent} does not exist")
+        if output.is_dir():
+            raise BadInput(f"cannot write {output}: it is a directory")
         if fmt is None:
             try:
                 return SUFFIX_FORMATS[output.suffix.lower()]
@@ -161,10 +172,14 @@ def analyze(
         from .tables import render_analysis
 
         if output is None:
-            render_analysis(an, Console())
+            # NO_COLOR (non-empty) or TERM=dumb: no escape codes at all. Rich's own NO_COLOR
+            # support drops colours only and still writes bold/italic codes to a terminal.
+            plain = bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
+            console = Console(color_system=None) if plain else Console()
+            render_analysis(an, console, weights=None if weights is None else str(weights))
         else:
             console = Console(record=True, file=io.StringIO(), width=100)
-            render_analysis(an, console)
+            render_analysis(an, console, weights=None if weights is None else str(weights))
             _emit(console.export_text(), output)
     else:
         from .records import analysis_csv, analysis_record, dumps
