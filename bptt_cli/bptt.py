@@ -120,8 +120,8 @@ def _drive(net: Network, b0: int, b1: int) -> Array:
     return np.matmul(net.x[:, b0:b1], np.swapaxes(net.W_hx, -1, -2)) + net.b_h[:, None, :]
 
 
-def kept_every_digit(ln_norm: Array, start: Array) -> bool:
-    """Whether a fast-path run lost nothing to float64's range.
+def kept_every_digit(ln_norm: Array, start: Array) -> NDArray[np.bool_]:
+    """Which trials of a fast-path run lost nothing to float64's range, ``(n,)``.
 
     ``ln_norm (n, L, ...)``: natural-log norms of its vectors in step order, relative to their
     frame; ``start (n, ...)``: the log norm it started from. True when every norm is within
@@ -129,10 +129,11 @@ def kept_every_digit(ln_norm: Array, start: Array) -> bool:
     exact zero that did not follow a nonzero vector (a zero that appears from a nonzero vector
     is checked again step by step in scaled arithmetic).
     """
-    if not np.all((np.abs(ln_norm) <= RANGE_LN) | np.isneginf(ln_norm)):
-        return False
+    n = ln_norm.shape[0]
+    safe = ((np.abs(ln_norm) <= RANGE_LN) | np.isneginf(ln_norm)).reshape(n, -1).all(axis=1)
     zero = np.isneginf(np.concatenate([np.asarray(start)[:, None], ln_norm], axis=1))
-    return not np.any(zero[:, 1:] & ~zero[:, :-1])
+    appeared = (zero[:, 1:] & ~zero[:, :-1]).reshape(n, -1).any(axis=1)
+    return np.asarray(safe & ~appeared)
 
 
 def _step_scaled(
@@ -159,17 +160,16 @@ def _step_scaled(
 def _forward_fast(
     cell: Cell, W_hh_T: Array, U: Array, m: Array, s: Array,
     out_m: Array, out_s: Array, out_dphi: Array | None,
-) -> bool:
+) -> NDArray[np.bool_]:
     """Steps of one sub-block in plain float64 within a fixed frame ``e^S``, then renormalised.
 
     ``U (n, L, h)`` is the drive; the rows h_{t0+1}.. are written to ``out_m[:, :L]``,
     ``out_s[:, :L]`` and ``ln|phi'|`` to ``out_dphi``. Homogeneous cells run on the mantissa
     (the drive divided by ``e^S``); bounded cells (tanh, sigmoid) on the state itself.
-    Returns False, leaving the outputs to be overwritten, if any row left the safe range.
+    Returns which trials kept every digit; the others' rows are to be overwritten.
     """
     L = U.shape[1]
-    if np.any(finite_or_zero(s) < -FRAME_LN):  # a tiny state: exp(-s) or the state underflows
-        return False
+    tiny = finite_or_zero(s) < -FRAME_LN  # exp(-s) or the state itself would underflow
     if cell.homogeneous:
         S = finite_or_zero(s)
         x, U = m, U * np.exp(-S)[:, None, None]
@@ -183,15 +183,14 @@ def _forward_fast(
         if pre is not None:
             pre[:, k] = a
         x = raw[:, k] = cell.phi(a)
-    if pre is not None and not np.all(np.isfinite(pre)):
-        return False
     rows_m, rows_ln = normalize(raw)
-    if not kept_every_digit(rows_ln, s):
-        return False
     out_m[:, :L], out_s[:, :L] = rows_m, rows_ln + S[:, None]
     if out_dphi is not None:  # relu: ln relu'(a) is 0 where h > 0, as where a > 0
         out_dphi[:, :L] = cell.log_dphi(raw if pre is None else pre)
-    return True
+    ok = kept_every_digit(rows_ln, s) & ~tiny
+    if pre is not None:
+        ok &= np.isfinite(pre).reshape(len(ok), -1).all(axis=1)
+    return ok
 
 
 def _run(
@@ -215,15 +214,17 @@ def _run(
             i0, i1 = c0 - t0, c1 - t0
             dphi = None if out_dphi is None else out_dphi[:, i0:i1]
             with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked inside
-                fast = _forward_fast(cell, W_hh_T, U[:, c0 - b0 : c1 - b0], m, s,
-                                     out_m[:, i0:i1], out_s[:, i0:i1], dphi)
-            if not fast:
-                u_m, u_s = normalize(U[:, c0 - b0 : c1 - b0])
+                ok = _forward_fast(cell, W_hh_T, U[:, c0 - b0 : c1 - b0], m, s,
+                                   out_m[:, i0:i1], out_s[:, i0:i1], dphi)
+            if not ok.all():  # redo those trials step by step
+                bad = np.flatnonzero(~ok)
+                u_m, u_s = normalize(U[bad, c0 - b0 : c1 - b0])
+                m, s = m[bad], s[bad]
                 for k in range(c1 - c0):
-                    m, s, d = _step_scaled(cell, W_hh_T, m, s, u_m[:, k], u_s[:, k])
-                    out_m[:, i0 + k], out_s[:, i0 + k] = m, s
+                    m, s, d = _step_scaled(cell, W_hh_T[bad], m, s, u_m[:, k], u_s[:, k])
+                    out_m[bad, i0 + k], out_s[bad, i0 + k] = m, s
                     if dphi is not None:
-                        dphi[:, k] = d
+                        dphi[bad, k] = d
             m, s = out_m[:, i1 - 1].copy(), out_s[:, i1 - 1].copy()
     return m, s
 
@@ -410,7 +411,7 @@ Chain = tuple[Array, Array, Array, Array, Array, Array]
 def _chain_fast(
     W_hh: Array, log_dphi: Array | None, loc_m: Array, loc_s: Array,
     g_m: Array, g_s: Array, add_local: NDArray[np.bool_], ends: bool,
-) -> Chain | None:
+) -> tuple[Chain, NDArray[np.bool_]]:
     """Backward steps ``k = L-1..0`` of one sub-block in plain float64 within fixed frames.
 
     ``g_m (n, c, h)``, ``g_s (n, c)``: the chain arriving at the sub-block's last step
@@ -419,7 +420,8 @@ def _chain_fast(
     ``ln|phi'|`` of each step is split into its maximum over units (added to the frame) and
     weights at most 1. Returns the rows of dL/dh_t and dL/da_t (column 0) as
     ``(G_m, G_s, D_m, D_s)`` and the chain leaving the sub-block (all columns), or, with
-    ``ends``, the gradient at its first step; ``None`` if a row left the safe range.
+    ``ends``, the gradient at its first step; and which trials kept every digit (the others
+    are to be redone by :func:`_chain_scaled`).
     """
     n, L, h = loc_m.shape
     cols = g_m.shape[1]
@@ -451,11 +453,10 @@ def _chain_fast(
     ln = normalize(steps[:, ::-1])[1]
     if not ends:
         ln = np.concatenate([ln, end_ln[:, None]], axis=1)
-    if not (kept_every_digit(ln, g_s) and kept_every_digit(D_ln, np.zeros(n))):
-        return None
     frame = S[:, :1] + C
     end_frame = S + (C[:, :1] if ends else C[:, :1] + top[:, :1])
-    return G_m, G_ln + frame, D_m, D_ln + frame + top, end_m, end_ln + end_frame
+    chain = (G_m, G_ln + frame, D_m, D_ln + frame + top, end_m, end_ln + end_frame)
+    return chain, kept_every_digit(ln, g_s) & kept_every_digit(D_ln, np.zeros(n))
 
 
 def _chain_scaled(
@@ -497,7 +498,6 @@ def backward(net: Network, fwd: Forward, cell: Cell, loss: str) -> Gradients:
     # local terms (for the last loss the two coincide).
     cols = 1 if loss == "last" else 2
     g_m, g_s = np.zeros((n, cols, h)), np.full((n, cols), -np.inf)
-    last_s = np.full(n, -np.inf)
     for seg in segments(net, cell, fwd):
         t0 = seg.t0
         for b0 in range(t0 + ((seg.t1 - 1 - t0) // block) * block, t0 - 1, -block):
@@ -508,7 +508,6 @@ def backward(net: Network, fwd: Forward, cell: Cell, loss: str) -> Gradients:
             if b1 == T:  # dL/dh_T = W_qh^T dL/do_T starts every column
                 g_m = np.repeat(local_m[:, -1:], cols, axis=1)
                 g_s = np.repeat(local_s[:, -1:], cols, axis=1)
-                last_s = local_s[:, -1]
             L = b1 - b0
             rows = [np.empty((n, L, h)), np.empty((n, L)), np.empty((n, L, h)), np.empty((n, L))]
             for c0 in range(b0 + ((b1 - 1 - b0) // SUB) * SUB, b0 - 1, -SUB):
@@ -518,9 +517,13 @@ def backward(net: Network, fwd: Forward, cell: Cell, loss: str) -> Gradients:
                 dphi = None if seg.log_dphi is None else seg.log_dphi[:, c0 - t0 : c1 - t0]
                 lm, ls = local_m[:, sl], local_s[:, sl]
                 with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked inside
-                    chain = _chain_fast(net.W_hh, dphi, lm, ls, g_m, g_s, add_local, c0 == 0)
-                if chain is None:
-                    chain = _chain_scaled(net.W_hh, dphi, lm, ls, g_m, g_s, add_local, c0 == 0)
+                    chain, ok = _chain_fast(net.W_hh, dphi, lm, ls, g_m, g_s, add_local, c0 == 0)
+                if not ok.all():  # redo those trials step by step
+                    bad = np.flatnonzero(~ok)
+                    slow = _chain_scaled(net.W_hh[bad], None if dphi is None else dphi[bad], lm[bad],
+                                         ls[bad], g_m[bad], g_s[bad], add_local, c0 == 0)
+                    for full, part in zip(chain, slow, strict=True):
+                        full[bad] = part
                 *out, g_m, g_s = chain
                 for buf, part in zip(rows, out, strict=True):
                     buf[:, sl] = part
@@ -537,6 +540,7 @@ def backward(net: Network, fwd: Forward, cell: Cell, loss: str) -> Gradients:
                 dh_m[:, b0:b1], da_m[:, b0:b1] = bh_m, ba_m
 
     first_s = g_s[:, -1]  # ln ||J^T g||: the last column of the gradient at t = 1
+    last_s = dh_s[:, -1]  # ln ||g||, as reported (so that T = 1 gives exactly 0)
     with np.errstate(invalid="ignore"):
         gain = np.where(np.isneginf(last_s), np.nan, first_s - last_s)
     return Gradients(dh_m, dh_s, da_m, da_s, sums.sums, loss_ln(fwd, loss), gain)
