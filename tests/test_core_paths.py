@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from adapters import PARAMS, network, random_trial, run
 
 from bptt_cli import bptt as core
-from adapters import PARAMS, network, random_trial, run
 
 CELLS = ("identity", "tanh", "relu", "sigmoid")
 
