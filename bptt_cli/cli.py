@@ -121,6 +121,7 @@ def analyze(
     fmt: Annotated[Format | None, typer.Option("--format", help="table (default), json or csv.")] = None,
     output: Annotated[Path | None, typer.Option(help="Write to this file (atomically); format from the suffix.")] = None,
     fail_on: Annotated[FailOn | None, typer.Option(help="Exit 1 if the verdict matches.")] = None,
+    lyapunov: Annotated[int | None, typer.Option(min=0, help="How many Lyapunov exponents (default min(hidden, 4); 0 for none).")] = None,
 ) -> None:
     """Exact BPTT gradients ||dL/dh_t|| for t = T..1, parameter gradients and the spectrum of W_hh."""
     import numpy as np
@@ -152,8 +153,9 @@ def analyze(
         gain=gain if gain is not None else defaults.gain,
         radius=radius, norm=norm, bias=bias, trials=trials, seed=seed, **sizes,
     )
-    an = run_analysis(spec, given, tolerance)
-    files = {"weights": weights, "inputs": inputs, "targets": targets, "fail_on": fail_on}
+    an = run_analysis(spec, given, tolerance, theory=True, lyapunov=lyapunov)
+    files = {"weights": weights, "inputs": inputs, "targets": targets, "fail_on": fail_on,
+             "lyapunov": an.theory.lyapunov.exponents.shape[1] if an.theory and an.theory.lyapunov else 0}
 
     if out_format == "table":
         from rich.console import Console

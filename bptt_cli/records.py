@@ -14,12 +14,15 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import __version__
-from .analysis import Analysis
+from .analysis import Analysis, quantiles
+
+if TYPE_CHECKING:
+    from .theory import Theory
 
 
 def jsonable(obj: Any) -> Any:
@@ -66,13 +69,95 @@ def analysis_record(an: Analysis, config: dict[str, Any] | None = None) -> dict[
                 },
                 "grad_h_log10": an.grad_h_log10[i],
                 "grad_params_log10": {k: v[i] for k, v in params.items()},
+                **(theory_record(an.theory, i) if an.theory is not None else {}),
             }
         )
+    summary = an.summary()
+    if an.theory is not None:
+        summary["theory"] = theory_summary(an.theory)
     return {
         "version": __version__,
         "config": {**spec_dict, "tolerance": an.tolerance, **(config or {})},
         "trials": trials,
-        "summary": an.summary(),
+        "summary": summary,
+    }
+
+
+def _lag(x: float) -> int | None:
+    """A lag or step count: ``None`` for NaN (never / undefined)."""
+    return None if not math.isfinite(x) else int(x)
+
+
+def _median(values: np.ndarray) -> float:
+    return float(quantiles(np.asarray(values, dtype=np.float64), (0.5,))[0])
+
+
+def theory_record(th: Theory, i: int) -> dict[str, Any]:
+    """Trial ``i``'s predictions: the keys ``rates``, ``mean_field``, ``lyapunov``, ``horizon``,
+    ``effective_memory``, ``nonnormality``, ``alignment`` of ``trials[i]`` (see the README).
+    """
+    mf = th.mean_field
+    dom = th.dominant
+    lam = complex(dom.eigenvalue[i])
+    g = th.growth
+    return {
+        "rates": {
+            **{name: float(v[i]) for name, v in th.rates.items()},
+            "window": None if np.isnan(th.window[i, 0]) else [_lag(th.window[i, 0]), _lag(th.window[i, 1])],
+            "observed_of": th.observed_of,
+            "mean_field_reason": th.mean_field_reason,
+        },
+        "mean_field": None if mf is None else {
+            "q_star": mf.q_star[i],
+            "chi_1": mf.chi_1[i],
+            "weight_variance": mf.weight_variance[i],
+            "input_variance": mf.input_variance[i],
+            "bias_variance": mf.bias_variance[i],
+        },
+        "lyapunov": None if th.lyapunov is None else {
+            "exponents": th.lyapunov.exponents[i],
+            "transient": th.lyapunov.transient,
+            "steps": th.lyapunov.steps,
+        },
+        "horizon": {"vanish": _lag(th.vanish[i]), "explode": _lag(th.explode[i])},
+        "effective_memory": _lag(th.effective_memory[i]),
+        "nonnormality": {
+            "henrici": th.henrici[i],
+            "peak_growth_log10": g.peak_log10[i],
+            "peak_growth_k": _lag(g.k[i]),
+            "peak_growth_method": g.method[i],
+            "peak_growth_evaluated": _lag(g.evaluated[i]),
+            "peak_growth_up_to": _lag(g.up_to[i]),
+            "numerical_abscissa": th.abscissa[i],
+        },
+        "alignment": {
+            "dimension": int(dom.dimension[i]),
+            "eigenvalue": [lam.real, lam.imag],
+            "ratio": dom.ratio[i],
+            "rate": dom.rate[i],
+            "projection": None if th.projection is None else th.projection[i],
+            "tan_log10": None if th.tan_log10 is None else th.tan_log10[i],
+        },
+    }
+
+
+def theory_summary(th: Theory) -> dict[str, Any]:
+    """Medians over trials (``summary.theory``); a horizon never reached counts as infinite."""
+
+    def never_inf(x: np.ndarray) -> float:
+        return float(np.median(np.where(np.isnan(x), np.inf, x)))
+
+    return {
+        "rates": {name: _median(v) for name, v in th.rates.items()},
+        "lyapunov": None if th.lyapunov is None else [_median(c) for c in th.lyapunov.exponents.T],
+        "horizon": {"vanish": never_inf(th.vanish), "explode": never_inf(th.explode)},
+        "effective_memory": _median(th.effective_memory),
+        "nonnormality": {
+            "henrici": _median(th.henrici),
+            "peak_growth_log10": _median(th.growth.peak_log10),
+            "numerical_abscissa": _median(th.abscissa),
+        },
+        "alignment": {"ratio": _median(th.dominant.ratio), "rate": _median(th.dominant.rate)},
     }
 
 
