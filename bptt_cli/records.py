@@ -22,6 +22,7 @@ from . import __version__
 from .analysis import Analysis, quantiles
 
 if TYPE_CHECKING:
+    from .spectral_report import SpectrumReport
     from .theory import Theory
 
 
@@ -121,15 +122,7 @@ def theory_record(th: Theory, i: int) -> dict[str, Any]:
         },
         "horizon": {"vanish": _lag(th.vanish[i]), "explode": _lag(th.explode[i])},
         "effective_memory": _lag(th.effective_memory[i]),
-        "nonnormality": {
-            "henrici": th.henrici[i],
-            "peak_growth_log10": g.peak_log10[i],
-            "peak_growth_k": _lag(g.k[i]),
-            "peak_growth_method": g.method[i],
-            "peak_growth_evaluated": _lag(g.evaluated[i]),
-            "peak_growth_up_to": _lag(g.up_to[i]),
-            "numerical_abscissa": th.abscissa[i],
-        },
+        "nonnormality": nonnormality_record(th.henrici[i], th.abscissa[i], g, i),
         "alignment": {
             "dimension": int(dom.dimension[i]),
             "eigenvalue": [lam.real, lam.imag],
@@ -199,3 +192,76 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def nonnormality_record(henrici: float, abscissa: float, growth: Any, i: int) -> dict[str, Any]:
+    """The ``nonnormality`` object of trial ``i`` (same keys in analyze and spectrum)."""
+    return {
+        "henrici": henrici,
+        "peak_growth_log10": growth.peak_log10[i],
+        "peak_growth_k": _lag(growth.k[i]),
+        "peak_growth_method": growth.method[i],
+        "peak_growth_evaluated": _lag(growth.evaluated[i]),
+        "peak_growth_up_to": _lag(growth.up_to[i]),
+        "numerical_abscissa": abscissa,
+    }
+
+
+def spectrum_record(rep: SpectrumReport, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON object of ``bptt spectrum --format json`` (keys documented in the README)."""
+    spec = rep.spec
+    sp = rep.spectrum
+    keys = ("hidden", "ensemble", "gain", "radius", "norm", "trials", "seed", "T")
+    trials = []
+    for i in range(sp.eigenvalues.shape[0]):
+        eig = sp.eigenvalues[i]
+        trials.append(
+            {
+                "trial": i,
+                "seed_spawn_key": list(rep.seeds[i].spawn_key) if rep.seeds else None,
+                "spectrum": {
+                    "spectral_radius": sp.spectral_radius[i],
+                    "spectral_norm": sp.spectral_norm[i],
+                    "condition_number": sp.condition_number[i],
+                    "eigenvalues": np.stack([eig.real, eig.imag], axis=-1),
+                    "singular_values": sp.singular_values[i],
+                },
+                "nonnormality": nonnormality_record(rep.henrici[i], rep.abscissa[i], rep.growth, i),
+                "prediction": {
+                    "law": rep.law,
+                    "radius": rep.predicted_radius,
+                    "relative_error": rep.relative_error[i],
+                },
+            }
+        )
+    return {
+        "version": __version__,
+        "config": {**{k: getattr(spec, k) for k in keys}, **(config or {})},
+        "trials": trials,
+        "summary": {
+            "spectral_radius": _median(sp.spectral_radius),
+            "spectral_norm": _median(sp.spectral_norm),
+            "predicted_radius": rep.predicted_radius,
+            "law": rep.law,
+            "relative_error": _median(rep.relative_error),
+            "henrici": _median(rep.henrici),
+            "numerical_abscissa": _median(rep.abscissa),
+            "peak_growth_log10": _median(rep.growth.peak_log10),
+        },
+    }
+
+
+SPECTRUM_CSV_COLUMNS = ("trial", "i", "eigenvalue_re", "eigenvalue_im", "modulus", "singular_value")
+
+
+def spectrum_csv(rep: SpectrumReport) -> str:
+    """One row per trial and index i (eigenvalues by decreasing modulus, singular values decreasing)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(SPECTRUM_CSV_COLUMNS)
+    eig, sv = rep.spectrum.eigenvalues, rep.spectrum.singular_values
+    for t in range(eig.shape[0]):
+        for i in range(eig.shape[1]):
+            lam = complex(eig[t, i])
+            writer.writerow([t, i + 1, repr(lam.real), repr(lam.imag), repr(abs(lam)), repr(float(sv[t, i]))])
+    return buf.getvalue()
