@@ -78,7 +78,7 @@ def spectrum_report(spec: Spec, given: Given | None = None) -> SpectrumReport:
     W = net.W_hh
     sp = spectrum(W)
     law, radius = prediction(spec, W_hh is not None)
+    growth = transient_growth(W, spec.T, sp.spectral_norm)
     return SpectrumReport(
-        spec, W, sp, henrici(W, sp.eigenvalues), numerical_abscissa(W), transient_growth(W, spec.T),
-        law, radius, net.seeds,
+        spec, W, sp, henrici(W, sp.eigenvalues), numerical_abscissa(W), growth, law, radius, net.seeds
     )

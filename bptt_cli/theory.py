@@ -122,7 +122,7 @@ def theory(
         effective_memory=memory,
         henrici=henrici(net.W_hh, sp.eigenvalues),
         abscissa=numerical_abscissa(net.W_hh),
-        growth=transient_growth(net.W_hh, T),
+        growth=transient_growth(net.W_hh, T, sp.spectral_norm),
         dominant=dominant,
         projection=projection,
         tan_log10=tan,

@@ -501,3 +501,27 @@ def test_mean_loss_chain_is_a_second_backward_pass() -> None:
     chain = backward(an.net, fwd, CELLS["tanh"], "last")
     _, last = bptt(an.net, CELLS["tanh"], "last")
     assert chain.dL_dh_s == pytest.approx(last.dL_dh_s, rel=1e-13)
+
+
+@pytest.mark.parametrize("loss", ["last", "mean"])
+def test_theory_after_a_checkpointed_pass(loss: str) -> None:
+    """With checkpointing only the per-step log scales are kept: every quantity built on them
+    (rates, horizons, Lyapunov exponents through the segments, non-normality) is unchanged;
+    effective memory and alignment, which need the stored mantissas, are left out."""
+    from bptt_cli.theory import theory
+
+    spec = Spec(cell="tanh", loss=loss, T=600, hidden=10, gain=1.4, trials=2, seed=8)
+    an = analyze(spec)
+    cell = CELLS["tanh"]
+    fwd, grads = bptt(an.net, cell, loss)
+    fwd_ck, grads_ck = bptt(an.net, cell, loss, checkpoint_every=256)
+    stored = theory(spec, an.net, cell, fwd, grads, an.spectrum, 3)
+    ck = theory(spec, an.net, cell, fwd_ck, grads_ck, an.spectrum, 3)
+    for name in stored.rates:
+        np.testing.assert_allclose(ck.rates[name], stored.rates[name], rtol=1e-12)
+    assert ck.lyapunov is not None and stored.lyapunov is not None
+    np.testing.assert_allclose(ck.lyapunov.exponents, stored.lyapunov.exponents, rtol=1e-12)
+    np.testing.assert_array_equal(ck.vanish, stored.vanish)
+    np.testing.assert_array_equal(ck.explode, stored.explode)
+    assert np.isfinite(stored.effective_memory).all() and np.isnan(ck.effective_memory).all()
+    assert stored.projection is not None and ck.projection is None and ck.tan_log10 is None
