@@ -45,11 +45,17 @@ def henrici(W: Array, eigenvalues: NDArray[np.complex128]) -> Array:
 
 
 def numerical_abscissa(W: Array) -> Array:
-    """``max eig((W + W^T) / 2)`` of every ``W (n, h, h)``, ``(n,)``."""
-    from scipy.linalg import eigh  # type: ignore[import-untyped]
+    """``max eig((W + W^T) / 2)`` of every ``W (n, h, h)``, ``(n,)``.
 
+    All eigenvalues by numpy up to ``h = 512``; above, only the largest, by scipy (whose import
+    costs more than the whole computation for small ``h``).
+    """
     h = W.shape[-1]
     sym = 0.5 * (W + np.swapaxes(W, -1, -2))
+    if h <= 512:
+        return np.asarray(np.linalg.eigvalsh(sym)[..., -1], dtype=np.float64)
+    from scipy.linalg import eigh  # type: ignore[import-untyped]
+
     return np.array([eigh(s, eigvals_only=True, subset_by_index=[h - 1, h - 1])[0] for s in sym])
 
 

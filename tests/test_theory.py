@@ -525,3 +525,13 @@ def test_theory_after_a_checkpointed_pass(loss: str) -> None:
     np.testing.assert_array_equal(ck.explode, stored.explode)
     assert np.isfinite(stored.effective_memory).all() and np.isnan(ck.effective_memory).all()
     assert stored.projection is not None and ck.projection is None and ck.tan_log10 is None
+
+
+def test_dominant_subspace_falls_back_when_the_shift_is_an_eigenvalue() -> None:
+    """lambda_1 = -1 and another eigenvalue exactly at the shift -1 + 1e-10: the shifted matrix
+    is singular, and numpy.linalg.eig gives the eigenvector instead."""
+    W = np.diag([-1.0, -1.0 + 1e-10, 0.5])[None]
+    dom = dominant_subspace(W, spectrum(W).eigenvalues)
+    assert dom.dimension[0] == 1
+    assert abs(dom.basis[0, 0, 0]) == pytest.approx(1.0)
+    assert dom.ratio[0] == pytest.approx(1.0 - 1e-10)

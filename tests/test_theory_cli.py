@@ -227,3 +227,47 @@ def test_line_chart_corners_and_labels() -> None:
     assert lines[0].startswith("+88 |") and lines[0].endswith("o")  # top right: the series' maximum
     assert lines[7].startswith("-10 |o")  # bottom left: its minimum
     assert "x" not in "".join(line.split("|", 1)[1] for line in lines[:8])  # all-NaN series: nothing drawn
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--T", "1"],
+        ["--T", "2", "--hidden", "1"],
+        ["--hidden", "1", "--T", "30", "--cell", "relu"],
+        ["--cell", "relu", "--gain", "3", "--T", "300", "--hidden", "20"],
+        ["--cell", "sigmoid", "--gain", "8", "--T", "200", "--hidden", "20", "--loss", "mean"],
+        ["--cell", "tanh", "--bias", "800", "--T", "40", "--hidden", "6"],
+        ["--cell", "identity", "--radius", "1.5", "--T", "3000", "--hidden", "8"],
+        ["--cell", "tanh", "--ensemble", "identity", "--gain", "1", "--T", "50"],
+        ["--cell", "tanh", "--ensemble", "symmetric", "--gain", "3", "--T", "50", "--trials", "3"],
+        ["--ensemble", "uniform", "--norm", "0.5", "--T", "50", "--loss", "mean"],
+        ["--cell", "tanh", "--gain", "30", "--T", "100", "--hidden", "30"],
+    ],
+)
+def test_edge_cases_give_valid_json(args: list[str]) -> None:
+    """Degenerate and extreme settings: exit 0, strict JSON (no NaN/Infinity), every key present,
+    and no warning (pytest turns warnings into errors)."""
+    rec = analyze_json(*args)
+    for trial in rec["trials"]:
+        assert trial.keys() >= THEORY_KEYS
+    code, _, err = invoke("analyze", *args)
+    assert code in (0, 1) and err == ""
+
+
+@pytest.mark.parametrize("cell", ["identity", "relu", "tanh"])
+def test_zero_matrix_theory_records(cell: str) -> None:
+    """W_hh = 0 (gain 0): no warning, strict JSON, the exact zeros reported as such.
+
+    (Through the CLI the spectrum's condition number 0/0 warns: see spectra.py.)"""
+    from bptt_cli.records import dumps, theory_record, theory_summary
+
+    an = analyze(Spec(cell=cell, gain=0.0, T=20, hidden=5), theory=True)
+    th = an.theory
+    assert th is not None
+    rec = json.loads(dumps({"trial": theory_record(th, 0), "summary": theory_summary(th)}))["trial"]
+    assert rec["rates"]["gelfand"] is None and rec["rates"]["spectral_norm_bound"] is None
+    assert rec["nonnormality"]["peak_growth_log10"] is None and rec["nonnormality"]["henrici"] == 0.0
+    assert rec["alignment"]["dimension"] == 0
+    assert rec["horizon"]["vanish"] == 1  # dL/dh_{T-1} = W^T diag(phi') dL/dh_T = 0
+    assert rec["lyapunov"]["exponents"] == [None] * 4  # ln 0: an exactly singular product
