@@ -72,9 +72,10 @@ def render_theory(an: Analysis, console: Console) -> None:
         )
     if th.lyapunov is not None:
         ly = th.lyapunov
-        top = [_rate(_med(c)) for c in ly.exponents.T]
-        rest = f"next {' '.join(top[1:])}; " if len(top) > 1 else ""
-        table.add_row("Lyapunov exponent", top[0], f"{rest}QR, {ly.transient} skipped, {ly.steps} used")
+        top = [_med(c) for c in ly.exponents.T]
+        short = [f"{x:+.3f}".replace("0.", ".", 1) if math.isfinite(x) else _rate(x) for x in top[1:]]
+        rest = f"{' '.join(short)}; " if short else ""
+        table.add_row("Lyapunov exponent", _rate(top[0]), f"{rest}{ly.transient} skipped, {ly.steps} used")
     table.add_row("vanishing horizon", _lag(th.vanish), "lag of ||dL/dh|| < 1e-8 ||dL/dh_T||")
     table.add_row("exploding horizon", _lag(th.explode), "lag of ||dL/dh|| > 1e8 ||dL/dh_T||")
     memory = th.effective_memory
