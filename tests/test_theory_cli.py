@@ -139,7 +139,7 @@ def test_spectrum_circular_law_acceptance() -> None:
 
 
 def test_spectrum_table_draws_the_disk() -> None:
-    code, out, _ = invoke("spectrum", "--hidden", "500", "--ensemble", "gaussian", "--gain", "1")
+    code, out, _ = invoke("spectrum", "--hidden", "300", "--ensemble", "gaussian", "--gain", "1")
     assert code == 0
     assert "circular law" in out and "Eigenvalues in the complex plane" in out
     braille = [line for line in out.splitlines() if any("\u2801" <= ch <= "\u28ff" for ch in line)]
