@@ -169,7 +169,8 @@ def test_lyapunov_diagonal_linear_system() -> None:
     lam = np.array([0.1, -2.0, 0.5, 1.0, 0.25, -0.05])
     ly = lyapunov_exponents(np.diag(lam)[None], stored_blocks(None, 200), 200, 4)
     assert ly.exponents[0] == pytest.approx(np.log([2.0, 1.0, 0.5, 0.25]), abs=1e-12)
-    assert (ly.transient, ly.steps) == window(200) == (20, 180)
+    assert (ly.transient, ly.steps) == window(200, 6, 4) == (20, 180)
+    assert window(10**5, 1024, 4) == (100, 500) and window(10**5, 64, 4) == (100, 7281)
 
 
 def test_lyapunov_sum_is_the_mean_log_determinant() -> None:
