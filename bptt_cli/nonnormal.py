@@ -5,7 +5,7 @@ a non-normal one can grow for a while even when ``rho < 1``. Three measures:
 
 - Henrici's departure from normality, relative: ``sqrt(||W||_F^2 - sum |lambda_i|^2) / ||W||_F``
   (0 for a normal matrix, up to 1). Computed from the eigenvalues, it is accurate to about
-  ``sqrt(h * eps) ~ 1e-7``: a normal matrix shows a value of that size, not 0.
+  ``sqrt(h * eps) ~ 1e-7``: a normal matrix shows 0 or a value of that size.
 - The peak transient growth ``max_{1 <= k <= T} ||W^k||_2`` and the ``k`` where it occurs.
 - The numerical abscissa ``max eig((W + W^T) / 2)``: the largest ``x^T W x`` over unit ``x``.
 
