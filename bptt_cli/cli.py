@@ -132,6 +132,7 @@ def analyze(
     fmt: Annotated[Format | None, typer.Option("--format", help="table (default), json or csv.")] = None,
     output: Annotated[Path | None, typer.Option(help="Write to this file (atomically); format from the suffix.")] = None,
     fail_on: Annotated[FailOn | None, typer.Option(help="Exit 1 if the verdict matches.")] = None,
+    lyapunov: Annotated[int | None, typer.Option(min=0, help="How many Lyapunov exponents (default min(hidden, 4); 0 for none).")] = None,
 ) -> None:
     """Exact BPTT gradients ||dL/dh_t|| for t = T..1, parameter gradients and the spectrum of W_hh."""
     import numpy as np
@@ -163,8 +164,9 @@ def analyze(
         gain=gain if gain is not None else defaults.gain,
         radius=radius, norm=norm, bias=bias, trials=trials, seed=seed, **sizes,
     )
-    an = run_analysis(spec, given, tolerance)
-    files = {"weights": weights, "inputs": inputs, "targets": targets, "fail_on": fail_on}
+    an = run_analysis(spec, given, tolerance, theory=True, lyapunov=lyapunov)
+    files = {"weights": weights, "inputs": inputs, "targets": targets, "fail_on": fail_on,
+             "lyapunov": an.theory.lyapunov.exponents.shape[1] if an.theory and an.theory.lyapunov else 0}
 
     if out_format == "table":
         from rich.console import Console
@@ -190,6 +192,58 @@ def analyze(
     if an.fails(fail_on):
         print(f"bptt: verdict {an.summary()['verdict']} matches --fail-on {fail_on}", file=sys.stderr)
         raise typer.Exit(ExitStatus.VERDICT_MATCHED)
+
+
+@app.command("spectrum")
+def spectrum_command(
+    hidden: Annotated[int | None, typer.Option(min=1, help="Hidden size h (default 64, or from --weights).")] = None,
+    ensemble: Annotated[EnsembleName | None, typer.Option(help="Random W_hh ensemble (default gaussian).")] = None,
+    gain: Annotated[float | None, typer.Option(help="Scale of the ensemble: about its spectral radius (default 1).")] = None,
+    radius: Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral radius.")] = None,
+    norm: Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral norm.")] = None,
+    trials: Annotated[int, typer.Option(min=1, help="Independent random draws.")] = 1,
+    seed: Annotated[int, typer.Option(min=0, help="Root seed; trial i uses SeedSequence(seed).spawn(trials)[i].")] = 0,
+    weights: Annotated[Path | None, typer.Option(help=".npz with W_hh (or weight_hh_l0), or .npy of W_hh.")] = None,
+    T: Annotated[int, typer.Option("--T", min=1, help="Horizon of the peak transient growth max_k ||W^k||_2, k <= T.")] = 100,
+    fmt: Annotated[Format | None, typer.Option("--format", help="table (default), json or csv.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write to this file (atomically); format from the suffix.")] = None,
+) -> None:
+    """Eigenvalues, singular values and non-normality of W_hh, beside the random-matrix prediction."""
+    from .files import given_from_files
+    from .network import Spec
+    from .spectral_report import spectrum_report
+
+    out_format = _check_output(output, fmt)
+    if gain is not None and (radius is not None or norm is not None):
+        raise BadInput(f"--gain conflicts with --{'radius' if radius is not None else 'norm'}: give one of them")
+    if weights is not None and (ensemble is not None or gain is not None):
+        raise BadInput(f"--{'ensemble' if ensemble is not None else 'gain'} conflicts with --weights: W_hh comes from the file")
+    given, fixed = given_from_files(weights, None, None)
+    if hidden is not None and "hidden" in fixed and fixed["hidden"][0] != hidden:
+        raise BadInput(f"--hidden {hidden} conflicts with {fixed['hidden'][1]}")
+    defaults = Spec()
+    spec = Spec(
+        hidden=hidden if hidden is not None else fixed.get("hidden", (defaults.hidden, ""))[0],
+        ensemble=ensemble or defaults.ensemble, gain=gain if gain is not None else defaults.gain,
+        radius=radius, norm=norm, trials=trials, seed=seed, T=T,
+    )
+    rep = spectrum_report(spec, given if weights is not None else None)
+    if out_format == "table":
+        from rich.console import Console
+
+        from .theory_tables import render_spectrum
+
+        if output is None:
+            render_spectrum(rep, Console())
+        else:
+            console = Console(record=True, file=io.StringIO(), width=100)
+            render_spectrum(rep, console)
+            _emit(console.export_text(), output)
+    else:
+        from .records import dumps, spectrum_csv, spectrum_record
+
+        text = dumps(spectrum_record(rep, {"weights": weights})) + "\n" if out_format == "json" else spectrum_csv(rep)
+        _emit(text, output)
 
 
 def main() -> None:

@@ -121,6 +121,11 @@ def render_analysis(an: Analysis, console: Console, weights: str | None = None) 
         )
     console.print(params)
 
+    if an.theory is not None:
+        from .theory_tables import render_theory
+
+        render_theory(an, console)
+
     summary = an.summary()
     v = summary["verdict"]
     line = Text("verdict: ")
