@@ -618,3 +618,13 @@ def test_acceptance_mid_size_tanh_against_plain_float64() -> None:
     # J^T g underflows float64 here (~1e-396): against the recursion renormalised every step
     assert tr["gain_log10"] == pytest.approx(r.gain_ln_rescaled / math.log(10), abs=1e-9)
     assert tr["loss_log10"] == pytest.approx(math.log10(r.loss), abs=1e-12)
+
+
+def test_zero_W_hh_is_quiet_and_vanishing() -> None:
+    """``--gain 0``: W_hh = 0, condition number 0/0 is null, no warning on stderr."""
+    result = bptt("analyze", "--gain", "0", "--T", "5", "--format", "json")
+    assert result.exit_code == 0 and result.stderr == ""
+    rec = json.loads(result.stdout)
+    assert rec["trials"][0]["spectrum"]["condition_number"] is None
+    assert rec["trials"][0]["gain_log10"] is None  # J^T g = 0 exactly
+    assert rec["summary"]["verdict"] == "vanishing"
