@@ -20,6 +20,7 @@ import numpy as np
 
 from . import __version__
 from .analysis import Analysis
+from .memory import MemoryUse
 
 
 def jsonable(obj: Any) -> Any:
@@ -68,11 +69,29 @@ def analysis_record(an: Analysis, config: dict[str, Any] | None = None) -> dict[
                 "grad_params_log10": {k: v[i] for k, v in params.items()},
             }
         )
-    return {
+        if an.estimates:
+            from .truncation_report import trial_estimates
+
+            trials[-1]["estimators"] = trial_estimates(an.estimates, i)
+    record = {
         "version": __version__,
         "config": {**spec_dict, "tolerance": an.tolerance, **(config or {})},
         "trials": trials,
         "summary": an.summary(),
+    }
+    if an.memory is not None:
+        record["memory"] = memory_record(an.memory)
+    return record
+
+
+def memory_record(mem: MemoryUse) -> dict[str, Any]:
+    """``memory``: the checkpoint interval (``null``: every state stored), estimate, budget, peak RSS."""
+    return {
+        "checkpoint_every": mem.checkpoint_every,
+        "stored": mem.checkpoint_every is None,
+        "estimated_bytes": mem.estimated_bytes,
+        "max_memory": mem.max_memory,
+        "peak_memory_bytes": mem.peak_memory_bytes,
     }
 
 

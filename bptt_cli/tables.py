@@ -62,11 +62,10 @@ def report_steps(T: int) -> list[int]:
     return sorted({T - lag for lag in lags} | {1}, reverse=True)
 
 
-def render_analysis(an: Analysis, console: Console) -> None:
-    """Print the header, the step table, the parameter table and the verdict."""
+def render_header(an: Analysis, console: Console) -> None:
+    """The model, sizes, W_hh, spectrum and trials, one per line."""
     spec, sp = an.spec, an.spectrum
     n, T, h, d, q = an.net.shape
-    rho = float(np.median(sp.spectral_radius))
     scale = f"radius {spec.radius:g}" if spec.radius is not None else (
         f"norm {spec.norm:g}" if spec.norm is not None else f"gain {spec.gain:g}"
     )
@@ -82,8 +81,18 @@ def render_analysis(an: Analysis, console: Console) -> None:
         f"||W_hh||_2 {_over_trials(sp.spectral_norm).replace('+', '')}",
     )
     header.add_row("trials", f"{n} (seed {spec.seed})" + (", median [quartiles]" if n > 1 else ""))
+    if an.memory is not None and an.memory.checkpoint_every is not None:
+        header.add_row("memory", f"checkpoint every {an.memory.checkpoint_every} steps")
     console.print(header)
 
+
+def render_analysis(an: Analysis, console: Console) -> None:
+    """Print the header, the step table, the parameter table, the estimators and the verdict."""
+    from .truncation_report import render_estimates
+
+    render_header(an, console)
+    T = an.net.shape[1]
+    rho = float(np.median(an.spectrum.spectral_radius))
     g = an.grad_h_log10
     steps = Table(title="Gradient of the loss w.r.t. the hidden state", title_justify="left")
     for col in ("t", "T-t", "||dL/dh_t||", "log10", "log10 ratio to t=T", "log10 rho^(T-t)"):
@@ -111,6 +120,7 @@ def render_analysis(an: Analysis, console: Console) -> None:
             _over_trials(values),
         )
     console.print(params)
+    render_estimates(an, console)
 
     summary = an.summary()
     v = summary["verdict"]
