@@ -321,3 +321,31 @@ def test_estimator_options() -> None:
     assert estimators_from_options("10", "chunk", clip=1.0) == both
     (est,) = estimators_from_options("Random", keep_prob=0.25)
     assert (est.kind, est.keep_prob, est.draws, est.label) == ("random", 0.25, 100, "random:0.25")
+
+
+@pytest.mark.parametrize(
+    ("cell", "radius"), [("identity", 1.5), ("identity", 0.5), ("tanh", 6.0), ("relu", 1.8)]
+)
+@pytest.mark.parametrize("loss", ["last", "mean"])
+def test_untruncated_estimators_are_full_bptt_beyond_float64(cell: str, radius: float, loss: str) -> None:
+    """K >= T, chunks of T and P = 1 keep every step: full BPTT, also where it is 10^+-1000.
+
+    The tolerance is the two computations' own rounding over 3000 exploding steps: against an
+    80-bit long double reference, relu at radius 1.8 (gradients ~10^1400) is off by 7e-12 in
+    the core and 3e-12 here.
+    """
+    spec = Spec(cell=cell, loss=loss, T=3000, hidden=8, radius=radius, trials=2, bias=0.2)
+    net = build_network(spec)
+    fwd, g = bptt(net, CELLS[cell], loss)
+    ests = [Estimator("window", K=3000), Estimator("chunk", K=5000),
+            Estimator("random", keep_prob=1.0, draws=2)]
+    if loss == "mean":
+        ests = ests[1:]  # the ring of 3000 windows is slow; the window is tested at small T above
+    for est in ests:
+        res = run_estimator(net, CELLS[cell], loss, fwd, g, est)
+        for name in CHAIN_PARAMS:
+            acc = res.accuracy[name]
+            assert np.all(acc.relative_error_ln / LN10 < -10.5), (est.label, name)  # see below
+            assert np.all(np.abs(acc.norm_ratio_ln) < 3e-11)
+    if (cell, radius, loss) == ("identity", 1.5, "last"):  # the case really left float64
+        assert np.all(np.abs(g.params["W_hh"][1]) / LN10 > 300)
