@@ -155,6 +155,6 @@ def analyze(
         for est, batch in zip(estimators, batches, strict=True)
     )
     del fwd
-    spec_w = spectrum(net.W_hh)
+    sp = spectrum(net.W_hh)
     memory = MemoryUse(plan.checkpoint_every, plan.estimated_bytes, max_memory, peak_rss_bytes())
-    return Analysis(spec, net, grads, spec_w, tolerance, estimates, memory)
+    return Analysis(spec, net, grads, sp, tolerance, estimates, memory)
