@@ -13,7 +13,8 @@ import numpy as np
 
 from .bptt import Gradients, bptt
 from .cells import CELLS
-from .network import PARAMS, Given, Network, Spec, build_network
+from .gated_network import GatedGiven, GatedNetwork, GatedSpec
+from .network import Given, Network, Spec, build_network
 from .scaled import LN10, Array, log_norm
 from .spectra import Spectrum, spectrum
 
@@ -66,7 +67,7 @@ class Analysis:
     """Results of every trial of one experiment (arrays have a leading trial axis ``n``)."""
 
     spec: Spec
-    net: Network
+    net: Network | GatedNetwork
     grads: Gradients
     spectrum: Spectrum
     tolerance: float
@@ -83,10 +84,9 @@ class Analysis:
 
     @property
     def grad_params_log10(self) -> dict[str, Array]:
-        """log10 Frobenius norm of each parameter gradient, ``(n,)`` each."""
+        """log10 Frobenius norm of each parameter gradient, ``(n,)`` each, in the network's order."""
         out = {}
-        for name in PARAMS:
-            m, s = self.grads.params[name]
+        for name, (m, s) in self.grads.params.items():
             out[name] = (log_norm(m, s) if m.ndim == 3 else log_norm(m[..., None], s)) / LN10
         return out
 
@@ -117,8 +117,18 @@ class Analysis:
         return fail_on is not None and self.summary()["verdict"] in FAIL_ON[fail_on]
 
 
-def analyze(spec: Spec, given: Given | None = None, tolerance: float = 1.0) -> Analysis:
-    """Draw every trial of ``spec``, compute its exact BPTT gradients and its spectrum."""
+def analyze(spec: Spec, given: Given | GatedGiven | None = None, tolerance: float = 1.0) -> Analysis:
+    """Draw every trial of ``spec``, compute its exact BPTT gradients and its spectrum.
+
+    A :class:`~bptt_cli.gated_network.GatedSpec` (LSTM, GRU) gives a
+    :class:`~bptt_cli.gated_analysis.GatedAnalysis`.
+    """
+    if isinstance(spec, GatedSpec):
+        from .gated_analysis import analyze_gated
+
+        assert given is None or isinstance(given, GatedGiven)
+        return analyze_gated(spec, given, tolerance)
+    assert given is None or isinstance(given, Given)
     net = build_network(spec, given)
     _, grads = bptt(net, CELLS[spec.cell], spec.loss)
     return Analysis(spec, net, grads, spectrum(net.W_hh), tolerance)

@@ -20,7 +20,7 @@ from .errors import BadInput, ExitStatus
 
 Format = Literal["table", "json", "csv"]
 FailOn = Literal["vanishing", "exploding", "unstable"]
-CellName = Literal["identity", "tanh", "relu", "sigmoid"]
+CellName = Literal["identity", "tanh", "relu", "sigmoid", "lstm", "gru"]
 LossName = Literal["last", "mean"]
 EnsembleName = Literal["gaussian", "orthogonal", "symmetric", "uniform", "identity"]
 SUFFIX_FORMATS: dict[str, Format] = {".json": "json", ".csv": "csv", ".txt": "table"}
@@ -102,19 +102,20 @@ def _check_output(output: Path | None, fmt: Format | None) -> Format:
 @app.command()
 def analyze(
     T: Annotated[int | None, typer.Option("--T", min=1, help="Sequence length (default 100, or from --inputs/--targets).")] = None,
-    cell: Annotated[CellName, typer.Option(help="Activation phi of the Elman cell.")] = "identity",
+    cell: Annotated[CellName, typer.Option(help="Activation phi of the Elman cell, or a gated cell: lstm, gru (PyTorch's nn.LSTM, nn.GRU).")] = "identity",
     loss: Annotated[LossName, typer.Option(help="last: 1/2||o_T - y_T||^2; mean: average of 1/2||o_t - y_t||^2.")] = "last",
     hidden: Annotated[int | None, typer.Option(min=1, help="Hidden size h (default 64, or from --weights).")] = None,
     inputs_dim: Annotated[int | None, typer.Option(min=1, help="Input size d (default 8).")] = None,
     outputs_dim: Annotated[int | None, typer.Option(min=1, help="Output size q (default 8).")] = None,
-    ensemble: Annotated[EnsembleName | None, typer.Option(help="Random W_hh ensemble (default gaussian).")] = None,
+    ensemble: Annotated[EnsembleName | None, typer.Option(help="Random W_hh ensemble (default gaussian; lstm/gru: uniform, each gate block of weight_hh_l0).")] = None,
     gain: Annotated[float | None, typer.Option(help="Scale of the ensemble: about its spectral radius (default 1).")] = None,
     radius: Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral radius.")] = None,
     norm: Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral norm.")] = None,
-    bias: Annotated[float, typer.Option(help="Standard deviation of b_h and b_q.")] = 0.0,
+    bias: Annotated[float, typer.Option(help="Standard deviation of b_h and b_q (lstm/gru: of b_q).")] = 0.0,
+    forget_bias: Annotated[float, typer.Option(help="lstm: added to the forget-gate rows of bias_ih_l0 (ignored by the other cells).")] = 0.0,
     trials: Annotated[int, typer.Option(min=1, help="Independent random draws.")] = 1,
     seed: Annotated[int, typer.Option(min=0, help="Root seed; trial i uses SeedSequence(seed).spawn(trials)[i].")] = 0,
-    weights: Annotated[Path | None, typer.Option(help=".npz with W_hh [W_hx W_qh b_h b_q] or PyTorch nn.RNN names; .npy for W_hh.")] = None,
+    weights: Annotated[Path | None, typer.Option(help=".npz with W_hh [W_hx W_qh b_h b_q] or PyTorch nn.RNN names; .npy for W_hh; lstm/gru: .npz or .pt state_dict (weight_ih_l0 ...).")] = None,
     inputs: Annotated[Path | None, typer.Option(help=".npy of inputs x_t, shape T x d.")] = None,
     targets: Annotated[Path | None, typer.Option(help=".npy of targets y_t, shape T x q.")] = None,
     tolerance: Annotated[float, typer.Option(help="Orders of magnitude of gain counted as stable.")] = 1.0,
@@ -127,31 +128,41 @@ def analyze(
 
     from .analysis import analyze as run_analysis
     from .files import given_from_files
-    from .network import Spec
+    from .gated_files import gated_given_from_files
+    from .gated_network import GATED, GatedGiven, GatedSpec
+    from .network import Given, Spec
 
     out_format = _check_output(output, fmt)
     if not (np.isfinite(tolerance) and tolerance >= 0):
         raise BadInput(f"tolerance must be a finite number >= 0, got {tolerance}")
+    if not np.isfinite(forget_bias):
+        raise BadInput(f"forget bias must be a finite number, got {forget_bias}")
     if gain is not None and (radius is not None or norm is not None):
         raise BadInput(f"--gain conflicts with --{'radius' if radius is not None else 'norm'}: give one of them")
     if weights is not None and (ensemble is not None or gain is not None):
         raise BadInput(f"--{'ensemble' if ensemble is not None else 'gain'} conflicts with --weights: W_hh comes from the file")
-    given, fixed = given_from_files(weights, inputs, targets)
+    gated = cell in GATED
+    given: Given | GatedGiven
+    if gated:
+        given, fixed = gated_given_from_files(cell, weights, inputs, targets)
+    else:
+        given, fixed = given_from_files(weights, inputs, targets)
     asked = {"T": T, "hidden": hidden, "inputs_dim": inputs_dim, "outputs_dim": outputs_dim}
     for name, value in asked.items():
         if value is not None and name in fixed and fixed[name][0] != value:
             flag = "--" + name.replace("_", "-")
             raise BadInput(f"{flag} {value} conflicts with {fixed[name][1]}")
-    defaults = Spec()
+    defaults = GatedSpec() if gated else Spec()
     sizes = {
         name: value if value is not None else fixed.get(name, (getattr(defaults, name), ""))[0]
         for name, value in asked.items()
     }
-    spec = Spec(
+    settings: dict[str, Any] = dict(
         cell=cell, loss=loss, ensemble=ensemble or defaults.ensemble,
         gain=gain if gain is not None else defaults.gain,
         radius=radius, norm=norm, bias=bias, trials=trials, seed=seed, **sizes,
     )
+    spec = GatedSpec(**settings, forget_bias=forget_bias) if gated else Spec(**settings)
     an = run_analysis(spec, given, tolerance)
     files = {"weights": weights, "inputs": inputs, "targets": targets, "fail_on": fail_on}
 
