@@ -43,8 +43,13 @@ def step(cell: str, P: dict[str, np.ndarray], x: np.ndarray, h: np.ndarray, c: n
 
 
 def loss(
-    cell: str, P: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, kind: str,
-    dh: np.ndarray | None = None, dc: np.ndarray | None = None,
+    cell: str,
+    P: dict[str, np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    kind: str,
+    dh: np.ndarray | None = None,
+    dc: np.ndarray | None = None,
 ) -> float:
     """The loss, with ``dh[t-1]`` added to h_t and ``dc[t-1]`` to c_t (before h_t is formed)."""
     T, H = x.shape[0], P["weight_hh_l0"].shape[1]
@@ -53,8 +58,12 @@ def loss(
     for t in range(T):
         if cell == "lstm":
             gi = P["weight_ih_l0"] @ x[t] + P["bias_ih_l0"] + P["weight_hh_l0"] @ h + P["bias_hh_l0"]
-            i, f, g, o = (sigmoid(gi[:H]), sigmoid(gi[H : 2 * H]), np.tanh(gi[2 * H : 3 * H]),
-                          sigmoid(gi[3 * H :]))
+            i, f, g, o = (
+                sigmoid(gi[:H]),
+                sigmoid(gi[H : 2 * H]),
+                np.tanh(gi[2 * H : 3 * H]),
+                sigmoid(gi[3 * H :]),
+            )
             c = f * c + i * g
             if dc is not None:
                 c = c + dc[t]
@@ -80,7 +89,9 @@ def fd_grad(f: Callable[[np.ndarray], float], v: np.ndarray, eps: float = 1e-6) 
     return g
 
 
-def fd_all(cell: str, P: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, kind: str) -> dict[str, np.ndarray]:
+def fd_all(
+    cell: str, P: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, kind: str
+) -> dict[str, np.ndarray]:
     """Every parameter gradient, dL/dh_t ``(T, h)`` and (LSTM) dL/dc_t by central differences."""
     out = {}
     for name in PARAMS:
@@ -92,8 +103,9 @@ def fd_all(cell: str, P: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, ki
     return out
 
 
-def step_jacobian_fd(cell: str, P: dict[str, np.ndarray], x: np.ndarray, h: np.ndarray,
-                     c: np.ndarray | None, eps: float = 1e-6) -> np.ndarray:
+def step_jacobian_fd(
+    cell: str, P: dict[str, np.ndarray], x: np.ndarray, h: np.ndarray, c: np.ndarray | None, eps: float = 1e-6
+) -> np.ndarray:
     """``d s_t / d s_{t-1}`` by central differences, ``s = (h, c)`` (LSTM) or ``h`` (GRU)."""
     H = h.shape[0]
     s = h if c is None else np.concatenate([h, c])
@@ -123,8 +135,9 @@ def states(cell: str, P: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarr
 
 
 # --------------------------------------------------------------------------- mpmath
-def mp_bptt(cell: str, P: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, kind: str,
-            dps: int = 120) -> dict[str, Any]:
+def mp_bptt(
+    cell: str, P: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, kind: str, dps: int = 120
+) -> dict[str, Any]:
     """log10 norms of dL/dh_t, dL/dc_t (lists over t = 1..T) and of every parameter gradient.
 
     The forward and backward passes by the chain rule, one scalar at a time, at ``dps`` digits.
@@ -170,8 +183,10 @@ def mp_bptt(cell: str, P: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, k
         carry_h, carry_c = [mpf(0)] * H, [mpf(0)] * H  # W_hh^T dL/da_{t+1}; f_{t+1} dL/dc_{t+1}
         for t in range(T - 1, -1, -1):
             if kind == "mean" or t == T - 1:
-                e = [mpmath.fsum(M["W_qh"][j][k] * hs[t + 1][k] for k in range(H)) + b_q[j] - Y[t][j]
-                     for j in range(len(b_q))]
+                e = [
+                    mpmath.fsum(M["W_qh"][j][k] * hs[t + 1][k] for k in range(H)) + b_q[j] - Y[t][j]
+                    for j in range(len(b_q))
+                ]
                 do = [v / T for v in e] if kind == "mean" else e
             else:
                 do = [mpf(0)] * len(b_q)
@@ -186,18 +201,23 @@ def mp_bptt(cell: str, P: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, k
                 c, c_prev = cs[t + 1], cs[t]
                 dc = [dh[k] * o[k] * (1 - mpmath.tanh(c[k]) ** 2) + carry_c[k] for k in range(H)]
                 dc_norm[t] = mpmath.sqrt(mpmath.fsum(v * v for v in dc))
-                da = ([dc[k] * g[k] * i[k] * (1 - i[k]) for k in range(H)]
-                      + [dc[k] * c_prev[k] * f[k] * (1 - f[k]) for k in range(H)]
-                      + [dc[k] * i[k] * (1 - g[k] ** 2) for k in range(H)]
-                      + [dh[k] * mpmath.tanh(c[k]) * o[k] * (1 - o[k]) for k in range(H)])
+                da = (
+                    [dc[k] * g[k] * i[k] * (1 - i[k]) for k in range(H)]
+                    + [dc[k] * c_prev[k] * f[k] * (1 - f[k]) for k in range(H)]
+                    + [dc[k] * i[k] * (1 - g[k] ** 2) for k in range(H)]
+                    + [dh[k] * mpmath.tanh(c[k]) * o[k] * (1 - o[k]) for k in range(H)]
+                )
                 dgi = dgh = da
                 carry_c = [dc[k] * f[k] for k in range(H)]
                 direct = [mpf(0)] * H
             else:
                 r, z, n, ghn = cache[t]
                 dn = [dh[k] * (1 - z[k]) * (1 - n[k] ** 2) for k in range(H)]
-                dgi = ([dn[k] * ghn[k] * r[k] * (1 - r[k]) for k in range(H)]
-                       + [dh[k] * (hs[t][k] - n[k]) * z[k] * (1 - z[k]) for k in range(H)] + dn)
+                dgi = (
+                    [dn[k] * ghn[k] * r[k] * (1 - r[k]) for k in range(H)]
+                    + [dh[k] * (hs[t][k] - n[k]) * z[k] * (1 - z[k]) for k in range(H)]
+                    + dn
+                )
                 dgh = dgi[: 2 * H] + [dn[k] * r[k] for k in range(H)]
                 direct = [dh[k] * z[k] for k in range(H)]
             for rr in range(G * H):
@@ -207,8 +227,10 @@ def mp_bptt(cell: str, P: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, k
                     grads["weight_ih_l0"][rr][k] += dgi[rr] * X[t][k]
                 for k in range(H):
                     grads["weight_hh_l0"][rr][k] += dgh[rr] * hs[t][k]
-            carry_h = [mpmath.fsum(M["weight_hh_l0"][rr][k] * dgh[rr] for rr in range(G * H)) + direct[k]
-                       for k in range(H)]
+            carry_h = [
+                mpmath.fsum(M["weight_hh_l0"][rr][k] * dgh[rr] for rr in range(G * H)) + direct[k]
+                for k in range(H)
+            ]
         log10 = lambda v: mpmath.log10(v) if v else mpmath.mpf("-inf")  # noqa: E731
         out: dict[str, Any] = {
             "h": [float(log10(v)) for v in dh_norm],

@@ -32,8 +32,9 @@ CELLS = ("lstm", "gru")
 LOSSES = ("last", "mean")
 
 
-def random_trial(rng: np.random.Generator, cell: str, h: int, d: int, q: int, T: int,
-                 scale: float = 1.0) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def random_trial(
+    rng: np.random.Generator, cell: str, h: int, d: int, q: int, T: int, scale: float = 1.0
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     G = 4 if cell == "lstm" else 3
     P = {
         "weight_ih_l0": rng.standard_normal((G * h, d)) * scale,
@@ -78,8 +79,9 @@ def test_every_gradient_against_finite_differences(cell: str, loss: str) -> None
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("loss", LOSSES)
 def test_trials_at_once_equal_trials_one_by_one(cell: str, loss: str) -> None:
-    spec = GatedSpec(cell=cell, loss=loss, T=300, hidden=5, inputs_dim=3, outputs_dim=2, trials=3,
-                     forget_bias=0.7)
+    spec = GatedSpec(
+        cell=cell, loss=loss, T=300, hidden=5, inputs_dim=3, outputs_dim=2, trials=3, forget_bias=0.7
+    )
     net = build_gated_network(spec)
     _, together = gated_bptt(net, loss)
     for i, seq in enumerate(net.seeds):
@@ -251,8 +253,9 @@ def test_random_init_is_pytorchs_and_shares_data_with_the_elman_network() -> Non
         value = getattr(net, name)
         assert value.shape[1] == 64
         assert np.all(np.abs(value) <= k) and np.max(np.abs(value)) > 0.9 * k
-    elman = build_network(Spec(cell="tanh", T=20, hidden=16, inputs_dim=3, outputs_dim=2, trials=2, seed=4,
-                               bias=0.3))
+    elman = build_network(
+        Spec(cell="tanh", T=20, hidden=16, inputs_dim=3, outputs_dim=2, trials=2, seed=4, bias=0.3)
+    )
     for name in ("x", "y", "W_qh", "b_q"):
         assert np.array_equal(getattr(net, name), getattr(elman, name))
     # T does not change the parameters; the data extend
@@ -305,8 +308,9 @@ def test_analysis_object_for_a_gated_cell() -> None:
     assert list(an.grad_params_log10) == list(PARAMS)
     assert an.grad_h_log10.shape == (3, 30) and an.grad_c_log10 is not None
     assert an.gate_product_log10.shape == (3, 30)
-    np.testing.assert_allclose(an.spectrum.spectral_radius,
-                               np.max(np.abs(np.linalg.eigvals(an.net.weight_hh_l0[:, 12:18])), axis=-1))
+    np.testing.assert_allclose(
+        an.spectrum.spectral_radius, np.max(np.abs(np.linalg.eigvals(an.net.weight_hh_l0[:, 12:18])), axis=-1)
+    )
     assert an.jacobians.dim == 12
     s = an.summary()
     assert s["trials"] == 3 and set(s["grad_params_log10"]) == set(PARAMS)

@@ -42,7 +42,9 @@ def bad_input(*args: object) -> str:
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_json_matches_the_python_api(cell: str) -> None:
-    rec = bptt_json("--cell", cell, "--T", 40, "--hidden", 6, "--trials", 2, "--forget-bias", 1, "--loss", "mean")
+    rec = bptt_json(
+        "--cell", cell, "--T", 40, "--hidden", 6, "--trials", 2, "--forget-bias", 1, "--loss", "mean"
+    )
     an = analyze(GatedSpec(cell=cell, T=40, hidden=6, trials=2, forget_bias=1.0, loss="mean"))
     assert rec["config"]["cell"] == cell and rec["config"]["ensemble"] == "uniform"
     assert rec["config"]["forget_bias"] == 1.0
@@ -85,7 +87,9 @@ def test_csv_has_no_spectral_prediction_for_gated_cells() -> None:
     assert len(rows) == 6 and all(r[5] == "" and r[3] != "" for r in rows[1:])
 
 
-def save_state_dict(path: Path, cell: str, h: int = 4, d: int = 3, q: int = 2, extra: dict | None = None) -> dict:
+def save_state_dict(
+    path: Path, cell: str, h: int = 4, d: int = 3, q: int = 2, extra: dict | None = None
+) -> dict:
     """A random state_dict with PyTorch's names (and an output layer), saved as .npz."""
     net = build_gated_network(GatedSpec(cell=cell, T=3, hidden=h, inputs_dim=d, outputs_dim=q, seed=9))
     arrays = {k: getattr(net, k)[0] for k in PARAMS}
@@ -98,15 +102,23 @@ def save_state_dict(path: Path, cell: str, h: int = 4, d: int = 3, q: int = 2, e
 def test_weights_npz_with_pytorch_names(tmp_path: Path, cell: str) -> None:
     arrays = save_state_dict(tmp_path / "m.npz", cell)
     rec = bptt_json("--cell", cell, "--weights", tmp_path / "m.npz", "--T", 20)
-    assert rec["config"]["hidden"] == 4 and rec["config"]["inputs_dim"] == 3 and rec["config"]["outputs_dim"] == 2
+    assert (
+        rec["config"]["hidden"] == 4
+        and rec["config"]["inputs_dim"] == 3
+        and rec["config"]["outputs_dim"] == 2
+    )
     an = analyze(GatedSpec(cell=cell, T=20, hidden=4, inputs_dim=3, outputs_dim=2), GatedGiven(**arrays))
     np.testing.assert_array_equal(rec["trials"][0]["grad_h_log10"], an.grad_h_log10[0])
     # a file without biases (bias=False) means zero biases
-    np.savez(tmp_path / "nobias.npz", weight_hh_l0=arrays["weight_hh_l0"], weight_ih_l0=arrays["weight_ih_l0"])
+    np.savez(
+        tmp_path / "nobias.npz", weight_hh_l0=arrays["weight_hh_l0"], weight_ih_l0=arrays["weight_ih_l0"]
+    )
     no_bias = bptt_json("--cell", cell, "--weights", tmp_path / "nobias.npz", "--T", 20)
     zero = {k: np.zeros_like(arrays[k]) for k in ("bias_ih_l0", "bias_hh_l0")}
-    an0 = analyze(GatedSpec(cell=cell, T=20, hidden=4, inputs_dim=3),
-                  GatedGiven(weight_hh_l0=arrays["weight_hh_l0"], weight_ih_l0=arrays["weight_ih_l0"], **zero))
+    an0 = analyze(
+        GatedSpec(cell=cell, T=20, hidden=4, inputs_dim=3),
+        GatedGiven(weight_hh_l0=arrays["weight_hh_l0"], weight_ih_l0=arrays["weight_ih_l0"], **zero),
+    )
     np.testing.assert_array_equal(no_bias["trials"][0]["grad_h_log10"], an0.grad_h_log10[0])
 
 
@@ -145,12 +157,15 @@ def test_bad_weights_files_are_one_line(tmp_path: Path) -> None:
     assert "W_qh" in bad_input("--cell", "lstm", "--weights", tmp_path / "wq.npz")
     np.save(tmp_path / "one.npy", np.eye(3))
     assert "PyTorch names" in bad_input("--cell", "lstm", "--weights", tmp_path / "one.npy")
-    assert "--hidden 5 conflicts" in bad_input("--cell", "lstm", "--weights", tmp_path / "lstm.npz", "--hidden", 5)
+    assert "--hidden 5 conflicts" in bad_input(
+        "--cell", "lstm", "--weights", tmp_path / "lstm.npz", "--hidden", 5
+    )
     np.save(tmp_path / "x.npy", np.zeros((7, 2)))
     line = bad_input("--cell", "lstm", "--weights", tmp_path / "lstm.npz", "--inputs", tmp_path / "x.npy")
     assert "inputs_dim" in line
-    assert "conflicts with --weights" in bad_input("--cell", "gru", "--weights", tmp_path / "lstm.npz",
-                                                   "--gain", 2)
+    assert "conflicts with --weights" in bad_input(
+        "--cell", "gru", "--weights", tmp_path / "lstm.npz", "--gain", 2
+    )
     assert "forget bias" in bad_input("--cell", "lstm", "--forget-bias", "nan")
     assert "forget bias" in bad_input("--cell", "tanh", "--forget-bias", "inf")
     assert "overflow" in bad_input("--cell", "lstm", "--weights", save_huge(tmp_path))
@@ -172,11 +187,16 @@ def test_pt_file_without_torch_names_the_extra(tmp_path: Path, monkeypatch: pyte
 
 @pytest.mark.skipif(shutil.which("bptt") is None, reason="the bptt entry point is not installed")
 def test_installed_entry_point_runs_a_gated_cell() -> None:
-    done = subprocess.run(["bptt", "analyze", "--cell", "lstm", "--T", "20", "--hidden", "4", "--format", "json"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["bptt", "analyze", "--cell", "lstm", "--T", "20", "--hidden", "4", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     rec = json.loads(done.stdout)
     assert len(rec["trials"][0]["grad_c_log10"]) == 20
     assert rec["trials"][0]["gain_log10"] == pytest.approx(
-        analyze(GatedSpec(cell="lstm", T=20, hidden=4)).gain_log10[0], rel=1e-15)
+        analyze(GatedSpec(cell="lstm", T=20, hidden=4)).gain_log10[0], rel=1e-15
+    )
     assert float(np.log10(np.exp(1.0))) == pytest.approx(1 / LN10)

@@ -25,7 +25,7 @@ RUNNER = CliRunner()
 def torch_gradients(net: GatedNetwork, i: int, loss: str) -> dict[str, np.ndarray]:
     """Every gradient of trial ``i`` by autograd: parameters through nn.LSTM/nn.GRU, and dL/dh_t,
     dL/dc_t through nn.LSTMCell/nn.GRUCell with the same weights (retain_grad on every state)."""
-    n, T, h, d, q = net.shape
+    _, T, h, d, _ = net.shape
     Module = torch.nn.LSTM if net.cell == "lstm" else torch.nn.GRU
     Cell = torch.nn.LSTMCell if net.cell == "lstm" else torch.nn.GRUCell
     rnn = Module(d, h, dtype=torch.float64)
@@ -74,8 +74,17 @@ def relative(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("loss", ["last", "mean"])
 def test_every_gradient_against_torch_autograd(cell: str, loss: str) -> None:
-    spec = GatedSpec(cell=cell, loss=loss, T=300, hidden=6, inputs_dim=3, outputs_dim=2, trials=2,
-                     gain=2.0, forget_bias=1.0)
+    spec = GatedSpec(
+        cell=cell,
+        loss=loss,
+        T=300,
+        hidden=6,
+        inputs_dim=3,
+        outputs_dim=2,
+        trials=2,
+        gain=2.0,
+        forget_bias=1.0,
+    )
     net = build_gated_network(spec)
     _, g = gated_bptt(net, loss)
     for i in range(2):
@@ -101,8 +110,10 @@ def test_a_saved_state_dict_loads_like_the_npz(tmp_path: Path, cell: str) -> Non
     np.savez(tmp_path / "model.npz", **{k: v.numpy() for k, v in rnn.state_dict().items()})
     records = []
     for name in ("model.pt", "model.npz"):
-        result = RUNNER.invoke(app, ["analyze", "--cell", cell, "--weights", str(tmp_path / name), "--T", "50",
-                                     "--format", "json"])
+        result = RUNNER.invoke(
+            app,
+            ["analyze", "--cell", cell, "--weights", str(tmp_path / name), "--T", "50", "--format", "json"],
+        )
         assert result.exit_code == 0, result.stderr
         records.append(json.loads(result.stdout))
     pt, npz = records
@@ -115,8 +126,12 @@ def test_unsafe_or_wrong_pt_files_are_one_line(tmp_path: Path) -> None:
     torch.save(torch.zeros(3), tmp_path / "tensor.pt")
     torch.save({"weight_hh_l0": torch.zeros(8, 2), "note": Path("x")}, tmp_path / "unsafe.pt")
     (tmp_path / "garbage.pt").write_bytes(b"not a zip")
-    for name, words in (("tensor.pt", "not a state_dict"), ("unsafe.pt", "weights_only"),
-                        ("garbage.pt", "weights_only"), ("missing.pt", "cannot read")):
+    for name, words in (
+        ("tensor.pt", "not a state_dict"),
+        ("unsafe.pt", "weights_only"),
+        ("garbage.pt", "weights_only"),
+        ("missing.pt", "cannot read"),
+    ):
         result = RUNNER.invoke(app, ["analyze", "--cell", "lstm", "--weights", str(tmp_path / name)])
         assert result.exit_code == 2, (name, result.stderr)
         lines = result.stderr.splitlines()
