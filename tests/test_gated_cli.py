@@ -200,3 +200,26 @@ def test_installed_entry_point_runs_a_gated_cell() -> None:
         analyze(GatedSpec(cell="lstm", T=20, hidden=4)).gain_log10[0], rel=1e-15
     )
     assert float(np.log10(np.exp(1.0))) == pytest.approx(1 / LN10)
+
+
+def test_shipped_gated_config_names_analyze_options_and_runs() -> None:
+    """configs/gated-vs-vanilla.toml: every key but the layout is an option of ``bptt analyze``,
+    and every cell and forget bias of its grid runs (at the smallest T)."""
+    import tomllib
+
+    import typer
+
+    path = Path(__file__).parent.parent / "configs" / "gated-vs-vanilla.toml"
+    config = tomllib.loads(path.read_text())
+    command = typer.main.get_command(app).commands["analyze"]  # type: ignore[attr-defined]
+    flags = {opt for p in command.params for opt in p.opts}
+    axes = {k: v for k, v in config.items() if k not in ("rows", "cols")}
+    for key in axes:
+        assert f"--{key}" in flags, key
+    assert set(config["cell"]) == {"identity", "tanh", "gru", "lstm"}
+    for cell in config["cell"]:
+        for fb in config["forget-bias"]:
+            rec = bptt_json(
+                "--cell", cell, "--forget-bias", fb, "--T", min(config["T"]), "--hidden", config["hidden"]
+            )
+            assert rec["summary"]["verdict"] in ("vanishing", "stable", "exploding")
