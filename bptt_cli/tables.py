@@ -77,10 +77,13 @@ class GatedRows:
 
 def gated_rows(an: Analysis) -> GatedRows | None:
     """The gated cell's extra rows and columns, ``None`` for an Elman cell."""
+    from .gated_network import GATED
+
+    if an.spec.cell not in GATED:  # (before importing the gated modules: start-up time)
+        return None
     from .gated_analysis import GatedAnalysis
 
-    if not isinstance(an, GatedAnalysis):
-        return None
+    assert isinstance(an, GatedAnalysis)
     lstm = an.spec.cell == "lstm"
     forget_bias = getattr(an.spec, "forget_bias", 0.0)
     return GatedRows(
