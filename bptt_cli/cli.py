@@ -16,7 +16,9 @@ import typer
 from typer.core import TyperGroup
 
 from . import __version__
+from .configs import CONFIG_HELP, config_callback
 from .errors import BadInput, ExitStatus
+from .sweep import SWEEP_HELP, sweep_command
 
 Format = Literal["table", "json", "csv"]
 FailOn = Literal["vanishing", "exploding", "unstable"]
@@ -24,6 +26,9 @@ CellName = Literal["identity", "tanh", "relu", "sigmoid"]
 LossName = Literal["last", "mean"]
 EnsembleName = Literal["gaussian", "orthogonal", "symmetric", "uniform", "identity"]
 SUFFIX_FORMATS: dict[str, Format] = {".json": "json", ".csv": "csv", ".txt": "table"}
+# analyze's parameters that say how and where to report, not what to compute. Every other one is
+# passed to experiment.resolve, and is an axis of `bptt sweep` (whose command is built from analyze's).
+NOT_AXES = ("fmt", "output", "fail_on", "config")
 
 
 def _error(message: str) -> None:
@@ -121,39 +126,18 @@ def analyze(
     fmt: Annotated[Format | None, typer.Option("--format", help="table (default), json or csv.")] = None,
     output: Annotated[Path | None, typer.Option(help="Write to this file (atomically); format from the suffix.")] = None,
     fail_on: Annotated[FailOn | None, typer.Option(help="Exit 1 if the verdict matches.")] = None,
+    config: Annotated[Path | None, typer.Option(help=CONFIG_HELP, is_eager=True, callback=config_callback)] = None,
 ) -> None:
     """Exact BPTT gradients ||dL/dh_t|| for t = T..1, parameter gradients and the spectrum of W_hh."""
-    import numpy as np
-
+    # Every parameter but the output ones goes to resolve_experiment, as for each point of `bptt sweep`.
+    options = {name: value for name, value in locals().items() if name not in NOT_AXES}
     from .analysis import analyze as run_analysis
-    from .files import given_from_files
-    from .network import Spec
+    from .experiment import resolve as resolve_experiment
 
     out_format = _check_output(output, fmt)
-    if not (np.isfinite(tolerance) and tolerance >= 0):
-        raise BadInput(f"tolerance must be a finite number >= 0, got {tolerance}")
-    if gain is not None and (radius is not None or norm is not None):
-        raise BadInput(f"--gain conflicts with --{'radius' if radius is not None else 'norm'}: give one of them")
-    if weights is not None and (ensemble is not None or gain is not None):
-        raise BadInput(f"--{'ensemble' if ensemble is not None else 'gain'} conflicts with --weights: W_hh comes from the file")
-    given, fixed = given_from_files(weights, inputs, targets)
-    asked = {"T": T, "hidden": hidden, "inputs_dim": inputs_dim, "outputs_dim": outputs_dim}
-    for name, value in asked.items():
-        if value is not None and name in fixed and fixed[name][0] != value:
-            flag = "--" + name.replace("_", "-")
-            raise BadInput(f"{flag} {value} conflicts with {fixed[name][1]}")
-    defaults = Spec()
-    sizes = {
-        name: value if value is not None else fixed.get(name, (getattr(defaults, name), ""))[0]
-        for name, value in asked.items()
-    }
-    spec = Spec(
-        cell=cell, loss=loss, ensemble=ensemble or defaults.ensemble,
-        gain=gain if gain is not None else defaults.gain,
-        radius=radius, norm=norm, bias=bias, trials=trials, seed=seed, **sizes,
-    )
-    an = run_analysis(spec, given, tolerance)
-    files = {"weights": weights, "inputs": inputs, "targets": targets, "fail_on": fail_on}
+    exp = resolve_experiment(**options)
+    an = run_analysis(exp.spec, exp.given, exp.tolerance)
+    files = {**exp.files, "fail_on": fail_on}
 
     if out_format == "table":
         from rich.console import Console
@@ -175,6 +159,10 @@ def analyze(
     if an.fails(fail_on):
         print(f"bptt: verdict {an.summary()['verdict']} matches --fail-on {fail_on}", file=sys.stderr)
         raise typer.Exit(ExitStatus.VERDICT_MATCHED)
+
+
+# `bptt sweep` takes every option of analyze (but NOT_AXES) as an axis: its signature is built from analyze's.
+app.command("sweep", help=SWEEP_HELP)(sweep_command(analyze, NOT_AXES))
 
 
 def main() -> None:

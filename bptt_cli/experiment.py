@@ -1,0 +1,97 @@
+"""From the option values of ``bptt analyze`` to one experiment: checked settings and given arrays.
+
+``bptt analyze`` and every grid point of ``bptt sweep`` go through :func:`resolve`, with the
+same keyword arguments (the parameter names of the ``analyze`` command, less its output
+options), so that a sweep record is exactly what ``bptt analyze`` reports for those settings.
+A new ``analyze`` option is handled here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import BadInput
+from .network import Given, Spec
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Checked settings (``spec``), the user's arrays (``given``), the verdict tolerance
+    (orders of magnitude) and the input files (``weights``, ``inputs``, ``targets``)."""
+
+    spec: Spec
+    given: Given
+    tolerance: float
+    files: dict[str, Path | None]
+
+    def config(self) -> dict[str, Any]:
+        """Every resolved setting, as the ``config`` object of the JSON output."""
+        spec = {f.name: getattr(self.spec, f.name) for f in fields(self.spec)}
+        return {**spec, "tolerance": self.tolerance, **self.files}
+
+
+def resolve(
+    *,
+    T: int | None,
+    cell: str,
+    loss: str,
+    hidden: int | None,
+    inputs_dim: int | None,
+    outputs_dim: int | None,
+    ensemble: str | None,
+    gain: float | None,
+    radius: float | None,
+    norm: float | None,
+    bias: float,
+    trials: int,
+    seed: int,
+    weights: Path | None,
+    inputs: Path | None,
+    targets: Path | None,
+    tolerance: float,
+) -> Experiment:
+    """Check the options against each other and the files, fill in the defaults.
+
+    ``None`` means "not given": sizes and T then come from the files, else from :class:`Spec`.
+    Raises :class:`BadInput` for conflicting options or unusable files.
+    """
+    import math
+
+    from .files import given_from_files
+
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise BadInput(f"tolerance must be a finite number >= 0, got {tolerance}")
+    if gain is not None and (radius is not None or norm is not None):
+        raise BadInput(
+            f"--gain conflicts with --{'radius' if radius is not None else 'norm'}: give one of them"
+        )
+    if weights is not None and (ensemble is not None or gain is not None):
+        which = "ensemble" if ensemble is not None else "gain"
+        raise BadInput(f"--{which} conflicts with --weights: W_hh comes from the file")
+    weights, inputs, targets = (Path(p) if p is not None else None for p in (weights, inputs, targets))
+    given, fixed = given_from_files(weights, inputs, targets)
+    asked = {"T": T, "hidden": hidden, "inputs_dim": inputs_dim, "outputs_dim": outputs_dim}
+    for name, value in asked.items():
+        if value is not None and name in fixed and fixed[name][0] != value:
+            flag = "--" + name.replace("_", "-")
+            raise BadInput(f"{flag} {value} conflicts with {fixed[name][1]}")
+    defaults = Spec()
+    sizes = {
+        name: value if value is not None else fixed.get(name, (getattr(defaults, name), ""))[0]
+        for name, value in asked.items()
+    }
+    spec = Spec(
+        cell=cell,
+        loss=loss,
+        ensemble=ensemble or defaults.ensemble,
+        gain=gain if gain is not None else defaults.gain,
+        radius=radius,
+        norm=norm,
+        bias=bias,
+        trials=trials,
+        seed=seed,
+        **sizes,
+    )
+    return Experiment(spec, given, tolerance, {"weights": weights, "inputs": inputs, "targets": targets})
