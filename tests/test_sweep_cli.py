@@ -351,3 +351,14 @@ def test_resume_rejects_a_file_that_is_not_a_sweep(tmp_path: Path) -> None:
     out.write_text("hello\n")
     result = invoke("sweep", "--T", "3", "--output", str(out), "--resume")
     assert result.exit_code == 2 and "not a bptt sweep jsonl file" in result.stderr
+
+
+def test_progress_bar_on_stderr_only_for_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = ["--T", "3,4,5", "--hidden", "3", "--workers", "1"]
+    plain = invoke("sweep", *args)
+    assert plain.exit_code == 0 and plain.stderr == ""  # not a terminal: no bar, nothing on stderr
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich: treat the streams as terminals
+    monkeypatch.setenv("TERM", "xterm-256color")
+    bar = invoke("sweep", *args)
+    assert bar.exit_code == 0
+    assert "points" in bar.stderr and "3/3" in bar.stderr and "ETA" in bar.stderr
