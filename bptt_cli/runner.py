@@ -164,10 +164,20 @@ def _import_dask() -> Any:
     return distributed
 
 
+def connect(address: str) -> Any:
+    """A Dask client of the scheduler at ``address``, or :class:`BadInput` (extra missing,
+    scheduler unreachable)."""
+    distributed = _import_dask()
+    try:
+        return distributed.Client(address, timeout=DASK_CONNECT_TIMEOUT_S, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as e:
+        raise BadInput(f"cannot reach the Dask scheduler at {address}: {e}") from None
+
+
 def run_dask(
-    points: Sequence[Point], address: str, work: Callable[[Point], Record] = run_point
+    points: Sequence[Point], address: str, work: Callable[[Point], Record] = run_point, client: Any = None
 ) -> Iterator[Record]:
-    """Every point on the Dask scheduler at ``address``, records as they finish.
+    """Every point on the Dask scheduler at ``address`` (or through ``client``), records as they finish.
 
     Each point is one task (``pure=False``: never merged with an identical call), retried
     ``DASK_RETRIES`` times if it raises; a point whose worker dies is rescheduled by Dask.
@@ -175,10 +185,8 @@ def run_dask(
     distributed = _import_dask()
     if not points:
         return
-    try:
-        client = distributed.Client(address, timeout=DASK_CONNECT_TIMEOUT_S, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as e:
-        raise BadInput(f"cannot reach the Dask scheduler at {address}: {e}") from None
+    own = client is None
+    client = connect(address) if own else client
     try:
         futures = [client.submit(work, p, pure=False, retries=DASK_RETRIES) for p in points]
         of = {f.key: p for f, p in zip(futures, points, strict=True)}
@@ -194,18 +202,32 @@ def run_dask(
         finally:
             client.cancel(futures)
     finally:
-        client.close()
+        if own:
+            client.close()
 
 
-def run_points(
+@contextlib.contextmanager
+def running(
     points: Sequence[Point],
     workers: int,
     scheduler: str | None = None,
     work: Callable[[Point], Record] = run_point,
-) -> Iterator[Record]:
-    """Dispatch: Dask when ``scheduler`` is set, else in-process for one worker, else a local pool."""
-    if scheduler:
-        return run_dask(points, scheduler, work)
-    if workers <= 1:
-        return run_in_process(points, work)
-    return run_local(points, workers, work)
+) -> Iterator[Iterator[Record]]:
+    """The records of ``points`` as they finish: on Dask when ``scheduler`` is set, else in this
+    process for one worker, else in a local pool. What can fail before any point runs (the Dask
+    extra, the connection) fails on entering, before the caller touches its output."""
+    client = connect(scheduler) if scheduler and points else None
+    try:
+        if scheduler:
+            results = run_dask(points, scheduler, work, client)
+        elif workers <= 1:
+            results = run_in_process(points, work)
+        else:
+            results = run_local(points, workers, work)
+        try:
+            yield results
+        finally:
+            results.close()  # type: ignore[attr-defined]
+    finally:
+        if client is not None:
+            client.close()

@@ -192,7 +192,7 @@ def run_sweep(
     from .experiment import resolve
     from .grid import describe, point_key, points
     from .heatmap import layout, progress
-    from .runner import PointFailed, run_points
+    from .runner import PointFailed, running
     from .sweep_io import open_sink, read_records
 
     out_format = _format(output, fmt)
@@ -233,19 +233,24 @@ def run_sweep(
         todo.sort(key=lambda i: -cost[i])  # longest first, so that the last ones to finish are short
 
     records_out = out_format != "table"
-    sink = (
-        open_sink(out_format, output, existing, lambda r: index.get(point_key(r["point"]), -1))
-        if records_out
-        else None
-    )
     records = list(kept)
+
+    def order(record: dict[str, Any]) -> int:
+        return index.get(point_key(record["point"]), -1)
+
     try:
-        with progress(len(grid), len(kept)) as advance:
-            for record in run_points([grid[i] for i in todo], n_workers, scheduler):
-                records.append(record)
+        with running([grid[i] for i in todo], n_workers, scheduler) as results:
+            sink = open_sink(out_format, output, existing, order) if records_out else None
+            try:
+                with progress(len(grid), len(kept)) as advance:
+                    for record in results:
+                        records.append(record)
+                        if sink is not None:
+                            sink.add(record)
+                        advance()
+            finally:
                 if sink is not None:
-                    sink.add(record)
-                advance()
+                    sink.close()
     except PointFailed as e:
         raise BadInput(f"point {describe(e.point, axes)}: {e}") from None
     except KeyboardInterrupt:
@@ -256,9 +261,6 @@ def run_sweep(
                 file=sys.stderr,
             )
         raise
-    finally:
-        if sink is not None:
-            sink.close()
 
     if not records_out or output is not None:
         _show(records, axes, defaults, plan, output if out_format == "table" else None)

@@ -31,10 +31,16 @@ def sweep_records(*args: str) -> list[dict[str, Any]]:
 
 def flags_of(point: dict[str, Any]) -> list[str]:
     """The `bptt analyze` flags that reproduce a record's point."""
+    from bptt_cli.sweep import analyze_command
+
+    params = {p.name: p for p in analyze_command(analyze).params}
     args = []
     for name, value in point.items():
-        if value is not None:
-            args += ["--" + name.replace("_", "-"), str(value)]
+        param = params[name]
+        if isinstance(value, bool):  # a flag: --x or --no-x
+            args.append(param.opts[0] if value else param.secondary_opts[0])
+        elif value is not None:
+            args += [param.opts[0], str(value)]
     return args
 
 
@@ -53,7 +59,10 @@ def test_each_record_is_what_analyze_reports_for_its_settings() -> None:
 def test_record_keys_are_the_documented_contract() -> None:
     (r,) = sweep_records("--T", "5", "--hidden", "4")
     assert list(r) == ["point", "config", "summary", "wall_time_s", "version"]
-    assert set(r["point"]) == set(analyze_json("--T", "5", "--hidden", "4")["config"]) - {"fail_on"}
+    import inspect
+
+    assert set(r["point"]) == set(inspect.signature(analyze).parameters) - set(NOT_AXES)
+    assert set(r["config"]) == set(analyze_json("--T", "5", "--hidden", "4")["config"]) - {"fail_on"}
     s = r["summary"]
     for key in (
         "gain_log10",

@@ -97,11 +97,18 @@ def _points(*args: str) -> list[dict[str, Any]]:
     return [r["point"] for r in records]
 
 
-def test_unreachable_scheduler_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_scheduler_is_one_line_and_leaves_the_output_alone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr("bptt_cli.runner.DASK_CONNECT_TIMEOUT_S", 1.0)
-    result = invoke("sweep", "--T", "3", "--scheduler", "tcp://127.0.0.1:9")
+    out = tmp_path / "r.jsonl"
+    out.write_text("earlier results\n")
+    result = invoke("sweep", "--T", "3", "--scheduler", "tcp://127.0.0.1:9", "--output", str(out))
     assert result.exit_code == 2
-    assert result.stderr.startswith("bptt: error: cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("bptt: error: cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+    assert out.read_text() == "earlier results\n"
 
 
 def test_missing_dask_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
