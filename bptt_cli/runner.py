@@ -213,14 +213,17 @@ def running(
     scheduler: str | None = None,
     work: Callable[[Point], Record] = run_point,
 ) -> Iterator[Iterator[Record]]:
-    """The records of ``points`` as they finish: on Dask when ``scheduler`` is set, else in this
-    process for one worker, else in a local pool. What can fail before any point runs (the Dask
-    extra, the connection) fails on entering, before the caller touches its output."""
+    """The records of ``points`` as they finish: on Dask when ``scheduler`` is set, else in
+    this process for one worker (or one point), else in a local pool of ``workers`` processes.
+
+    What can fail before any point runs (the Dask extra, the connection) fails on entering,
+    before the caller touches its output.
+    """
     client = connect(scheduler) if scheduler and points else None
     try:
         if scheduler:
             results = run_dask(points, scheduler, work, client)
-        elif workers <= 1:
+        elif workers <= 1 or len(points) <= 1:  # no pool to start for a single point
             results = run_in_process(points, work)
         else:
             results = run_local(points, workers, work)
