@@ -129,14 +129,14 @@ def analyze(
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP, is_eager=True, callback=config_callback)] = None,
 ) -> None:
     """Exact BPTT gradients ||dL/dh_t|| for t = T..1, parameter gradients and the spectrum of W_hh."""
-    # Every parameter but the output ones goes to resolve_experiment, as for each point of `bptt sweep`.
+    # Every parameter but the output ones goes to resolve_experiment, as for each point of `bptt sweep`
+    # (this must stay the first statement: locals() then holds exactly the parameters).
     options = {name: value for name, value in locals().items() if name not in NOT_AXES}
-    from .analysis import analyze as run_analysis
     from .experiment import resolve as resolve_experiment
 
     out_format = _check_output(output, fmt)
     exp = resolve_experiment(**options)
-    an = run_analysis(exp.spec, exp.given, exp.tolerance)
+    an = exp.run()
     files = {**exp.files, "fail_on": fail_on}
 
     if out_format == "table":

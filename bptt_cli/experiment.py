@@ -2,18 +2,23 @@
 
 ``bptt analyze`` and every grid point of ``bptt sweep`` go through :func:`resolve`, with the
 same keyword arguments (the parameter names of the ``analyze`` command, less its output
-options), so that a sweep record is exactly what ``bptt analyze`` reports for those settings.
-A new ``analyze`` option is handled here and nowhere else.
+options), then :meth:`Experiment.run`, so that a sweep record is exactly what ``bptt analyze``
+reports for those settings. A new ``analyze`` option is handled here (a parameter of
+:func:`resolve`, carried by :class:`Experiment` into :meth:`Experiment.run`) and nowhere else:
+whatever ``analyze`` computes beyond this path, a sweep would not see.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import BadInput
 from .network import Given, Spec
+
+if TYPE_CHECKING:
+    from .analysis import Analysis
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,15 @@ class Experiment:
         """Every resolved setting, as the ``config`` object of the JSON output."""
         spec = {f.name: getattr(self.spec, f.name) for f in fields(self.spec)}
         return {**spec, "tolerance": self.tolerance, **self.files}
+
+    def run(self) -> Analysis:
+        """Compute the experiment: ``analysis.analyze(spec, given, tolerance)``.
+
+        What ``bptt analyze`` reports and what each ``bptt sweep`` point records.
+        """
+        from .analysis import analyze
+
+        return analyze(self.spec, self.given, self.tolerance)
 
 
 def resolve(

@@ -41,18 +41,17 @@ class PointFailed(BadInput):
 def run_point(point: Point) -> Record:
     """The record of one grid point: its settings, resolved config, summary and wall time.
 
-    ``summary`` is :meth:`Analysis.summary` of ``analysis.analyze`` for the point's settings,
+    ``summary`` is :meth:`Analysis.summary` of :meth:`Experiment.run` for the point's settings,
     exactly what ``bptt analyze --format json`` reports as ``summary``; ``wall_time_s`` is the
     time spent here (drawing, BPTT, spectra, summary), in seconds.
     """
     start = time.perf_counter()
     from . import __version__
-    from .analysis import analyze
     from .experiment import resolve
     from .records import jsonable
 
     exp = resolve(**point)
-    summary = analyze(exp.spec, exp.given, exp.tolerance).summary()
+    summary = exp.run().summary()
     return {
         "point": dict(point),
         "config": jsonable(exp.config()),
