@@ -7,7 +7,7 @@ exact zero and NaN an undefined ratio (both become ``null`` in JSON).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from .cells import CELLS
 from .network import PARAMS, Given, Network, Spec, build_network
 from .scaled import LN10, Array, log_norm
 from .spectra import Spectrum, spectrum
+
+if TYPE_CHECKING:
+    from .theory import Theory
 
 VERDICTS = ("vanishing", "stable", "exploding", "undefined")
 FAIL_ON = {
@@ -70,6 +73,7 @@ class Analysis:
     grads: Gradients
     spectrum: Spectrum
     tolerance: float
+    theory: Theory | None = None  # the predictions beside the measurement (bptt_cli.theory)
 
     @property
     def grad_h_log10(self) -> Array:
@@ -117,8 +121,28 @@ class Analysis:
         return fail_on is not None and self.summary()["verdict"] in FAIL_ON[fail_on]
 
 
-def analyze(spec: Spec, given: Given | None = None, tolerance: float = 1.0) -> Analysis:
-    """Draw every trial of ``spec``, compute its exact BPTT gradients and its spectrum."""
+def analyze(
+    spec: Spec, given: Given | None = None, tolerance: float = 1.0,
+    *, theory: bool = False, lyapunov: int | None = None,
+) -> Analysis:
+    """Draw every trial of ``spec``, compute its exact BPTT gradients and its spectrum.
+
+    ``theory=True`` adds the predictions of :mod:`bptt_cli.theory` with the top ``lyapunov``
+    Lyapunov exponents (default ``min(hidden, 4)``; 0 for none).
+    """
     net = build_network(spec, given)
-    _, grads = bptt(net, CELLS[spec.cell], spec.loss)
-    return Analysis(spec, net, grads, spectrum(net.W_hh), tolerance)
+    cell = CELLS[spec.cell]
+    fwd, grads = bptt(net, cell, spec.loss)
+    sp = spectrum(net.W_hh)
+    th = None
+    if theory:
+        from .errors import BadInput
+        from .theory import theory as predict
+
+        h = net.shape[2]
+        K = min(h, 4) if lyapunov is None else lyapunov
+        if not 0 <= K <= h:
+            raise BadInput(f"--lyapunov {K} must be between 0 and the hidden size {h}")
+        from_file = given is not None and given.W_hh is not None
+        th = predict(spec, net, cell, fwd, grads, sp, K, from_file)
+    return Analysis(spec, net, grads, sp, tolerance, th)

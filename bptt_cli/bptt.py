@@ -12,9 +12,13 @@ steps, the blocks summed log-sum-exp style: ``dL/dW_hh = sum_t dL/da_t h_{t-1}^T
 ``dL/dW_hx = sum_t dL/da_t x_t^T``, ``dL/db_h = sum_t dL/da_t``,
 ``dL/dW_qh = sum_t dL/do_t h_t^T``, ``dL/db_q = sum_t dL/do_t``.
 
-Every vector is a unit mantissa and a natural-log scale (see :mod:`bptt_cli.scaled`),
-renormalised at every step, so nothing overflows or underflows. All arrays carry a
-leading trial axis ``n``: one Python step advances every trial.
+Every stored vector is a unit mantissa and a natural-log scale (see :mod:`bptt_cli.scaled`),
+so nothing overflows or underflows. The recursions run in sub-blocks of ``SUB`` steps: each
+starts from a renormalised vector and runs in plain float64 within a fixed frame ``e^S`` (as
+fast as a bare numpy loop); if any vector of the sub-block came near float64's limits (or a
+zero appeared from a nonzero vector) the sub-block is redone step by step in fully scaled
+arithmetic (log-sum-exp sums, a renormalisation per step). All arrays carry a leading trial
+axis ``n``: one Python step advances every trial.
 
 Memory: the stored pass keeps every state (about ``4 T h`` floats per trial). With
 ``checkpoint_every = K`` (a multiple of ``block``) only ``h_0, h_K, h_2K, ...`` are kept and
@@ -29,13 +33,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .cells import Cell
 from .errors import BadInput
 from .network import Network
-from .scaled import Array, add, finite_or_zero, log_weights, normalize
+from .scaled import LN10, Array, add, finite_or_zero, log_weights, normalize, to_float
 
 BLOCK = 256  # steps per matrix product over time (inputs, outputs, parameter sums)
+SUB = 32  # steps between renormalisations on the fast path
+RANGE_LN = 100 * LN10  # a fast sub-block is kept while its norms stay within e^{+-RANGE_LN}
+FRAME_LN = 600.0  # frames below e^-FRAME_LN take the slow path (the drive would overflow)
+TINY_LN = -20.0 * LN10  # tanh(a) = a to float64 precision for |a| < 1e-20
 
 
 @dataclass(frozen=True)
@@ -106,9 +115,82 @@ class Segment:
     e_s: Array
 
 
-def _drive(net: Network, b0: int, b1: int) -> tuple[Array, Array]:
-    """``W_hx x_t + b_h`` for indices ``b0..b1-1`` as ``(m (n, L, h), s (n, L))``."""
-    return normalize(np.matmul(net.x[:, b0:b1], np.swapaxes(net.W_hx, -1, -2)) + net.b_h[:, None, :])
+def _drive(net: Network, b0: int, b1: int) -> Array:
+    """``W_hx x_t + b_h`` for indices ``b0..b1-1`` as plain floats, ``(n, L, h)``."""
+    return np.matmul(net.x[:, b0:b1], np.swapaxes(net.W_hx, -1, -2)) + net.b_h[:, None, :]
+
+
+def kept_every_digit(ln_norm: Array, start: Array) -> NDArray[np.bool_]:
+    """Which trials of a fast-path run lost nothing to float64's range, ``(n,)``.
+
+    ``ln_norm (n, L, ...)``: natural-log norms of its vectors in step order, relative to their
+    frame; ``start (n, ...)``: the log norm it started from. True when every norm is within
+    ``e^{+-RANGE_LN}`` (far from float64's limits, so no component over- or underflowed) or an
+    exact zero that did not follow a nonzero vector (a zero that appears from a nonzero vector
+    is checked again step by step in scaled arithmetic).
+    """
+    n = ln_norm.shape[0]
+    safe = ((np.abs(ln_norm) <= RANGE_LN) | np.isneginf(ln_norm)).reshape(n, -1).all(axis=1)
+    zero = np.isneginf(np.concatenate([np.asarray(start)[:, None], ln_norm], axis=1))
+    appeared = (zero[:, 1:] & ~zero[:, :-1]).reshape(n, -1).any(axis=1)
+    return np.asarray(safe & ~appeared)
+
+
+def _step_scaled(
+    cell: Cell, W_hh_T: Array, m: Array, s: Array, u_m: Array, u_s: Array
+) -> tuple[Array, Array, Array | None]:
+    """One forward step in fully scaled arithmetic (the slow path).
+
+    ``h_{t-1} = m e^s`` ``(n, h)``, ``(n,)``; drive ``u_m e^u_s``. Returns ``h_t`` as
+    ``(m, s)`` and ``ln |phi'(a_t)|`` (``None`` for the identity cell).
+    """
+    a_m, a_s = add(np.matmul(m[:, None, :], W_hh_T)[:, 0], s, u_m, u_s)
+    if cell.linear:
+        return a_m, a_s, None
+    if cell.homogeneous:
+        return (*normalize(cell.phi(a_m), a_s), cell.log_dphi(a_m))
+    a = a_m * np.exp(np.minimum(a_s, 700.0))[:, None]
+    h_m, h_s = normalize(cell.phi(a))
+    if cell.tiny_linear:  # phi(a) = a below float64's resolution of phi: keep the scale
+        tiny = a_s < TINY_LN
+        h_m, h_s = np.where(tiny[:, None], a_m, h_m), np.where(tiny, a_s, h_s)
+    return h_m, h_s, cell.log_dphi(a)
+
+
+def _forward_fast(
+    cell: Cell, W_hh_T: Array, U: Array, m: Array, s: Array,
+    out_m: Array, out_s: Array, out_dphi: Array | None,
+) -> NDArray[np.bool_]:
+    """Steps of one sub-block in plain float64 within a fixed frame ``e^S``, then renormalised.
+
+    ``U (n, L, h)`` is the drive; the rows h_{t0+1}.. are written to ``out_m[:, :L]``,
+    ``out_s[:, :L]`` and ``ln|phi'|`` to ``out_dphi``. Homogeneous cells run on the mantissa
+    (the drive divided by ``e^S``); bounded cells (tanh, sigmoid) on the state itself.
+    Returns which trials kept every digit; the others' rows are to be overwritten.
+    """
+    L = U.shape[1]
+    tiny = finite_or_zero(s) < -FRAME_LN  # exp(-s) or the state itself would underflow
+    if cell.homogeneous:
+        S = finite_or_zero(s)
+        x, U = m, U * np.exp(-S)[:, None, None]
+    else:
+        S, x = np.zeros_like(s), to_float(m, s)
+    raw = np.empty_like(U)
+    pre = None if cell.homogeneous else np.empty_like(U)
+    for k in range(L):
+        a = np.matmul(x[:, None, :], W_hh_T)[:, 0]
+        a += U[:, k]
+        if pre is not None:
+            pre[:, k] = a
+        x = raw[:, k] = cell.phi(a)
+    rows_m, rows_ln = normalize(raw)
+    out_m[:, :L], out_s[:, :L] = rows_m, rows_ln + S[:, None]
+    if out_dphi is not None:  # relu: ln relu'(a) is 0 where h > 0, as where a > 0
+        out_dphi[:, :L] = cell.log_dphi(raw if pre is None else pre)
+    ok = kept_every_digit(rows_ln, s) & ~tiny
+    if pre is not None:
+        ok &= np.isfinite(pre).reshape(len(ok), -1).all(axis=1)
+    return ok
 
 
 def _run(
@@ -118,25 +200,32 @@ def _run(
     """Advance every trial from ``h_{t0} = m e^s`` through indices ``t0..t1-1``.
 
     Writes h_{t0+1}..h_{t1} into ``out_m[:, :L]``, ``out_s[:, :L]`` and ``ln|phi'(a)|`` into
-    ``out_dphi[:, :L]``; ``t0`` must be a multiple of ``block`` (absolute blocks).
+    ``out_dphi[:, :L]``; ``t0`` must be a multiple of ``block`` (absolute blocks). Each
+    sub-block of ``SUB`` steps starts from the renormalised state and runs in plain float64
+    (:func:`_forward_fast`), or step by step in scaled arithmetic if it left the safe range.
     Returns the last state.
     """
     W_hh_T = np.swapaxes(net.W_hh, -1, -2)
     for b0 in range(t0, t1, block):
         b1 = min(b0 + block, t1)
-        u_m, u_s = _drive(net, b0, b1)
-        for k in range(b1 - b0):
-            a_m, a_s = add(np.matmul(m[:, None, :], W_hh_T)[:, 0], s, u_m[:, k], u_s[:, k])
-            if cell.linear:
-                m, s = a_m, a_s
-            elif cell.homogeneous:
-                out_dphi[:, b0 - t0 + k] = cell.log_dphi(a_m)  # type: ignore[index]
-                m, s = normalize(cell.phi(a_m), a_s)
-            else:
-                a = a_m * np.exp(np.minimum(a_s, 700.0))[:, None]
-                out_dphi[:, b0 - t0 + k] = cell.log_dphi(a)  # type: ignore[index]
-                m, s = normalize(cell.phi(a))
-            out_m[:, b0 - t0 + k], out_s[:, b0 - t0 + k] = m, s
+        U = _drive(net, b0, b1)
+        for c0 in range(b0, b1, SUB):
+            c1 = min(c0 + SUB, b1)
+            i0, i1 = c0 - t0, c1 - t0
+            dphi = None if out_dphi is None else out_dphi[:, i0:i1]
+            with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked inside
+                ok = _forward_fast(cell, W_hh_T, U[:, c0 - b0 : c1 - b0], m, s,
+                                   out_m[:, i0:i1], out_s[:, i0:i1], dphi)
+            if not ok.all():  # redo those trials step by step
+                bad = np.flatnonzero(~ok)
+                u_m, u_s = normalize(U[bad, c0 - b0 : c1 - b0])
+                m, s = m[bad], s[bad]
+                for k in range(c1 - c0):
+                    m, s, d = _step_scaled(cell, W_hh_T[bad], m, s, u_m[:, k], u_s[:, k])
+                    out_m[bad, i0 + k], out_s[bad, i0 + k] = m, s
+                    if dphi is not None:
+                        dphi[bad, k] = d
+            m, s = out_m[:, i1 - 1].copy(), out_s[:, i1 - 1].copy()
     return m, s
 
 
@@ -277,9 +366,6 @@ def through_phi(log_dphi_t: Array | None, m: Array, s: Array) -> tuple[Array, Ar
     return normalize(m * w[:, None, :], s + top[:, None])
 
 
-_through_phi = through_phi
-
-
 def block_sum(left_m: Array, right: Array, scale: Array) -> tuple[Array, Array]:
     """``sum_t left_t right_t^T`` for terms of log scale ``scale (..., L)``: ``(..., a, b)`` and ``(...)``.
 
@@ -319,8 +405,88 @@ class ParamSums:
             self.sums[name] = (am * wa + m * wb, np.where(np.isneginf(np.maximum(as_, s)), -np.inf, top))
 
 
+Chain = tuple[Array, Array, Array, Array, Array, Array]
+
+
+def _chain_fast(
+    W_hh: Array, log_dphi: Array | None, loc_m: Array, loc_s: Array,
+    g_m: Array, g_s: Array, add_local: NDArray[np.bool_], ends: bool,
+) -> tuple[Chain, NDArray[np.bool_]]:
+    """Backward steps ``k = L-1..0`` of one sub-block in plain float64 within fixed frames.
+
+    ``g_m (n, c, h)``, ``g_s (n, c)``: the chain arriving at the sub-block's last step
+    (``W_hh^T dL/da`` from the step above; at t = T the gradient itself); column 0 is
+    dL/dh_t and gets the local terms ``loc_m e^loc_s (n, L, h)`` where ``add_local (L,)``.
+    ``ln|phi'|`` of each step is split into its maximum over units (added to the frame) and
+    weights at most 1. Returns the rows of dL/dh_t and dL/da_t (column 0) as
+    ``(G_m, G_s, D_m, D_s)`` and the chain leaving the sub-block (all columns), or, with
+    ``ends``, the gradient at its first step; and which trials kept every digit (the others
+    are to be redone by :func:`_chain_scaled`).
+    """
+    n, L, h = loc_m.shape
+    cols = g_m.shape[1]
+    if log_dphi is None:
+        top, w = np.zeros((n, L)), None
+    else:
+        top = finite_or_zero(np.max(log_dphi, axis=-1))
+        w = np.exp(log_dphi - top[..., None])
+    C = np.cumsum(top[:, ::-1], axis=1)[:, ::-1] - top  # frame of step k: S + sum_{j>k} top_j
+    local_ln = np.where(add_local, loc_s, -np.inf) - C
+    S = finite_or_zero(g_s)
+    S[:, 0] = finite_or_zero(np.maximum(g_s[:, 0], np.max(local_ln, axis=1)))
+    x = g_m * np.exp(g_s - S)[..., None]
+    Lf = loc_m * np.exp(local_ln - S[:, :1])[..., None] if add_local.any() else None
+    steps = np.empty((n, L, cols, h))  # the chain at each step, every column
+    for k in range(L - 1, -1, -1):
+        if Lf is not None and add_local[k]:
+            x[:, 0] += Lf[:, k]
+        steps[:, k] = x
+        if ends and k == 0:
+            break
+        if w is not None:
+            x = x * w[:, None, k]
+        x = np.matmul(x, W_hh)  # rows are (W_hh^T v)^T
+    rows = steps[:, :, 0]
+    G_m, G_ln = normalize(rows)
+    D_m, D_ln = (G_m, G_ln) if w is None else normalize(rows * w)
+    end_m, end_ln = normalize(x)
+    ln = normalize(steps[:, ::-1])[1]
+    if not ends:
+        ln = np.concatenate([ln, end_ln[:, None]], axis=1)
+    frame = S[:, :1] + C
+    end_frame = S + (C[:, :1] if ends else C[:, :1] + top[:, :1])
+    chain = (G_m, G_ln + frame, D_m, D_ln + frame + top, end_m, end_ln + end_frame)
+    return chain, kept_every_digit(ln, g_s) & kept_every_digit(D_ln, np.zeros(n))
+
+
+def _chain_scaled(
+    W_hh: Array, log_dphi: Array | None, loc_m: Array, loc_s: Array,
+    g_m: Array, g_s: Array, add_local: NDArray[np.bool_], ends: bool,
+) -> Chain:
+    """The same steps as :func:`_chain_fast`, renormalising at every step (the slow path)."""
+    n, L, h = loc_m.shape
+    G_m, G_s, D_m, D_s = np.empty((n, L, h)), np.empty((n, L)), np.empty((n, L, h)), np.empty((n, L))
+    for k in range(L - 1, -1, -1):
+        if add_local[k]:
+            g_m, g_s = g_m.copy(), g_s.copy()
+            g_m[:, 0], g_s[:, 0] = add(g_m[:, 0], g_s[:, 0], loc_m[:, k], loc_s[:, k])
+        G_m[:, k], G_s[:, k] = g_m[:, 0], g_s[:, 0]
+        d_m, d_s = through_phi(None if log_dphi is None else log_dphi[:, k], g_m, g_s)
+        D_m[:, k], D_s[:, k] = d_m[:, 0], d_s[:, 0]
+        if ends and k == 0:
+            break
+        g_m, g_s = normalize(np.matmul(d_m, W_hh), d_s)
+    return G_m, G_s, D_m, D_s, g_m, g_s
+
+
 def backward(net: Network, fwd: Forward, cell: Cell, loss: str) -> Gradients:
-    """Exact BPTT gradients from a forward pass (stored, or checkpointed and recomputed)."""
+    """Exact BPTT gradients from a forward pass (stored, or checkpointed and recomputed).
+
+    The chain runs backwards in sub-blocks of ``SUB`` steps, each in plain float64 within a
+    fixed frame (:func:`_chain_fast`) or, if it left float64's safe range, step by step in
+    scaled arithmetic (:func:`_chain_scaled`); the parameter sums take one matrix product per
+    block of ``block`` steps.
+    """
     n, T, h, _, _ = net.shape
     block = fwd.block
     keep = fwd.checkpoints is None
@@ -332,34 +498,36 @@ def backward(net: Network, fwd: Forward, cell: Cell, loss: str) -> Gradients:
     # local terms (for the last loss the two coincide).
     cols = 1 if loss == "last" else 2
     g_m, g_s = np.zeros((n, cols, h)), np.full((n, cols), -np.inf)
-    last_s = np.full(n, -np.inf)
     for seg in segments(net, cell, fwd):
         t0 = seg.t0
         for b0 in range(t0 + ((seg.t1 - 1 - t0) // block) * block, t0 - 1, -block):
             b1 = min(b0 + block, seg.t1)
-            L = b1 - b0
             do_m, do_s, local_m, local_s = local_terms(
                 net, seg.e_m[:, b0 - t0 : b1 - t0], seg.e_s[:, b0 - t0 : b1 - t0], loss, b1
             )
-            bh_m, bh_s = np.empty((n, L, h)), np.empty((n, L))
-            ba_m, ba_s = np.empty((n, L, h)), np.empty((n, L))
-            for k in range(L - 1, -1, -1):
-                t = b0 + k
-                if t == T - 1:
-                    g_m = np.repeat(local_m[:, k : k + 1], cols, axis=1)
-                    g_s = np.repeat(local_s[:, k : k + 1], cols, axis=1)
-                    last_s = local_s[:, k]
-                elif cols == 2:
-                    g0 = add(g_m[:, 0], g_s[:, 0], local_m[:, k], local_s[:, k])
-                    g_m = np.stack([g0[0], g_m[:, 1]], axis=1)
-                    g_s = np.stack([g0[1], g_s[:, 1]], axis=1)
-                bh_m[:, k], bh_s[:, k] = g_m[:, 0], g_s[:, 0]
-                dphi = None if seg.log_dphi is None else seg.log_dphi[:, t - t0]
-                d_m, d_s = through_phi(dphi, g_m, g_s)
-                ba_m[:, k], ba_s[:, k] = d_m[:, 0], d_s[:, 0]
-                if t == 0:
-                    break
-                g_m, g_s = normalize(np.matmul(d_m, net.W_hh), d_s)  # rows are (W_hh^T d)^T
+            if b1 == T:  # dL/dh_T = W_qh^T dL/do_T starts every column
+                g_m = np.repeat(local_m[:, -1:], cols, axis=1)
+                g_s = np.repeat(local_s[:, -1:], cols, axis=1)
+            L = b1 - b0
+            rows = [np.empty((n, L, h)), np.empty((n, L)), np.empty((n, L, h)), np.empty((n, L))]
+            for c0 in range(b0 + ((b1 - 1 - b0) // SUB) * SUB, b0 - 1, -SUB):
+                c1 = min(c0 + SUB, b1)
+                sl = slice(c0 - b0, c1 - b0)
+                add_local = np.arange(c0, c1) < (T - 1 if loss == "mean" else 0)
+                dphi = None if seg.log_dphi is None else seg.log_dphi[:, c0 - t0 : c1 - t0]
+                lm, ls = local_m[:, sl], local_s[:, sl]
+                with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked inside
+                    chain, ok = _chain_fast(net.W_hh, dphi, lm, ls, g_m, g_s, add_local, c0 == 0)
+                if not ok.all():  # redo those trials step by step
+                    bad = np.flatnonzero(~ok)
+                    slow = _chain_scaled(net.W_hh[bad], None if dphi is None else dphi[bad], lm[bad],
+                                         ls[bad], g_m[bad], g_s[bad], add_local, c0 == 0)
+                    for full, part in zip(chain, slow, strict=True):
+                        full[bad] = part
+                *out, g_m, g_s = chain
+                for buf, part in zip(rows, out, strict=True):
+                    buf[:, sl] = part
+            bh_m, bh_s, ba_m, ba_s = rows
             hp_m, hp_s = seg.h_m[:, b0 - t0 : b1 - t0], seg.h_s[:, b0 - t0 : b1 - t0]
             hn_m, hn_s = seg.h_m[:, b0 - t0 + 1 : b1 - t0 + 1], seg.h_s[:, b0 - t0 + 1 : b1 - t0 + 1]
             sums.add("W_hh", *block_sum(ba_m, hp_m, ba_s + hp_s))
@@ -371,7 +539,8 @@ def backward(net: Network, fwd: Forward, cell: Cell, loss: str) -> Gradients:
             if dh_m is not None and da_m is not None:
                 dh_m[:, b0:b1], da_m[:, b0:b1] = bh_m, ba_m
 
-    first_s = g_s[:, -1]
+    first_s = g_s[:, -1]  # ln ||J^T g||: the last column of the gradient at t = 1
+    last_s = dh_s[:, -1]  # ln ||g||, as reported (so that T = 1 gives exactly 0)
     with np.errstate(invalid="ignore"):
         gain = np.where(np.isneginf(last_s), np.nan, first_s - last_s)
     return Gradients(dh_m, dh_s, da_m, da_s, sums.sums, loss_ln(fwd, loss), gain)

@@ -23,7 +23,9 @@ class Cell:
 
     ``homogeneous`` cells satisfy ``phi(c a) = c phi(a)`` for ``c > 0`` and their
     derivative depends on the sign of ``a`` only (identity, relu): they are applied to
-    mantissas directly, whatever the scale. ``gamma`` is ``sup |phi'|``.
+    mantissas directly, whatever the scale. ``gamma`` is ``sup |phi'|``. ``tiny_linear``
+    cells have ``phi(a) = a`` to float64 precision for ``|a| < 1e-9`` (tanh), so that a
+    state below float64's range is carried as a mantissa and a scale too.
     """
 
     name: str
@@ -31,6 +33,8 @@ class Cell:
     log_dphi: Callable[[Array], Array]
     homogeneous: bool
     gamma: float
+    tiny_linear: bool = False
+
 
     @property
     def linear(self) -> bool:
@@ -72,7 +76,7 @@ def _log_dsigmoid(a: Array) -> Array:
 
 CELLS: dict[str, Cell] = {
     "identity": Cell("identity", _identity, _zeros_like, True, 1.0),
-    "tanh": Cell("tanh", np.tanh, _log_dtanh, False, 1.0),
+    "tanh": Cell("tanh", np.tanh, _log_dtanh, False, 1.0, tiny_linear=True),
     "relu": Cell("relu", _relu, _log_drelu, True, 1.0),
     "sigmoid": Cell("sigmoid", _sigmoid, _log_dsigmoid, False, 0.25),
 }

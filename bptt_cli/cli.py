@@ -8,6 +8,7 @@ so ``bptt --help`` starts fast.
 from __future__ import annotations
 
 import io
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -59,7 +60,6 @@ app = typer.Typer(
     cls=_OneLineErrors,
     rich_markup_mode=None,
     add_completion=False,
-    no_args_is_help=True,
     help="Exact BPTT gradients and eigen-spectra of recurrent networks: see gradients vanish or explode.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -71,13 +71,19 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Exact BPTT gradients and eigen-spectra of recurrent networks."""
+    if ctx.invoked_subcommand is None:
+        # bare `bptt`: the usage, as --help gives it (click's no_args_is_help would make the
+        # whole help text one multi-line "bptt: error:" message, exit 2)
+        print(ctx.get_help())
+        raise typer.Exit()
 
 
 def _emit(text: str, output: Path | None) -> None:
@@ -86,7 +92,10 @@ def _emit(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
     else:
-        write_atomic(output, text)
+        try:
+            write_atomic(output, text)
+        except OSError as e:  # permissions, a full disk, ...: the temporary file is already gone
+            raise BadInput(f"cannot write {output}: {e.strerror or e}") from None
 
 
 def _check_output(output: Path | None, fmt: Format | None) -> Format:
@@ -94,6 +103,8 @@ def _check_output(output: Path | None, fmt: Format | None) -> Format:
     if output is not None:
         if not output.parent.is_dir():
             raise BadInput(f"cannot write {output}: directory {output.parent} does not exist")
+        if output.is_dir():
+            raise BadInput(f"cannot write {output}: it is a directory")
         if fmt is None:
             try:
                 return SUFFIX_FORMATS[output.suffix.lower()]
@@ -126,6 +137,7 @@ def analyze(
     fmt: Annotated[Format | None, typer.Option("--format", help="table (default), json or csv.")] = None,
     output: Annotated[Path | None, typer.Option(help="Write to this file (atomically); format from the suffix.")] = None,
     fail_on: Annotated[FailOn | None, typer.Option(help="Exit 1 if the verdict matches.")] = None,
+    lyapunov: Annotated[int | None, typer.Option(min=0, help="How many Lyapunov exponents (default min(hidden, 4); 0 for none).")] = None,
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP, is_eager=True, callback=config_callback)] = None,
 ) -> None:
     """Exact BPTT gradients ||dL/dh_t|| for t = T..1, parameter gradients and the spectrum of W_hh."""
@@ -137,7 +149,7 @@ def analyze(
     out_format = _check_output(output, fmt)
     exp = resolve_experiment(**options)
     an = exp.run()
-    files = {**exp.files, "fail_on": fail_on}
+    files = {**exp.report_config(an), "fail_on": fail_on}
 
     if out_format == "table":
         from rich.console import Console
@@ -145,10 +157,14 @@ def analyze(
         from .tables import render_analysis
 
         if output is None:
-            render_analysis(an, Console())
+            # NO_COLOR (non-empty) or TERM=dumb: no escape codes at all. Rich's own NO_COLOR
+            # support drops colours only and still writes bold/italic codes to a terminal.
+            plain = bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
+            console = Console(color_system=None) if plain else Console()
+            render_analysis(an, console, weights=None if weights is None else str(weights))
         else:
             console = Console(record=True, file=io.StringIO(), width=100)
-            render_analysis(an, console)
+            render_analysis(an, console, weights=None if weights is None else str(weights))
             _emit(console.export_text(), output)
     else:
         from .records import analysis_csv, analysis_record, dumps
@@ -159,6 +175,58 @@ def analyze(
     if an.fails(fail_on):
         print(f"bptt: verdict {an.summary()['verdict']} matches --fail-on {fail_on}", file=sys.stderr)
         raise typer.Exit(ExitStatus.VERDICT_MATCHED)
+
+
+@app.command("spectrum")
+def spectrum_command(
+    hidden: Annotated[int | None, typer.Option(min=1, help="Hidden size h (default 64, or from --weights).")] = None,
+    ensemble: Annotated[EnsembleName | None, typer.Option(help="Random W_hh ensemble (default gaussian).")] = None,
+    gain: Annotated[float | None, typer.Option(help="Scale of the ensemble: about its spectral radius (default 1).")] = None,
+    radius: Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral radius.")] = None,
+    norm: Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral norm.")] = None,
+    trials: Annotated[int, typer.Option(min=1, help="Independent random draws.")] = 1,
+    seed: Annotated[int, typer.Option(min=0, help="Root seed; trial i uses SeedSequence(seed).spawn(trials)[i].")] = 0,
+    weights: Annotated[Path | None, typer.Option(help=".npz with W_hh (or weight_hh_l0), or .npy of W_hh.")] = None,
+    T: Annotated[int, typer.Option("--T", min=1, help="Horizon of the peak transient growth max_k ||W^k||_2, k <= T.")] = 100,
+    fmt: Annotated[Format | None, typer.Option("--format", help="table (default), json or csv.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write to this file (atomically); format from the suffix.")] = None,
+) -> None:
+    """Eigenvalues, singular values and non-normality of W_hh, beside the random-matrix prediction."""
+    from .files import given_from_files
+    from .network import Spec
+    from .spectral_report import spectrum_report
+
+    out_format = _check_output(output, fmt)
+    if gain is not None and (radius is not None or norm is not None):
+        raise BadInput(f"--gain conflicts with --{'radius' if radius is not None else 'norm'}: give one of them")
+    if weights is not None and (ensemble is not None or gain is not None):
+        raise BadInput(f"--{'ensemble' if ensemble is not None else 'gain'} conflicts with --weights: W_hh comes from the file")
+    given, fixed = given_from_files(weights, None, None)
+    if hidden is not None and "hidden" in fixed and fixed["hidden"][0] != hidden:
+        raise BadInput(f"--hidden {hidden} conflicts with {fixed['hidden'][1]}")
+    defaults = Spec()
+    spec = Spec(
+        hidden=hidden if hidden is not None else fixed.get("hidden", (defaults.hidden, ""))[0],
+        ensemble=ensemble or defaults.ensemble, gain=gain if gain is not None else defaults.gain,
+        radius=radius, norm=norm, trials=trials, seed=seed, T=T,
+    )
+    rep = spectrum_report(spec, given if weights is not None else None)
+    if out_format == "table":
+        from rich.console import Console
+
+        from .theory_tables import render_spectrum
+
+        if output is None:
+            render_spectrum(rep, Console())
+        else:
+            console = Console(record=True, file=io.StringIO(), width=100)
+            render_spectrum(rep, console)
+            _emit(console.export_text(), output)
+    else:
+        from .records import dumps, spectrum_csv, spectrum_record
+
+        text = dumps(spectrum_record(rep, {"weights": weights})) + "\n" if out_format == "json" else spectrum_csv(rep)
+        _emit(text, output)
 
 
 # `bptt sweep` takes every option of analyze (but NOT_AXES) as an axis: its signature is built from analyze's.

@@ -10,7 +10,7 @@ whatever ``analyze`` computes beyond this path, a sweep would not see.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,26 +24,30 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Experiment:
     """Checked settings (``spec``), the user's arrays (``given``), the verdict tolerance
-    (orders of magnitude) and the input files (``weights``, ``inputs``, ``targets``)."""
+    (orders of magnitude), the input files (``weights``, ``inputs``, ``targets``) and how many
+    Lyapunov exponents to compute (``None``: the default)."""
 
     spec: Spec
     given: Given
     tolerance: float
     files: dict[str, Path | None]
-
-    def config(self) -> dict[str, Any]:
-        """Every resolved setting, as the ``config`` object of the JSON output."""
-        spec = {f.name: getattr(self.spec, f.name) for f in fields(self.spec)}
-        return {**spec, "tolerance": self.tolerance, **self.files}
+    lyapunov: int | None = None
 
     def run(self) -> Analysis:
-        """Compute the experiment: ``analysis.analyze(spec, given, tolerance)``.
+        """Compute the experiment: ``analysis.analyze`` with the theory's predictions.
 
         What ``bptt analyze`` reports and what each ``bptt sweep`` point records.
         """
         from .analysis import analyze
 
-        return analyze(self.spec, self.given, self.tolerance)
+        return analyze(self.spec, self.given, self.tolerance, theory=True, lyapunov=self.lyapunov)
+
+    def report_config(self, an: Analysis) -> dict[str, Any]:
+        """The settings that ``config`` in the JSON output holds beside ``spec`` and ``tolerance``:
+        the input files and the number of Lyapunov exponents computed."""
+        th = an.theory
+        count = th.lyapunov.exponents.shape[1] if th is not None and th.lyapunov is not None else 0
+        return {**self.files, "lyapunov": count}
 
 
 def resolve(
@@ -65,6 +69,7 @@ def resolve(
     inputs: Path | None,
     targets: Path | None,
     tolerance: float,
+    lyapunov: int | None,
 ) -> Experiment:
     """Check the options against each other and the files, fill in the defaults.
 
@@ -108,4 +113,5 @@ def resolve(
         seed=seed,
         **sizes,
     )
-    return Experiment(spec, given, tolerance, {"weights": weights, "inputs": inputs, "targets": targets})
+    files = {"weights": weights, "inputs": inputs, "targets": targets}
+    return Experiment(spec, given, tolerance, files, lyapunov)

@@ -35,16 +35,34 @@ def _checked(value: np.ndarray, name: str, path: Path) -> Array:
     return value
 
 
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # .npz files are zip archives
+
+
 def _load(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+    """Read a .npy or .npz file without pickle; every failure is a BadInput naming the file.
+
+    The file is opened here (not by ``np.load``) so that it is closed even when numpy fails
+    half-way, and anything without the .npy/.npz signature is refused before numpy would try
+    to read it as a pickle.
+    """
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.ndarray):
-            return loaded
-        with loaded:
-            return {k: loaded[k] for k in loaded.files}
+        with open(path, "rb") as f:
+            magic = f.read(len(NPY_MAGIC))
+            if not (magic.startswith(NPY_MAGIC) or magic.startswith(ZIP_MAGIC)):
+                why = "it is empty" if not magic else "no .npy/.npz signature; pickles are never loaded"
+                raise BadInput(f"{path} is not a valid .npy/.npz file ({why})")
+            f.seek(0)
+            loaded = np.load(f, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):
+                return loaded
+            with loaded:
+                return {k: loaded[k] for k in loaded.files}
     except OSError as e:
         raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
     except ValueError as e:
+        if isinstance(e, BadInput):
+            raise
         if "pickle" in str(e):
             raise BadInput(
                 f"{path} holds Python objects that need pickle; bptt only loads plain numeric arrays"

@@ -14,12 +14,16 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import __version__
-from .analysis import Analysis
+from .analysis import Analysis, quantiles
+
+if TYPE_CHECKING:
+    from .spectral_report import SpectrumReport
+    from .theory import Theory
 
 
 def jsonable(obj: Any) -> Any:
@@ -66,13 +70,87 @@ def analysis_record(an: Analysis, config: dict[str, Any] | None = None) -> dict[
                 },
                 "grad_h_log10": an.grad_h_log10[i],
                 "grad_params_log10": {k: v[i] for k, v in params.items()},
+                **(theory_record(an.theory, i) if an.theory is not None else {}),
             }
         )
+    summary = an.summary()
+    if an.theory is not None:
+        summary["theory"] = theory_summary(an.theory)
     return {
         "version": __version__,
         "config": {**spec_dict, "tolerance": an.tolerance, **(config or {})},
         "trials": trials,
-        "summary": an.summary(),
+        "summary": summary,
+    }
+
+
+def _lag(x: float) -> int | None:
+    """A lag or step count: ``None`` for NaN (never / undefined)."""
+    return None if not math.isfinite(x) else int(x)
+
+
+def _median(values: np.ndarray) -> float:
+    return float(quantiles(np.asarray(values, dtype=np.float64), (0.5,))[0])
+
+
+def theory_record(th: Theory, i: int) -> dict[str, Any]:
+    """Trial ``i``'s predictions: the keys ``rates``, ``mean_field``, ``lyapunov``, ``horizon``,
+    ``effective_memory``, ``nonnormality``, ``alignment`` of ``trials[i]`` (see the README).
+    """
+    mf = th.mean_field
+    dom = th.dominant
+    lam = complex(dom.eigenvalue[i])
+    g = th.growth
+    return {
+        "rates": {
+            **{name: float(v[i]) for name, v in th.rates.items()},
+            "window": None if np.isnan(th.window[i, 0]) else [_lag(th.window[i, 0]), _lag(th.window[i, 1])],
+            "observed_of": th.observed_of,
+            "mean_field_reason": th.mean_field_reason,
+        },
+        "mean_field": None if mf is None else {
+            "q_star": mf.q_star[i],
+            "chi_1": mf.chi_1[i],
+            "weight_variance": mf.weight_variance[i],
+            "input_variance": mf.input_variance[i],
+            "bias_variance": mf.bias_variance[i],
+        },
+        "lyapunov": None if th.lyapunov is None else {
+            "exponents": th.lyapunov.exponents[i],
+            "transient": th.lyapunov.transient,
+            "steps": th.lyapunov.steps,
+        },
+        "horizon": {"vanish": _lag(th.vanish[i]), "explode": _lag(th.explode[i])},
+        "effective_memory": _lag(th.effective_memory[i]),
+        "nonnormality": nonnormality_record(th.henrici[i], th.abscissa[i], g, i),
+        "alignment": {
+            "dimension": int(dom.dimension[i]),
+            "eigenvalue": [lam.real, lam.imag],
+            "ratio": dom.ratio[i],
+            "rate": dom.rate[i],
+            "projection": None if th.projection is None else th.projection[i],
+            "tan_log10": None if th.tan_log10 is None else th.tan_log10[i],
+        },
+    }
+
+
+def theory_summary(th: Theory) -> dict[str, Any]:
+    """Medians over trials (``summary.theory``); a horizon never reached counts as infinite."""
+
+    def never_inf(x: np.ndarray) -> float:
+        return float(np.median(np.where(np.isnan(x), np.inf, x)))
+
+    return {
+        "rates": {name: _median(v) for name, v in th.rates.items()},
+        "lyapunov": None if th.lyapunov is None else [_median(c) for c in th.lyapunov.exponents.T],
+        "horizon": {"vanish": never_inf(th.vanish), "explode": never_inf(th.explode)},
+        "effective_memory": _median(th.effective_memory),
+        "nonnormality": {
+            "henrici": _median(th.henrici),
+            "peak_growth_log10": _median(th.growth.peak_log10),
+            "numerical_abscissa": _median(th.abscissa),
+        },
+        "alignment": {"ratio": _median(th.dominant.ratio), "rate": _median(th.dominant.rate)},
     }
 
 
@@ -114,3 +192,76 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def nonnormality_record(henrici: float, abscissa: float, growth: Any, i: int) -> dict[str, Any]:
+    """The ``nonnormality`` object of trial ``i`` (same keys in analyze and spectrum)."""
+    return {
+        "henrici": henrici,
+        "peak_growth_log10": growth.peak_log10[i],
+        "peak_growth_k": _lag(growth.k[i]),
+        "peak_growth_method": growth.method[i],
+        "peak_growth_evaluated": _lag(growth.evaluated[i]),
+        "peak_growth_up_to": _lag(growth.up_to[i]),
+        "numerical_abscissa": abscissa,
+    }
+
+
+def spectrum_record(rep: SpectrumReport, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON object of ``bptt spectrum --format json`` (keys documented in the README)."""
+    spec = rep.spec
+    sp = rep.spectrum
+    keys = ("hidden", "ensemble", "gain", "radius", "norm", "trials", "seed", "T")
+    trials = []
+    for i in range(sp.eigenvalues.shape[0]):
+        eig = sp.eigenvalues[i]
+        trials.append(
+            {
+                "trial": i,
+                "seed_spawn_key": list(rep.seeds[i].spawn_key) if rep.seeds else None,
+                "spectrum": {
+                    "spectral_radius": sp.spectral_radius[i],
+                    "spectral_norm": sp.spectral_norm[i],
+                    "condition_number": sp.condition_number[i],
+                    "eigenvalues": np.stack([eig.real, eig.imag], axis=-1),
+                    "singular_values": sp.singular_values[i],
+                },
+                "nonnormality": nonnormality_record(rep.henrici[i], rep.abscissa[i], rep.growth, i),
+                "prediction": {
+                    "law": rep.law,
+                    "radius": rep.predicted_radius,
+                    "relative_error": rep.relative_error[i],
+                },
+            }
+        )
+    return {
+        "version": __version__,
+        "config": {**{k: getattr(spec, k) for k in keys}, **(config or {})},
+        "trials": trials,
+        "summary": {
+            "spectral_radius": _median(sp.spectral_radius),
+            "spectral_norm": _median(sp.spectral_norm),
+            "predicted_radius": rep.predicted_radius,
+            "law": rep.law,
+            "relative_error": _median(rep.relative_error),
+            "henrici": _median(rep.henrici),
+            "numerical_abscissa": _median(rep.abscissa),
+            "peak_growth_log10": _median(rep.growth.peak_log10),
+        },
+    }
+
+
+SPECTRUM_CSV_COLUMNS = ("trial", "i", "eigenvalue_re", "eigenvalue_im", "modulus", "singular_value")
+
+
+def spectrum_csv(rep: SpectrumReport) -> str:
+    """One row per trial and index i (eigenvalues by decreasing modulus, singular values decreasing)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(SPECTRUM_CSV_COLUMNS)
+    eig, sv = rep.spectrum.eigenvalues, rep.spectrum.singular_values
+    for t in range(eig.shape[0]):
+        for i in range(eig.shape[1]):
+            lam = complex(eig[t, i])
+            writer.writerow([t, i + 1, repr(lam.real), repr(lam.imag), repr(abs(lam)), repr(float(sv[t, i]))])
+    return buf.getvalue()

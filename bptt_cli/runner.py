@@ -41,23 +41,23 @@ class PointFailed(BadInput):
 def run_point(point: Point) -> Record:
     """The record of one grid point: its settings, resolved config, summary and wall time.
 
-    ``summary`` is :meth:`Analysis.summary` of :meth:`Experiment.run` for the point's settings,
-    exactly what ``bptt analyze --format json`` reports as ``summary``; ``wall_time_s`` is the
-    time spent here (drawing, BPTT, spectra, summary), in seconds.
+    ``config`` and ``summary`` are those of ``bptt analyze --format json`` for the point's
+    settings (:func:`records.analysis_record` of :meth:`Experiment.run`), without ``fail_on``;
+    ``wall_time_s`` is the time spent here (drawing, BPTT, spectra, theory, summary), seconds.
     """
     start = time.perf_counter()
-    from . import __version__
     from .experiment import resolve
-    from .records import jsonable
+    from .records import analysis_record, jsonable
 
     exp = resolve(**point)
-    summary = exp.run().summary()
+    an = exp.run()
+    report = analysis_record(an, exp.report_config(an))  # the very object `bptt analyze --format json` prints
     return {
         "point": dict(point),
-        "config": jsonable(exp.config()),
-        "summary": summary,
+        "config": jsonable(report["config"]),
+        "summary": jsonable(report["summary"]),
         "wall_time_s": time.perf_counter() - start,
-        "version": __version__,
+        "version": report["version"],
     }
 
 

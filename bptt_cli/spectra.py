@@ -32,7 +32,7 @@ class Spectrum:
 
     @property
     def condition_number(self) -> Array:
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 (W_hh = 0) is NaN: undefined
             return self.singular_values[:, 0] / self.singular_values[:, -1]
 
 

@@ -6,7 +6,9 @@ moment:
 - ``jsonl``: one line per record, appended with a single ``os.write`` on an ``O_APPEND``
   descriptor, then ``fsync``;
 - ``csv``: likewise one row per record (the header goes out with the first record, in the
-  same write); values are flattened to dotted columns (``summary.spread.gain_log10.q1``);
+  same write; a record with new columns has the file rewritten atomically with the wider
+  header); values are flattened to dotted columns (``summary.spread.gain_log10.q1``), lists
+  are JSON text in one cell;
 - ``json``: one object ``{"version", "records": [...]}`` (records in grid order), rewritten
   through a temporary file and ``os.replace`` after each record.
 
@@ -58,18 +60,25 @@ def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _csv_text(value: Any) -> str:
-    """A CSV cell: empty for None and non-finite numbers (as in JSON's null)."""
+    """A CSV cell: empty for None and non-finite numbers (as in JSON's null); a list as JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return ""
+    if isinstance(value, list | tuple):
+        return dumps(value)
     return cell_text(value)
 
 
 def _parse_cell(text: str) -> Any:
-    """A CSV cell back to a value: empty -> None, then int, float, true/false, else the text."""
+    """A CSV cell back to a value: empty -> None, a JSON list, int, float, true/false, else text."""
     if text == "":
         return None
     if text in ("true", "false"):
         return text == "true"
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
     for kind in (int, float):
         try:
             return kind(text)
@@ -79,14 +88,39 @@ def _parse_cell(text: str) -> Any:
 
 
 def unflatten(row: Mapping[str, str]) -> Record:
-    """A CSV row (dotted columns) back to a nested record."""
+    """A CSV row (dotted columns) back to a nested record.
+
+    An empty cell whose column is also the parent of other columns (a value that was ``null``
+    in some records and an object in others) is skipped.
+    """
     out: Record = {}
     for name, text in row.items():
         *parents, leaf = name.split(".")
-        node = out
+        value = _parse_cell(text)
+        node: Any = out
         for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = _parse_cell(text)
+            if not isinstance(node.get(p), dict):
+                if value is None and p in node:  # the parent is a null: keep it
+                    break
+                node[p] = {}
+            node = node[p]
+        else:
+            if not (value is None and isinstance(node.get(leaf), dict)):
+                node[leaf] = value
+    return out
+
+
+def union_columns(columns: list[str], flat: Mapping[str, Any]) -> list[str]:
+    """``columns`` with the keys of ``flat`` that it lacks, each placed after its predecessor
+    in ``flat`` (so new columns sit beside their section)."""
+    out = list(columns)
+    previous: str | None = None
+    for key in flat:
+        if key not in out:
+            at = out.index(previous) + 1 if previous in out else len(out)
+            parents = [i for i, c in enumerate(out) if key.startswith(c + ".")]
+            out.insert(max([at, *(i + 1 for i in parents)]), key)
+        previous = key
     return out
 
 
@@ -162,55 +196,88 @@ def read_records(path: Path, fmt: str) -> Existing:
     return Existing([unflatten(dict(zip(header, r, strict=True))) for r in body], end, header)
 
 
-class LinesFile:
-    """jsonl or csv records appended to a file, one ``os.write`` each."""
+class JsonLines:
+    """jsonl records appended to a file (one ``os.write`` and ``fsync`` each), or to stdout."""
 
-    def __init__(self, path: Path, fmt: str, existing: Existing | None) -> None:
-        self.fmt = fmt
-        self.columns = existing.columns if existing else None
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if existing else os.O_TRUNC)
-        try:
-            self.fd = os.open(path, flags, 0o644)
-            if existing is not None:
-                os.truncate(self.fd, existing.end)  # drop a last line cut short
-        except OSError as e:
-            raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
+    def __init__(self, path: Path | None, existing: Existing | None) -> None:
+        self.fd = _open_append(path, existing) if path is not None else None
 
     def add(self, record: Record) -> None:
-        append(self.fd, render_line(record, self))
+        line = dumps(record) + "\n"
+        if self.fd is None:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        else:
+            append(self.fd, line)
 
     def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+def _open_append(path: Path, existing: Existing | None) -> int:
+    """An ``O_APPEND`` descriptor: the file emptied, or (resume) cut after its last whole line."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if existing else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, 0o644)
+        if existing is not None:
+            os.truncate(fd, existing.end)  # drop a last line cut short
+    except OSError as e:
+        raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
+    return fd
+
+
+class CsvRows:
+    """csv records: one row per record appended to a file (one ``os.write`` and ``fsync`` each).
+
+    The columns are the union over the records (a record may bring a key the first one lacked):
+    when one does, the file is rewritten with the wider header through a temporary file and
+    ``os.replace``, so it parses at every moment. To stdout the rows are printed at the end
+    (the header must know every column).
+    """
+
+    def __init__(self, path: Path | None, existing: Existing | None) -> None:
+        self.path = path
+        self.columns: list[str] = list(existing.columns or []) if existing else []
+        self.rows: list[dict[str, Any]] = [flatten(r) for r in existing.records] if existing else []
+        self.fd = _open_append(path, existing) if path is not None else None
+
+    def add(self, record: Record) -> None:
+        flat = flatten(record)
+        self.rows.append(flat)
+        if self.fd is None:
+            return
+        if not self.columns:
+            self.columns = list(flat)
+            append(self.fd, _csv_line(self.columns) + self._row(flat))
+        elif set(flat) <= set(self.columns):
+            append(self.fd, self._row(flat))
+        else:
+            self.columns = union_columns(self.columns, flat)
+            self._rewrite()
+
+    def _row(self, flat: Mapping[str, Any]) -> str:
+        return _csv_line([_csv_text(flat.get(c)) for c in self.columns])
+
+    def text(self) -> str:
+        columns = self.columns
+        for flat in self.rows:
+            columns = union_columns(columns, flat)
+        self.columns = columns
+        return "".join([_csv_line(columns), *(self._row(f) for f in self.rows)]) if self.rows else ""
+
+    def _rewrite(self) -> None:
+        assert self.path is not None and self.fd is not None
+        write_atomic(self.path, self.text())
         os.close(self.fd)
-
-
-class LinesStream:
-    """jsonl or csv records written to stdout as they come."""
-
-    def __init__(self, fmt: str) -> None:
-        self.fmt = fmt
-        self.columns: list[str] | None = None
-
-    def add(self, record: Record) -> None:
-        sys.stdout.write(render_line(record, self))
-        sys.stdout.flush()
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
     def close(self) -> None:
-        pass
-
-
-def render_line(record: Record, sink: LinesFile | LinesStream) -> str:
-    """The text of one record: a JSON line, or a CSV row (after the header if none yet)."""
-    if sink.fmt == "jsonl":
-        return dumps(record) + "\n"
-    flat = flatten(record)
-    header = ""
-    if sink.columns is None:
-        sink.columns = list(flat)
-        header = _csv_line(sink.columns)
-    extra = set(flat) - set(sink.columns)
-    if extra:
-        raise BadInput(f"record columns {sorted(extra)} are not in the CSV header; write to a new file")
-    return header + _csv_line([_csv_text(flat.get(c)) for c in sink.columns])
+        if self.fd is None:
+            sys.stdout.write(self.text())
+            sys.stdout.flush()
+        else:
+            os.close(self.fd)
 
 
 class JsonDocument:
@@ -247,6 +314,6 @@ def open_sink(fmt: str, path: Path | None, existing: Existing | None, order: Cal
     (resume) or starting an empty file."""
     if fmt == "json":
         return JsonDocument(path, order, existing)
-    if path is None:
-        return LinesStream(fmt)
-    return LinesFile(path, fmt, existing)
+    if fmt == "csv":
+        return CsvRows(path, existing)
+    return JsonLines(path, existing)

@@ -1,7 +1,8 @@
 """Rich tables for the terminal: header, ||dL/dh_t|| by step, parameter gradients, verdict.
 
-Numbers far outside float64 are printed from their log10 (``3.2e+512``). Rich drops
-colour by itself when stdout is not a terminal, NO_COLOR is set or TERM=dumb.
+Numbers far outside float64 are printed from their log10 (``3.2e+512``). Rich writes no
+escape codes when stdout is not a terminal or TERM=dumb; under NO_COLOR the CLI passes a
+Console without a colour system (rich alone would still write bold and italic codes).
 """
 
 from __future__ import annotations
@@ -62,26 +63,34 @@ def report_steps(T: int) -> list[int]:
     return sorted({T - lag for lag in lags} | {1}, reverse=True)
 
 
-def render_analysis(an: Analysis, console: Console) -> None:
-    """Print the header, the step table, the parameter table and the verdict."""
+def render_analysis(an: Analysis, console: Console, weights: str | None = None) -> None:
+    """Print the header, the step table, the parameter table and the verdict.
+
+    ``weights``: the file W_hh came from (``--weights``), if any.
+    """
     spec, sp = an.spec, an.spectrum
     n, T, h, d, q = an.net.shape
     rho = float(np.median(sp.spectral_radius))
-    scale = f"radius {spec.radius:g}" if spec.radius is not None else (
-        f"norm {spec.norm:g}" if spec.norm is not None else f"gain {spec.gain:g}"
+    rescaled = f"radius {spec.radius:g}" if spec.radius is not None else (
+        f"norm {spec.norm:g}" if spec.norm is not None else None
     )
+    if weights is not None:
+        source = f"from {weights}" + (f", rescaled to {rescaled}" if rescaled else "")
+    else:
+        source = f"{spec.ensemble}, {rescaled or f'gain {spec.gain:g}'}"
     header = Table.grid(padding=(0, 2))
     header.add_column(style="bold")
     header.add_column()
     header.add_row("model", f"Elman RNN, cell {spec.cell}, loss {spec.loss}, T {T}")
     header.add_row("sizes", f"hidden {h}, inputs {d}, outputs {q}")
-    header.add_row("W_hh", f"{spec.ensemble}, {scale}" if an.net.seeds else "from file")
+    header.add_row("W_hh", Text(source))
     header.add_row(
         "spectrum",
         f"rho {_over_trials(sp.spectral_radius).replace('+', '')}, "
         f"||W_hh||_2 {_over_trials(sp.spectral_norm).replace('+', '')}",
     )
-    header.add_row("trials", f"{n} (seed {spec.seed})" + (", median [quartiles]" if n > 1 else ""))
+    # Text, not a markup string: rich would swallow "[quartiles]" as a style tag
+    header.add_row("trials", Text(f"{n} (seed {spec.seed})" + (", median [quartiles]" if n > 1 else "")))
     console.print(header)
 
     g = an.grad_h_log10
@@ -111,6 +120,11 @@ def render_analysis(an: Analysis, console: Console) -> None:
             _over_trials(values),
         )
     console.print(params)
+
+    if an.theory is not None:
+        from .theory_tables import render_theory
+
+        render_theory(an, console)
 
     summary = an.summary()
     v = summary["verdict"]

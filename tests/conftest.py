@@ -1,8 +1,20 @@
-"""Shared fixtures: a pinned, colour-free environment for every CLI test."""
+"""Shared fixtures: a pinned, colour-free environment for every CLI test; hypothesis profiles."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
+
+# The default profile keeps CI fast; HYPOTHESIS_PROFILE=stress for a long search by hand.
+settings.register_profile(
+    "default", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "stress", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(autouse=True)

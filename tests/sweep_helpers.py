@@ -40,3 +40,15 @@ def subprocess_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "BPTT_SCHEDULER")}
     env.update(TERM="dumb", COLUMNS="100")
     return env
+
+
+def same_as_csv(got: dict[str, Any], ref: dict[str, Any]) -> None:
+    """A record read back from CSV holds every value of ``ref`` (numbers to the last bit: CSV
+    cells are their repr); columns other records brought are empty."""
+    from bptt_cli.sweep_io import flatten
+
+    a, b = flatten(got), flatten(ref)
+    for key, value in b.items():
+        assert a.get(key) == value, key
+    for key in set(a) - set(b):
+        assert a[key] is None, key

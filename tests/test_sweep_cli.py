@@ -10,11 +10,11 @@ from typing import Annotated, Any
 
 import pytest
 import typer
-from sweep_helpers import SMALL, comparable, invoke, jsonl
+from sweep_helpers import SMALL, comparable, invoke, jsonl, same_as_csv
 
 from bptt_cli.cli import NOT_AXES, analyze
 from bptt_cli.grid import point_key
-from bptt_cli.sweep_io import flatten, unflatten
+from bptt_cli.sweep_io import unflatten
 
 
 def analyze_json(*args: str) -> dict[str, Any]:
@@ -150,7 +150,7 @@ def test_a_new_analyze_option_is_an_axis_with_no_change_to_sweep(monkeypatch: py
     import bptt_cli.sweep as sweep_module
 
     def analyze_plus(
-        lyapunov: Annotated[int | None, typer.Option(min=1, help="A future option.")] = None,
+        future_knob: Annotated[int | None, typer.Option(min=1, help="A future option.")] = None,
         **_: Any,
     ) -> None:
         """analyze with one more option."""
@@ -159,7 +159,7 @@ def test_a_new_analyze_option_is_an_axis_with_no_change_to_sweep(monkeypatch: py
     import inspect
 
     sig = inspect.signature(analyze, eval_str=True)
-    extra = inspect.signature(analyze_plus, eval_str=True).parameters["lyapunov"]
+    extra = inspect.signature(analyze_plus, eval_str=True).parameters["future_knob"]
     analyze_plus.__signature__ = sig.replace(parameters=[*sig.parameters.values(), extra])  # type: ignore[attr-defined]
     analyze_plus.__annotations__ = {}
     seen: dict[str, Any] = {}
@@ -171,11 +171,11 @@ def test_a_new_analyze_option_is_an_axis_with_no_change_to_sweep(monkeypatch: py
     app.command("other")(lambda: None)
     from typer.testing import CliRunner
 
-    result = CliRunner().invoke(app, ["sweep", "--lyapunov", "1:3:3", "--T", "5"])
+    result = CliRunner().invoke(app, ["sweep", "--future-knob", "1:3:3", "--T", "5"])
     assert result.exit_code == 0, result.output
-    assert seen["lyapunov"].values == (1, 2, 3)
+    assert seen["future_knob"].values == (1, 2, 3)
     assert seen["T"].values == (5,)
-    bad = CliRunner().invoke(app, ["sweep", "--lyapunov", "0"])
+    bad = CliRunner().invoke(app, ["sweep", "--future-knob", "0"])
     assert bad.exit_code != 0
 
 
@@ -205,11 +205,7 @@ def test_output_file_formats_hold_the_same_records(tmp_path: Path, suffix: str) 
     for key, r in got.items():
         ref = reference[key]
         if suffix == ".csv":  # text cells: compare the numbers they hold
-            assert flatten(r["summary"]).keys() == flatten(ref["summary"]).keys()
-            for k, v in flatten(ref["summary"]).items():
-                assert flatten(r["summary"])[k] == (
-                    pytest.approx(v, rel=1e-15) if isinstance(v, float) else v
-                )
+            same_as_csv(r, ref)
         else:
             assert r == ref
 
@@ -371,3 +367,30 @@ def test_progress_bar_on_stderr_only_for_a_terminal(monkeypatch: pytest.MonkeyPa
     bar = invoke("sweep", *args)
     assert bar.exit_code == 0
     assert "points" in bar.stderr and "3/3" in bar.stderr and "ETA" in bar.stderr
+
+
+def test_csv_columns_widen_when_a_record_brings_new_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A value null in one record and an object in the next: the header grows, the file always parses."""
+    from bptt_cli.sweep_io import CsvRows, read_records
+
+    first = {"point": {"T": 1}, "summary": {"a": 1.5, "m": None, "l": [0.25, None]}, "version": "x"}
+    second = {"point": {"T": 2}, "summary": {"a": 2.5, "m": {"x": 3.0}, "l": []}, "version": "x"}
+    out = tmp_path / "r.csv"
+    sink = CsvRows(out, None)
+    sink.add(first)
+    assert read_records(out, "csv").columns == ["point.T", "summary.a", "summary.m", "summary.l", "version"]
+    sink.add(second)
+    back = read_records(out, "csv")
+    assert back.columns == ["point.T", "summary.a", "summary.m", "summary.m.x", "summary.l", "version"]
+    assert back.records[0] == first
+    assert back.records[1] == second
+    sink.add({**first, "point": {"T": 3}})  # appended again under the wide header
+    sink.close()
+    assert [r["point"]["T"] for r in read_records(out, "csv").records] == [1, 2, 3]
+    stdout = CsvRows(None, None)
+    stdout.add(first)
+    stdout.add(second)
+    stdout.close()
+    assert capsys.readouterr().out == out.read_text().rsplit("3,", 1)[0]

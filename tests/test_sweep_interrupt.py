@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sweep_helpers import comparable, invoke, subprocess_env
+from sweep_helpers import comparable, invoke, same_as_csv, subprocess_env
 
 from bptt_cli.sweep_io import read_records
 
@@ -101,12 +101,7 @@ def same(records: list[dict[str, Any]], reference: dict[Any, dict[str, Any]], cs
     assert set(got) == set(reference) and len(records) == len(reference)
     for key, ref in reference.items():
         if csv:  # CSV holds text: compare numbers to the last bit
-            from bptt_cli.sweep_io import flatten
-
-            a, b = flatten(got[key]), flatten(ref)
-            assert a.keys() == b.keys()
-            for k in b:
-                assert a[k] == (pytest.approx(b[k], rel=1e-15) if isinstance(b[k], float) else b[k]), k
+            same_as_csv(got[key], ref)
         else:
             assert got[key] == ref
 

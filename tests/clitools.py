@@ -1,0 +1,80 @@
+"""Running the CLI in tests: through typer's CliRunner, or as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner, Result
+
+from bptt_cli.cli import app
+
+RUNNER = CliRunner()
+
+
+def bptt(*args: object, env: dict[str, str] | None = None) -> Result:
+    """``bptt ARGS`` in-process; stdout and stderr are kept apart."""
+    return RUNNER.invoke(app, [str(a) for a in args], env=env)
+
+
+def bptt_json(*args: object) -> dict[str, Any]:
+    """``bptt analyze ARGS --format json``, checked to succeed, parsed."""
+    result = bptt("analyze", *args, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def assert_bad_input(result: Result, *words: str) -> str:
+    """Exit 2, nothing on stdout, exactly one stderr line ``bptt: error: ...`` naming ``words``."""
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr, result.exception)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("bptt: error: "), line
+    assert "Traceback" not in result.stderr and "\x1b" not in result.stderr
+    for word in words:
+        assert word in line, f"{word!r} not in {line!r}"
+    return line
+
+
+def installed_bptt() -> str:
+    """The installed ``bptt`` console script (the venv's, else the one on PATH)."""
+    candidate = Path(sys.executable).parent / "bptt"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("bptt")
+    assert found, "the bptt entry point is not installed (pip install -e '.[test]')"
+    return found
+
+
+def plain_env(**extra: str) -> dict[str, str]:
+    """The environment for subprocess runs: no forced colour, plus ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "FORCE_COLOR",
+            "GITHUB_ACTIONS",
+            "TTY_COMPATIBLE",
+            "TTY_INTERACTIVE",
+            "CLICOLOR_FORCE",
+            "NO_COLOR",
+        )
+    }
+    env.update(extra)
+    return env
+
+
+def run_process(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(args), capture_output=True, text=True, env=env or plain_env(), timeout=timeout, check=False
+    )
