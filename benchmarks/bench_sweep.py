@@ -11,8 +11,9 @@ per-record fsync included). "Numerical work" is the sum over records of ``wall_t
 time each point spends in the worker drawing the network, running BPTT and the spectra and
 summarising. The numerical share is that sum over (workers x wall time); the rest is overhead
 (process and pool start-up, imports, dispatch, writing, idle workers at the end). Also
-reported: the same points computed by a bare loop over ``analysis.analyze`` in one process
-(single-threaded BLAS), the floor that ``--workers 1`` is compared with.
+reported: the same points computed by a bare loop over the per-point work (``runner.run_point``:
+``experiment.resolve``, ``Experiment.run``, the record) in one process with single-threaded
+BLAS, the floor that ``--workers 1`` is compared with.
 """
 
 from __future__ import annotations
@@ -54,13 +55,11 @@ QUICK = [
 ]
 BARE = """
 import json, sys, time
-from bptt_cli.analysis import analyze
-from bptt_cli.experiment import resolve
+from bptt_cli.runner import run_point
 points = json.load(sys.stdin)
 start = time.perf_counter()
 for p in points:
-    exp = resolve(**p)
-    analyze(exp.spec, exp.given, exp.tolerance).summary()
+    run_point(p)
 print(time.perf_counter() - start)
 """
 

@@ -113,5 +113,7 @@ def resolve(
         seed=seed,
         **sizes,
     )
+    if lyapunov is not None and not 0 <= lyapunov <= spec.hidden:
+        raise BadInput(f"--lyapunov {lyapunov} must be between 0 and the hidden size {spec.hidden}")
     files = {"weights": weights, "inputs": inputs, "targets": targets}
     return Experiment(spec, given, tolerance, files, lyapunov)
