@@ -6,19 +6,23 @@ exact zero and NaN an undefined ratio (both become ``null`` in JSON).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .bptt import Gradients, bptt
+from .bptt import BLOCK, Gradients, bptt
 from .cells import CELLS
+from .errors import BadInput
 from .network import PARAMS, Given, Network, Spec, build_network
 from .scaled import LN10, Array, log_norm
 from .spectra import Spectrum, spectrum
 
 if TYPE_CHECKING:
+    from .memory import MemoryUse
     from .theory import Theory
+    from .truncation import Estimator, EstimatorResult
 
 VERDICTS = ("vanishing", "stable", "exploding", "undefined")
 FAIL_ON = {
@@ -74,6 +78,8 @@ class Analysis:
     spectrum: Spectrum
     tolerance: float
     theory: Theory | None = None  # the predictions beside the measurement (bptt_cli.theory)
+    estimates: tuple[EstimatorResult, ...] = ()  # truncation and clipping (bptt_cli.truncation)
+    memory: MemoryUse | None = None
 
     @property
     def grad_h_log10(self) -> Array:
@@ -102,7 +108,7 @@ class Analysis:
         """Median verdict and the spread over trials (the sweep's per-point record too)."""
         gain = spread(self.gain_log10)
         verdicts = self.verdicts
-        return {
+        out = {
             "gain_log10": gain["median"],
             "verdict": verdict(gain["median"], self.tolerance),
             "tolerance": self.tolerance,
@@ -115,6 +121,11 @@ class Analysis:
                 k: spread(v)["median"] for k, v in self.grad_params_log10.items()
             },
         }
+        if self.estimates:
+            from .truncation_report import estimates_summary
+
+            out["estimators"] = estimates_summary(self.estimates)
+        return out
 
     def fails(self, fail_on: str | None) -> bool:
         """Whether the median verdict matches ``--fail-on``."""
@@ -122,27 +133,43 @@ class Analysis:
 
 
 def analyze(
-    spec: Spec, given: Given | None = None, tolerance: float = 1.0,
-    *, theory: bool = False, lyapunov: int | None = None,
+    spec: Spec, given: Given | None = None, tolerance: float = 1.0, *,
+    theory: bool = False, lyapunov: int | None = None,
+    checkpoint: str = "auto", max_memory: int | None = None, estimators: Sequence[Estimator] = (),
 ) -> Analysis:
     """Draw every trial of ``spec``, compute its exact BPTT gradients and its spectrum.
 
     ``theory=True`` adds the predictions of :mod:`bptt_cli.theory` with the top ``lyapunov``
-    Lyapunov exponents (default ``min(hidden, 4)``; 0 for none).
+    Lyapunov exponents (default ``min(hidden, 4)``; 0 for none). ``checkpoint`` (``auto``,
+    ``none`` or an interval K) and ``max_memory`` (bytes) choose between storing every state
+    and checkpointing (the same numbers either way, see
+    :func:`bptt_cli.memory.choose_checkpoint`); ``estimators`` (truncation, clipping) are run
+    and measured against the full gradients.
     """
+    from .memory import MemoryUse, Sizes, choose_checkpoint, peak_rss_bytes
+    from .truncation import draw_batch, run_estimator
+
     net = build_network(spec, given)
+    n, T, h, d, q = net.shape
+    K = min(h, 4) if lyapunov is None else lyapunov
+    if theory and not 0 <= K <= h:
+        raise BadInput(f"--lyapunov {K} must be between 0 and the hidden size {h}")
+    plan = choose_checkpoint(checkpoint, Sizes(n, T, h, d, q, BLOCK), max_memory)
+    room = None if max_memory is None else max(0, max_memory - plan.estimated_bytes)
+    batches = [draw_batch(est, n, T, h, d, BLOCK, room) for est in estimators]
     cell = CELLS[spec.cell]
-    fwd, grads = bptt(net, cell, spec.loss)
+    fwd, grads = bptt(net, cell, spec.loss, plan.checkpoint_every)
+    estimates = tuple(
+        run_estimator(net, cell, spec.loss, fwd, grads, est, batch)
+        for est, batch in zip(estimators, batches, strict=True)
+    )
     sp = spectrum(net.W_hh)
     th = None
     if theory:
-        from .errors import BadInput
         from .theory import theory as predict
 
-        h = net.shape[2]
-        K = min(h, 4) if lyapunov is None else lyapunov
-        if not 0 <= K <= h:
-            raise BadInput(f"--lyapunov {K} must be between 0 and the hidden size {h}")
         from_file = given is not None and given.W_hh is not None
         th = predict(spec, net, cell, fwd, grads, sp, K, from_file)
-    return Analysis(spec, net, grads, sp, tolerance, th)
+    del fwd
+    memory = MemoryUse(plan.checkpoint_every, plan.estimated_bytes, max_memory, peak_rss_bytes())
+    return Analysis(spec, net, grads, sp, tolerance, th, estimates, memory)

@@ -11,7 +11,7 @@ import io
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from typer.core import TyperGroup
@@ -21,11 +21,17 @@ from .configs import CONFIG_HELP, config_callback
 from .errors import BadInput, ExitStatus
 from .sweep import SWEEP_HELP, sweep_command
 
+if TYPE_CHECKING:
+    from .network import Given, Spec
+
 Format = Literal["table", "json", "csv"]
 FailOn = Literal["vanishing", "exploding", "unstable"]
 CellName = Literal["identity", "tanh", "relu", "sigmoid"]
 LossName = Literal["last", "mean"]
 EnsembleName = Literal["gaussian", "orthogonal", "symmetric", "uniform", "identity"]
+TruncateMode = Literal["window", "chunk"]
+TruncateFormat = Literal["table", "json"]
+ParamName = Literal["W_hh", "W_hx", "W_qh", "b_h", "b_q"]
 SUFFIX_FORMATS: dict[str, Format] = {".json": "json", ".csv": "csv", ".txt": "table"}
 # analyze's parameters that say how and where to report, not what to compute. Every other one is
 # passed to experiment.resolve, and is an axis of `bptt sweep` (whose command is built from analyze's).
@@ -138,6 +144,13 @@ def analyze(
     output: Annotated[Path | None, typer.Option(help="Write to this file (atomically); format from the suffix.")] = None,
     fail_on: Annotated[FailOn | None, typer.Option(help="Exit 1 if the verdict matches.")] = None,
     lyapunov: Annotated[int | None, typer.Option(min=0, help="How many Lyapunov exponents (default min(hidden, 4); 0 for none).")] = None,
+    truncate: Annotated[str | None, typer.Option(metavar="K|random", help="Also measure a truncated gradient: keep K steps of every chain, or 'random' (with --keep-prob).")] = None,
+    truncate_mode: Annotated[TruncateMode | None, typer.Option(help="With --truncate K. window (default): each loss term keeps its last K steps (the chapter's regular truncation); chunk: chunks of K steps, gradient detached between chunks.")] = None,
+    keep_prob: Annotated[float | None, typer.Option(metavar="P", help="With --truncate random: probability that a chain continues at each step, then reweighted by 1/P (unbiased).")] = None,
+    draws: Annotated[int | None, typer.Option(min=1, help="With --truncate random: independent draws (default 100).")] = None,
+    clip: Annotated[float | None, typer.Option(metavar="THETA", help="Also measure global norm clipping of the gradient at THETA.")] = None,
+    checkpoint: Annotated[str, typer.Option(metavar="auto|none|K", help="auto: store every state if that fits in --max-memory (default 1 GiB), else keep about sqrt(T) checkpoints; none: store every state; K: keep every K-th state (rounded up to a multiple of 256). Same numbers in every mode.")] = "auto",
+    max_memory: Annotated[str | None, typer.Option(metavar="SIZE", help="Memory budget of the computation, e.g. 512M or 2G (powers of 1024); exit 2 if it cannot fit.")] = None,
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP, is_eager=True, callback=config_callback)] = None,
 ) -> None:
     """Exact BPTT gradients ||dL/dh_t|| for t = T..1, parameter gradients and the spectrum of W_hh."""
@@ -229,10 +242,126 @@ def spectrum_command(
         _emit(text, output)
 
 
+DEFAULT_K = "1,2,5,10,20,50,100"
+DEFAULT_KEEP_PROBS = "0.9,0.7,0.5,0.3"
+
+
+@app.command()
+def truncate(
+    T: Annotated[int | None, typer.Option("--T", min=1, help="Sequence length (default 100, or from --inputs/--targets).")] = None,
+    cell: Annotated[CellName, typer.Option(help="Activation phi of the Elman cell.")] = "identity",
+    loss: Annotated[LossName, typer.Option(help="mean (default here: the chapter's objective, 1/T sum_t l_t) or last.")] = "mean",
+    hidden: Annotated[int | None, typer.Option(min=1, help="Hidden size h (default 64, or from --weights).")] = None,
+    inputs_dim: Annotated[int | None, typer.Option(min=1, help="Input size d (default 8).")] = None,
+    outputs_dim: Annotated[int | None, typer.Option(min=1, help="Output size q (default 8).")] = None,
+    ensemble: Annotated[EnsembleName | None, typer.Option(help="Random W_hh ensemble (default gaussian).")] = None,
+    gain: Annotated[float | None, typer.Option(help="Scale of the ensemble: about its spectral radius (default 1).")] = None,
+    radius: Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral radius.")] = None,
+    norm: Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral norm.")] = None,
+    bias: Annotated[float, typer.Option(help="Standard deviation of b_h and b_q.")] = 0.0,
+    trials: Annotated[int, typer.Option(min=1, help="Independent random draws of the network (medians in the table).")] = 1,
+    seed: Annotated[int, typer.Option(min=0, help="Root seed; trial i uses SeedSequence(seed).spawn(trials)[i].")] = 0,
+    weights: Annotated[Path | None, typer.Option(help=".npz with W_hh [W_hx W_qh b_h b_q] or PyTorch nn.RNN names; .npy for W_hh.")] = None,
+    inputs: Annotated[Path | None, typer.Option(help=".npy of inputs x_t, shape T x d.")] = None,
+    targets: Annotated[Path | None, typer.Option(help=".npy of targets y_t, shape T x q.")] = None,
+    K: Annotated[str | None, typer.Option("--K", metavar="K1,K2,...", help=f"Truncation lengths of regular truncation (default {DEFAULT_K}, those below T).")] = None,
+    truncate_mode: Annotated[TruncateMode, typer.Option(help="window: each loss term keeps its last K steps (the chapter's regular truncation); chunk: chunks of K steps, gradient detached between chunks.")] = "window",
+    keep_prob: Annotated[str, typer.Option(metavar="P1,P2,...", help="Keep probabilities of randomized truncation.")] = DEFAULT_KEEP_PROBS,
+    draws: Annotated[int, typer.Option(min=1, help="Independent draws of each randomized estimate.")] = 100,
+    param: Annotated[ParamName, typer.Option(help="The parameter gradient the table compares (JSON has all).")] = "W_hh",
+    checkpoint: Annotated[str, typer.Option(metavar="auto|none|K", help="As for analyze: store every state, or keep every K-th.")] = "auto",
+    max_memory: Annotated[str | None, typer.Option(metavar="SIZE", help="Memory budget of the computation, e.g. 512M or 2G.")] = None,
+    fmt: Annotated[TruncateFormat | None, typer.Option("--format", help="table (default) or json.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write to this file (atomically); format from the suffix (.json, .txt).")] = None,
+) -> None:
+    """Full, regular (several K) and randomized (several P) truncation side by side: cost, error, bias, variance."""
+    from .analysis import analyze as run_analysis
+    from .memory import parse_size
+    from .truncation import Estimator
+
+    out_format = _check_output(output, fmt)
+    if out_format == "csv":
+        raise BadInput("bptt truncate writes a table or JSON, not CSV")
+    spec, given = _resolve_spec(
+        T, cell, loss, hidden, inputs_dim, outputs_dim, ensemble, gain, radius, norm, bias, trials, seed,
+        weights, inputs, targets,
+    )
+    Ks = _int_list(K, "--K") if K is not None else [k for k in _int_list(DEFAULT_K, "--K") if k < spec.T] or [1]
+    probs = _float_list(keep_prob, "--keep-prob")
+    estimators = [Estimator(truncate_mode, K=k) for k in Ks]
+    estimators += [Estimator("random", keep_prob=p, draws=draws) for p in probs]
+    budget = None if max_memory is None else parse_size(max_memory)
+    an = run_analysis(spec, given, 1.0, checkpoint=checkpoint, max_memory=budget, estimators=estimators)
+    settings = {
+        "weights": weights, "inputs": inputs, "targets": targets, "K": Ks, "truncate_mode": truncate_mode,
+        "keep_prob": probs, "draws": draws, "param": param, "checkpoint": checkpoint, "max_memory": budget,
+    }
+    if out_format == "table":
+        from rich.console import Console
+
+        from .truncation_report import render_comparison
+
+        if output is None:
+            render_comparison(an, param, Console())
+        else:
+            console = Console(record=True, file=io.StringIO(), width=120)
+            render_comparison(an, param, console)
+            _emit(console.export_text(), output)
+    else:
+        from .records import dumps
+        from .truncation_report import comparison_record
+
+        _emit(dumps(comparison_record(an, param, settings)) + "\n", output)
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    """``1,2,5`` -> [1, 2, 5]; anything else is a :class:`BadInput` naming ``flag``."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise BadInput(f"{flag} must be a comma-separated list of integers, got {text!r}") from None
+    if not values:
+        raise BadInput(f"{flag} needs at least one value")
+    return values
+
+
+def _float_list(text: str, flag: str) -> list[float]:
+    """``0.9,0.5`` -> [0.9, 0.5]; anything else is a :class:`BadInput` naming ``flag``."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise BadInput(f"{flag} must be a comma-separated list of numbers, got {text!r}") from None
+    if not values:
+        raise BadInput(f"{flag} needs at least one value")
+    return values
+
+
+def _resolve_spec(
+    T: int | None, cell: str, loss: str, hidden: int | None, inputs_dim: int | None, outputs_dim: int | None,
+    ensemble: str | None, gain: float | None, radius: float | None, norm: float | None, bias: float,
+    trials: int, seed: int, weights: Path | None, inputs: Path | None, targets: Path | None,
+) -> tuple[Spec, Given]:
+    """The experiment's settings from the network options, and the arrays given in files."""
+    from .experiment import network_spec
+
+    return network_spec(
+        T, cell, loss, hidden, inputs_dim, outputs_dim, ensemble, gain, radius, norm, bias, trials, seed,
+        weights, inputs, targets,
+    )
+
+
+# The core's products are small (one h-vector times W_hh per step): BLAS threads only add
+# synchronisation (3.4x the CPU time at h = 256 on 2 cores). One thread unless the user says
+# otherwise; set before numpy is first imported (the commands import it lazily).
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 # `bptt sweep` takes every option of analyze (but NOT_AXES) as an axis: its signature is built from analyze's.
 app.command("sweep", help=SWEEP_HELP)(sweep_command(analyze, NOT_AXES))
 
 
 def main() -> None:
     """Console-script entry point."""
+    for var in BLAS_THREAD_VARS:
+        os.environ.setdefault(var, "1")
     app()

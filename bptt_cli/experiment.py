@@ -10,7 +10,7 @@ whatever ``analyze`` computes beyond this path, a sweep would not see.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,19 +19,26 @@ from .network import Given, Spec
 
 if TYPE_CHECKING:
     from .analysis import Analysis
+    from .truncation import Estimator
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """Checked settings (``spec``), the user's arrays (``given``), the verdict tolerance
-    (orders of magnitude), the input files (``weights``, ``inputs``, ``targets``) and how many
-    Lyapunov exponents to compute (``None``: the default)."""
+    """One experiment, checked: the settings (``spec``), the user's arrays (``given``), the
+    verdict tolerance (orders of magnitude), the input files, the number of Lyapunov exponents
+    (``None``: the default), the truncation and clipping estimators, the memory plan
+    (``checkpoint``, ``max_memory`` in bytes) and, for the JSON ``config``, the estimator
+    options as given (``estimator_options``)."""
 
     spec: Spec
     given: Given
     tolerance: float
     files: dict[str, Path | None]
     lyapunov: int | None = None
+    estimators: tuple[Estimator, ...] = ()
+    checkpoint: str = "auto"
+    max_memory: int | None = None
+    estimator_options: dict[str, Any] = field(default_factory=dict)
 
     def run(self) -> Analysis:
         """Compute the experiment: ``analysis.analyze`` with the theory's predictions.
@@ -40,18 +47,32 @@ class Experiment:
         """
         from .analysis import analyze
 
-        return analyze(self.spec, self.given, self.tolerance, theory=True, lyapunov=self.lyapunov)
+        return analyze(
+            self.spec,
+            self.given,
+            self.tolerance,
+            theory=True,
+            lyapunov=self.lyapunov,
+            checkpoint=self.checkpoint,
+            max_memory=self.max_memory,
+            estimators=self.estimators,
+        )
 
     def report_config(self, an: Analysis) -> dict[str, Any]:
-        """The settings that ``config`` in the JSON output holds beside ``spec`` and ``tolerance``:
-        the input files and the number of Lyapunov exponents computed."""
+        """What ``config`` in the JSON output holds beside ``spec`` and ``tolerance``: the input
+        files, the number of Lyapunov exponents computed, the estimator and memory options."""
         th = an.theory
         count = th.lyapunov.exponents.shape[1] if th is not None and th.lyapunov is not None else 0
-        return {**self.files, "lyapunov": count}
+        return {
+            **self.files,
+            "lyapunov": count,
+            **self.estimator_options,
+            "checkpoint": self.checkpoint,
+            "max_memory": self.max_memory,
+        }
 
 
-def resolve(
-    *,
+def network_spec(
     T: int | None,
     cell: str,
     loss: str,
@@ -68,20 +89,12 @@ def resolve(
     weights: Path | None,
     inputs: Path | None,
     targets: Path | None,
-    tolerance: float,
-    lyapunov: int | None,
-) -> Experiment:
-    """Check the options against each other and the files, fill in the defaults.
-
-    ``None`` means "not given": sizes and T then come from the files, else from :class:`Spec`.
-    Raises :class:`BadInput` for conflicting options or unusable files.
-    """
-    import math
-
+) -> tuple[Spec, Given]:
+    """The network's settings from its options, and the arrays given in files (checked against
+    each other). ``None`` means "not given": sizes and T then come from the files, else from
+    :class:`Spec`."""
     from .files import given_from_files
 
-    if not (math.isfinite(tolerance) and tolerance >= 0):
-        raise BadInput(f"tolerance must be a finite number >= 0, got {tolerance}")
     if gain is not None and (radius is not None or norm is not None):
         raise BadInput(
             f"--gain conflicts with --{'radius' if radius is not None else 'norm'}: give one of them"
@@ -89,7 +102,6 @@ def resolve(
     if weights is not None and (ensemble is not None or gain is not None):
         which = "ensemble" if ensemble is not None else "gain"
         raise BadInput(f"--{which} conflicts with --weights: W_hh comes from the file")
-    weights, inputs, targets = (Path(p) if p is not None else None for p in (weights, inputs, targets))
     given, fixed = given_from_files(weights, inputs, targets)
     asked = {"T": T, "hidden": hidden, "inputs_dim": inputs_dim, "outputs_dim": outputs_dim}
     for name, value in asked.items():
@@ -113,7 +125,79 @@ def resolve(
         seed=seed,
         **sizes,
     )
+    return spec, given
+
+
+def resolve(
+    *,
+    T: int | None,
+    cell: str,
+    loss: str,
+    hidden: int | None,
+    inputs_dim: int | None,
+    outputs_dim: int | None,
+    ensemble: str | None,
+    gain: float | None,
+    radius: float | None,
+    norm: float | None,
+    bias: float,
+    trials: int,
+    seed: int,
+    weights: Path | str | None,
+    inputs: Path | str | None,
+    targets: Path | str | None,
+    tolerance: float,
+    lyapunov: int | None,
+    truncate: str | None,
+    truncate_mode: str | None,
+    keep_prob: float | None,
+    draws: int | None,
+    clip: float | None,
+    checkpoint: str,
+    max_memory: str | None,
+) -> Experiment:
+    """Check the options of ``bptt analyze`` (all but the output ones) and fill in the defaults.
+
+    Raises :class:`BadInput` for conflicting options or unusable files.
+    """
+    import math
+
+    from .memory import parse_size
+    from .truncation import estimators_from_options
+
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise BadInput(f"tolerance must be a finite number >= 0, got {tolerance}")
+    estimators = estimators_from_options(truncate, truncate_mode, keep_prob, draws, clip)
+    budget = None if max_memory is None else parse_size(max_memory)
+    files = {
+        name: None if p is None else Path(p)
+        for name, p in (("weights", weights), ("inputs", inputs), ("targets", targets))
+    }
+    spec, given = network_spec(
+        T,
+        cell,
+        loss,
+        hidden,
+        inputs_dim,
+        outputs_dim,
+        ensemble,
+        gain,
+        radius,
+        norm,
+        bias,
+        trials,
+        seed,
+        files["weights"],
+        files["inputs"],
+        files["targets"],
+    )
     if lyapunov is not None and not 0 <= lyapunov <= spec.hidden:
         raise BadInput(f"--lyapunov {lyapunov} must be between 0 and the hidden size {spec.hidden}")
-    files = {"weights": weights, "inputs": inputs, "targets": targets}
-    return Experiment(spec, given, tolerance, files, lyapunov)
+    options = {
+        "truncate": truncate,
+        "truncate_mode": truncate_mode,
+        "keep_prob": keep_prob,
+        "draws": draws,
+        "clip": clip,
+    }
+    return Experiment(spec, given, tolerance, files, lyapunov, tuple(estimators), checkpoint, budget, options)

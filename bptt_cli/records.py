@@ -22,6 +22,7 @@ from . import __version__
 from .analysis import Analysis, quantiles
 
 if TYPE_CHECKING:
+    from .memory import MemoryUse
     from .spectral_report import SpectrumReport
     from .theory import Theory
 
@@ -73,15 +74,22 @@ def analysis_record(an: Analysis, config: dict[str, Any] | None = None) -> dict[
                 **(theory_record(an.theory, i) if an.theory is not None else {}),
             }
         )
+        if an.estimates:
+            from .truncation_report import trial_estimates
+
+            trials[-1]["estimators"] = trial_estimates(an.estimates, i)
     summary = an.summary()
     if an.theory is not None:
         summary["theory"] = theory_summary(an.theory)
-    return {
+    record = {
         "version": __version__,
         "config": {**spec_dict, "tolerance": an.tolerance, **(config or {})},
         "trials": trials,
         "summary": summary,
     }
+    if an.memory is not None:
+        record["memory"] = memory_record(an.memory)
+    return record
 
 
 def _lag(x: float) -> int | None:
@@ -151,6 +159,17 @@ def theory_summary(th: Theory) -> dict[str, Any]:
             "numerical_abscissa": _median(th.abscissa),
         },
         "alignment": {"ratio": _median(th.dominant.ratio), "rate": _median(th.dominant.rate)},
+    }
+
+
+def memory_record(mem: MemoryUse) -> dict[str, Any]:
+    """``memory``: the checkpoint interval (``null``: every state stored), estimate, budget, peak RSS."""
+    return {
+        "checkpoint_every": mem.checkpoint_every,
+        "stored": mem.checkpoint_every is None,
+        "estimated_bytes": mem.estimated_bytes,
+        "max_memory": mem.max_memory,
+        "peak_memory_bytes": mem.peak_memory_bytes,
     }
 
 

@@ -63,14 +63,13 @@ def report_steps(T: int) -> list[int]:
     return sorted({T - lag for lag in lags} | {1}, reverse=True)
 
 
-def render_analysis(an: Analysis, console: Console, weights: str | None = None) -> None:
-    """Print the header, the step table, the parameter table and the verdict.
+def render_header(an: Analysis, console: Console, weights: str | None = None) -> None:
+    """The model, sizes, W_hh, spectrum and trials, one per line.
 
     ``weights``: the file W_hh came from (``--weights``), if any.
     """
     spec, sp = an.spec, an.spectrum
     n, T, h, d, q = an.net.shape
-    rho = float(np.median(sp.spectral_radius))
     rescaled = f"radius {spec.radius:g}" if spec.radius is not None else (
         f"norm {spec.norm:g}" if spec.norm is not None else None
     )
@@ -91,8 +90,20 @@ def render_analysis(an: Analysis, console: Console, weights: str | None = None) 
     )
     # Text, not a markup string: rich would swallow "[quartiles]" as a style tag
     header.add_row("trials", Text(f"{n} (seed {spec.seed})" + (", median [quartiles]" if n > 1 else "")))
+    if an.memory is not None and an.memory.checkpoint_every is not None:
+        header.add_row("memory", f"checkpoint every {an.memory.checkpoint_every} steps")
     console.print(header)
 
+
+def render_analysis(an: Analysis, console: Console, weights: str | None = None) -> None:
+    """Print the header, the step table, the parameter table, the estimators, the theory and
+    the verdict. ``weights``: the file W_hh came from (``--weights``), if any.
+    """
+    from .truncation_report import render_estimates
+
+    render_header(an, console, weights)
+    T = an.net.shape[1]
+    rho = float(np.median(an.spectrum.spectral_radius))
     g = an.grad_h_log10
     steps = Table(title="Gradient of the loss w.r.t. the hidden state", title_justify="left")
     for col in ("t", "T-t", "||dL/dh_t||", "log10", "log10 ratio to t=T", "log10 rho^(T-t)"):
@@ -120,6 +131,7 @@ def render_analysis(an: Analysis, console: Console, weights: str | None = None) 
             _over_trials(values),
         )
     console.print(params)
+    render_estimates(an, console)
 
     if an.theory is not None:
         from .theory_tables import render_theory

@@ -262,7 +262,10 @@ def test_heat_table_layout_and_marks() -> None:
         (["--radius", "0.5:1.5:-2"], "must be a positive integer, got -2"),
         (["--gain", "1,2", "--radius", "1"], "point gain=1.0: --gain conflicts with --radius"),
         (["--cell", "lstm"], "--cell:"),
-        (["--hidden", "2,8", "--lyapunov", "4"], "point hidden=2: --lyapunov 4 must be between 0 and the hidden size 2"),
+        (
+            ["--hidden", "2,8", "--lyapunov", "4"],
+            "point hidden=2: --lyapunov 4 must be between 0 and the hidden size 2",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
