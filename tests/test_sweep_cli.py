@@ -56,6 +56,22 @@ def test_each_record_is_what_analyze_reports_for_its_settings() -> None:
         assert r["version"] == expected["version"]
 
 
+def test_records_with_the_other_analyze_options_match_analyze_too() -> None:
+    """Options other issues added to analyze (Lyapunov, truncation, clipping, checkpointing) are
+    axes whose records are still analyze's numbers."""
+    records = sweep_records(
+        "--T", "300", "--hidden", "6", "--trials", "2", "--cell", "tanh", "--radius", "1.3",
+        "--lyapunov", "0,2", "--truncate", "5,10", "--clip", "1",
+        "--checkpoint", "none,256",
+    )  # fmt: skip
+    assert len(records) == 8
+    for r in records:
+        expected = analyze_json(*flags_of(r["point"]))
+        assert r["summary"] == expected["summary"]
+        assert r["config"] == {k: v for k, v in expected["config"].items() if k != "fail_on"}
+    assert all("estimators" in r["summary"] for r in records)
+
+
 def test_record_keys_are_the_documented_contract() -> None:
     (r,) = sweep_records("--T", "5", "--hidden", "4")
     assert list(r) == ["point", "config", "summary", "wall_time_s", "version"]
