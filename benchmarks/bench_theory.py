@@ -20,7 +20,7 @@ from bptt_cli.alignment import alignment, dominant_subspace
 from bptt_cli.bptt import backward, bptt
 from bptt_cli.cells import CELLS
 from bptt_cli.horizons import effective_memory, horizons
-from bptt_cli.lyapunov import lyapunov_exponents, stored_blocks
+from bptt_cli.lyapunov import lyapunov_exponents, stored_dphi
 from bptt_cli.meanfield import mean_field
 from bptt_cli.network import Spec, build_network
 from bptt_cli.nonnormal import henrici, numerical_abscissa, transient_growth
@@ -72,7 +72,7 @@ def bench_size(h: int, T: int, args: argparse.Namespace) -> None:
     rows["observed rate"], _ = best(lambda: observed_rate(chain.dL_dh_s), r)
     rows["mean field"], _ = best(lambda: mean_field(cell, net.W_hh, net.W_hx, net.b_h, net.x), r)
     rows["Lyapunov (K=4)"], _ = best(
-        lambda: lyapunov_exponents(net.W_hh, stored_blocks(fwd.log_dphi, T), T, min(h, 4)), r
+        lambda: lyapunov_exponents(net.W_hh, stored_dphi(fwd.log_dphi, T), T, min(h, 4)), r
     )
     rows["horizons"], _ = best(lambda: horizons(grads.dL_dh_s), r)
     rows["effective memory"], mem = best(

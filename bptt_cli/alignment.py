@@ -14,17 +14,18 @@ largest eigenvalue outside the pair.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from .bptt import BackwardBlock
 from .scaled import LN10, Array
 
 START_SEED = 20130103
 INVERSE_ITERATIONS = 2
 SHIFT = 1e-10  # relative offset of the inverse-iteration shift from lambda_1
-CHUNK = 128  # steps per block in alignment
 
 
 @dataclass(frozen=True)
@@ -98,22 +99,23 @@ def dominant_subspace(W: Array, eigenvalues: NDArray[np.complex128]) -> Dominant
     return Dominant(basis, dim, eigenvalues[:, 0].astype(np.complex128), ratio)
 
 
-def alignment(g_m: Array, dominant: Dominant) -> tuple[Array, Array]:
+def alignment(blocks: Iterable[BackwardBlock], T: int, dominant: Dominant) -> tuple[Array, Array]:
     """``||P g_t|| / ||g_t||`` and ``log10(||(I - P) g_t|| / ||P g_t||)`` (= log10 tan theta_t).
 
-    ``g_m (n, T, h)``: unit mantissas of ``g_t`` (zero rows for ``g_t = 0``). Returns two
+    ``blocks``: the backward pass block by block (:func:`bptt_cli.bptt.gradient_blocks`), whose
+    ``dh_m`` are the unit mantissas of ``g_t`` (zero rows for ``g_t = 0``). Returns two
     ``(n, T)`` arrays; NaN where ``g_t = 0`` or there is no dominant subspace, ``-inf``
     (tangent) where ``g_t`` lies exactly in the subspace, ``+inf`` where it is orthogonal.
     """
-    n, T, _ = g_m.shape
+    n = dominant.basis.shape[0]
     along, resid, norm = np.empty((n, T)), np.empty((n, T)), np.empty((n, T))
     basis_T = np.swapaxes(dominant.basis, -1, -2)
-    for b0 in range(0, T, CHUNK):  # in cache-sized chunks of steps
-        g = g_m[:, b0 : b0 + CHUNK]
+    for blk in blocks:
+        g, b = blk.dh_m, slice(blk.b0, blk.b1)
         c = np.matmul(g, dominant.basis)  # (n, L, 2): coordinates in the subspace
-        along[:, b0 : b0 + CHUNK] = np.linalg.norm(c, axis=-1)
-        resid[:, b0 : b0 + CHUNK] = np.linalg.norm(g - np.matmul(c, basis_T), axis=-1)
-        norm[:, b0 : b0 + CHUNK] = np.linalg.norm(g, axis=-1)
+        along[:, b] = np.linalg.norm(c, axis=-1)
+        resid[:, b] = np.linalg.norm(g - np.matmul(c, basis_T), axis=-1)
+        norm[:, b] = np.linalg.norm(g, axis=-1)
     valid = (norm > 0) & (dominant.dimension > 0)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         proj = np.where(valid, along / np.where(norm > 0, norm, 1.0), np.nan)

@@ -15,7 +15,8 @@ import numpy as np
 from .bptt import BLOCK, Gradients, bptt
 from .cells import CELLS
 from .errors import BadInput
-from .network import PARAMS, Given, Network, Spec, build_network
+from .gated_network import GatedGiven, GatedNetwork, GatedSpec
+from .network import Given, Network, Spec, build_network
 from .scaled import LN10, Array, log_norm
 from .spectra import Spectrum, spectrum
 
@@ -73,7 +74,7 @@ class Analysis:
     """Results of every trial of one experiment (arrays have a leading trial axis ``n``)."""
 
     spec: Spec
-    net: Network
+    net: Network | GatedNetwork
     grads: Gradients
     spectrum: Spectrum
     tolerance: float
@@ -93,10 +94,9 @@ class Analysis:
 
     @property
     def grad_params_log10(self) -> dict[str, Array]:
-        """log10 Frobenius norm of each parameter gradient, ``(n,)`` each."""
+        """log10 Frobenius norm of each parameter gradient, ``(n,)`` each, in the network's order."""
         out = {}
-        for name in PARAMS:
-            m, s = self.grads.params[name]
+        for name, (m, s) in self.grads.params.items():
             out[name] = (log_norm(m, s) if m.ndim == 3 else log_norm(m[..., None], s)) / LN10
         return out
 
@@ -133,7 +133,7 @@ class Analysis:
 
 
 def analyze(
-    spec: Spec, given: Given | None = None, tolerance: float = 1.0, *,
+    spec: Spec, given: Given | GatedGiven | None = None, tolerance: float = 1.0, *,
     theory: bool = False, lyapunov: int | None = None,
     checkpoint: str = "auto", max_memory: int | None = None, estimators: Sequence[Estimator] = (),
 ) -> Analysis:
@@ -144,11 +144,23 @@ def analyze(
     ``none`` or an interval K) and ``max_memory`` (bytes) choose between storing every state
     and checkpointing (the same numbers either way, see
     :func:`bptt_cli.memory.choose_checkpoint`); ``estimators`` (truncation, clipping) are run
-    and measured against the full gradients.
+    and measured against the full gradients. A :class:`~bptt_cli.gated_network.GatedSpec`
+    (LSTM, GRU) gives a :class:`~bptt_cli.gated_analysis.GatedAnalysis`.
     """
     from .memory import MemoryUse, Sizes, choose_checkpoint, peak_rss_bytes
     from .truncation import draw_batch, run_estimator
 
+    if isinstance(spec, GatedSpec):
+        from .gated_analysis import analyze_gated
+
+        if estimators or checkpoint.strip().lower() not in ("auto", "none") or max_memory is not None:
+            raise BadInput(
+                f"--truncate, --clip, --checkpoint K and --max-memory are not available "
+                f"for --cell {spec.cell}"
+            )
+        assert given is None or isinstance(given, GatedGiven)
+        return analyze_gated(spec, given, tolerance)
+    assert given is None or isinstance(given, Given)
     net = build_network(spec, given)
     n, T, h, d, q = net.shape
     K = min(h, 4) if lyapunov is None else lyapunov

@@ -479,21 +479,40 @@ def _chain_scaled(
     return G_m, G_s, D_m, D_s, g_m, g_s
 
 
-def backward(net: Network, fwd: Forward, cell: Cell, loss: str) -> Gradients:
-    """Exact BPTT gradients from a forward pass (stored, or checkpointed and recomputed).
+@dataclass(frozen=True)
+class BackwardBlock:
+    """The backward pass over one block of steps ``b0+1..b1`` (0-based indices ``b0..b1-1``).
+
+    ``dh_m``, ``da_m (n, L, h)`` with ``dh_s``, ``da_s (n, L)``: dL/dh_t and dL/da_t;
+    ``do_m (n, L, q)``, ``do_s (n, L)``: dL/do_t; ``h_m (n, L+1, h)``, ``h_s (n, L+1)``:
+    h_{b0}..h_{b1} (so ``h_m[:, :-1]`` are the h_{t-1} of the block's steps);
+    ``first_s (n, c)``: in the block with ``b0 = 0``, ln of the norm of each chain column at
+    t = 1 (column -1 is ``J^T g``), else ``None``. Views: valid until the next block.
+    """
+
+    b0: int
+    b1: int
+    dh_m: Array
+    dh_s: Array
+    da_m: Array
+    da_s: Array
+    do_m: Array
+    do_s: Array
+    h_m: Array
+    h_s: Array
+    first_s: Array | None
+
+
+def backward_blocks(net: Network, fwd: Forward, cell: Cell, loss: str) -> Iterator[BackwardBlock]:
+    """The exact backward pass block by block, the last block first.
 
     The chain runs backwards in sub-blocks of ``SUB`` steps, each in plain float64 within a
-    fixed frame (:func:`_chain_fast`) or, if it left float64's safe range, step by step in
-    scaled arithmetic (:func:`_chain_scaled`); the parameter sums take one matrix product per
-    block of ``block`` steps.
+    fixed frame (:func:`_chain_fast`) or, for a trial that left float64's safe range, step by
+    step in scaled arithmetic (:func:`_chain_scaled`). A checkpointed forward pass is
+    recomputed segment by segment; the blocks are the same, bit for bit, in both modes.
     """
     n, T, h, _, _ = net.shape
     block = fwd.block
-    keep = fwd.checkpoints is None
-    dh_m = np.empty((n, T, h)) if keep else None
-    da_m = np.empty((n, T, h)) if keep else None
-    dh_s, da_s = np.empty((n, T)), np.empty((n, T))
-    sums = ParamSums()
     # Column 0 carries dL/dh_t; for the mean loss, column 1 carries J^T g without the
     # local terms (for the last loss the two coincide).
     cols = 1 if loss == "last" else 2
@@ -527,23 +546,70 @@ def backward(net: Network, fwd: Forward, cell: Cell, loss: str) -> Gradients:
                 *out, g_m, g_s = chain
                 for buf, part in zip(rows, out, strict=True):
                     buf[:, sl] = part
+            hs = slice(b0 - t0, b1 - t0 + 1)
             bh_m, bh_s, ba_m, ba_s = rows
-            hp_m, hp_s = seg.h_m[:, b0 - t0 : b1 - t0], seg.h_s[:, b0 - t0 : b1 - t0]
-            hn_m, hn_s = seg.h_m[:, b0 - t0 + 1 : b1 - t0 + 1], seg.h_s[:, b0 - t0 + 1 : b1 - t0 + 1]
-            sums.add("W_hh", *block_sum(ba_m, hp_m, ba_s + hp_s))
-            sums.add("W_hx", *block_sum(ba_m, net.x[:, b0:b1], ba_s))
-            sums.add("W_qh", *block_sum(do_m, hn_m, do_s + hn_s))
-            sums.add("b_h", *vector_sum(ba_m, ba_s))
-            sums.add("b_q", *vector_sum(do_m, do_s))
-            dh_s[:, b0:b1], da_s[:, b0:b1] = bh_s, ba_s
-            if dh_m is not None and da_m is not None:
-                dh_m[:, b0:b1], da_m[:, b0:b1] = bh_m, ba_m
+            yield BackwardBlock(b0, b1, bh_m, bh_s, ba_m, ba_s, do_m, do_s, seg.h_m[:, hs], seg.h_s[:, hs],
+                                g_s if b0 == 0 else None)
 
-    first_s = g_s[:, -1]  # ln ||J^T g||: the last column of the gradient at t = 1
+
+def backward(net: Network, fwd: Forward, cell: Cell, loss: str) -> Gradients:
+    """Exact BPTT gradients from a forward pass (stored, or checkpointed and recomputed).
+
+    Consumes :func:`backward_blocks`; the parameter sums take one matrix product per block.
+    """
+    n, T, h, _, _ = net.shape
+    keep = fwd.checkpoints is None
+    dh_m = np.empty((n, T, h)) if keep else None
+    da_m = np.empty((n, T, h)) if keep else None
+    dh_s, da_s = np.empty((n, T)), np.empty((n, T))
+    first_s = np.full(n, -np.inf)
+    sums = ParamSums()
+    for blk in backward_blocks(net, fwd, cell, loss):
+        b0, b1 = blk.b0, blk.b1
+        hp_m, hp_s, hn_m, hn_s = blk.h_m[:, :-1], blk.h_s[:, :-1], blk.h_m[:, 1:], blk.h_s[:, 1:]
+        sums.add("W_hh", *block_sum(blk.da_m, hp_m, blk.da_s + hp_s))
+        sums.add("W_hx", *block_sum(blk.da_m, net.x[:, b0:b1], blk.da_s))
+        sums.add("W_qh", *block_sum(blk.do_m, hn_m, blk.do_s + hn_s))
+        sums.add("b_h", *vector_sum(blk.da_m, blk.da_s))
+        sums.add("b_q", *vector_sum(blk.do_m, blk.do_s))
+        dh_s[:, b0:b1], da_s[:, b0:b1] = blk.dh_s, blk.da_s
+        if dh_m is not None and da_m is not None:
+            dh_m[:, b0:b1], da_m[:, b0:b1] = blk.dh_m, blk.da_m
+        if blk.first_s is not None:
+            first_s = blk.first_s[:, -1]  # ln ||J^T g||: the last column at t = 1
     last_s = dh_s[:, -1]  # ln ||g||, as reported (so that T = 1 gives exactly 0)
     with np.errstate(invalid="ignore"):
         gain = np.where(np.isneginf(last_s), np.nan, first_s - last_s)
     return Gradients(dh_m, dh_s, da_m, da_s, sums.sums, loss_ln(fwd, loss), gain)
+
+
+def stored_blocks(fwd: Forward, grads: Gradients) -> Iterator[BackwardBlock]:
+    """The blocks of :func:`backward_blocks` read back from a stored pass (no recomputation).
+
+    Only the fields kept by :func:`backward` are filled: ``do_m``/``do_s`` are empty
+    placeholders and ``first_s`` is ``None``. Needs stored mantissas.
+    """
+    if fwd.h_m is None or grads.dL_dh_m is None or grads.dL_da_m is None:
+        raise ValueError("stored_blocks needs a stored forward and backward pass")
+    n, T = grads.dL_dh_s.shape
+    empty = np.empty((n, 0))
+    for b0 in range(((T - 1) // fwd.block) * fwd.block, -1, -fwd.block):
+        b1 = min(b0 + fwd.block, T)
+        yield BackwardBlock(
+            b0, b1, grads.dL_dh_m[:, b0:b1], grads.dL_dh_s[:, b0:b1], grads.dL_da_m[:, b0:b1],
+            grads.dL_da_s[:, b0:b1], empty, empty, fwd.h_m[:, b0 : b1 + 1], fwd.h_s[:, b0 : b1 + 1], None,
+        )
+
+
+def gradient_blocks(
+    net: Network, fwd: Forward, cell: Cell, loss: str, grads: Gradients | None = None
+) -> Iterator[BackwardBlock]:
+    """Blocks of dL/dh_t, dL/da_t and h_{t-1}, the last first: read back from ``grads`` (the same
+    loss's gradients) when they were stored, else recomputed by :func:`backward_blocks`.
+    """
+    if grads is not None and grads.dL_dh_m is not None and fwd.h_m is not None:
+        return stored_blocks(fwd, grads)
+    return backward_blocks(net, fwd, cell, loss)
 
 
 def bptt(

@@ -22,11 +22,13 @@ from .errors import BadInput, ExitStatus
 from .sweep import SWEEP_HELP, sweep_command
 
 if TYPE_CHECKING:
+    from .gated_network import GatedGiven
     from .network import Given, Spec
 
 Format = Literal["table", "json", "csv"]
 FailOn = Literal["vanishing", "exploding", "unstable"]
-CellName = Literal["identity", "tanh", "relu", "sigmoid"]
+ElmanCellName = Literal["identity", "tanh", "relu", "sigmoid"]
+CellName = Literal["identity", "tanh", "relu", "sigmoid", "lstm", "gru"]
 LossName = Literal["last", "mean"]
 EnsembleName = Literal["gaussian", "orthogonal", "symmetric", "uniform", "identity"]
 TruncateMode = Literal["window", "chunk"]
@@ -124,7 +126,7 @@ def _check_output(output: Path | None, fmt: Format | None) -> Format:
 @app.command()
 def analyze(
     T: Annotated[int | None, typer.Option("--T", min=1, help="Sequence length (default 100, or from --inputs/--targets).")] = None,
-    cell: Annotated[CellName, typer.Option(help="Activation phi of the Elman cell.")] = "identity",
+    cell: Annotated[CellName, typer.Option(help="Activation phi of the Elman cell (identity, tanh, relu, sigmoid), or a gated cell: lstm, gru (PyTorch's nn.LSTM, nn.GRU).")] = "identity",
     loss: Annotated[LossName, typer.Option(help="last: 1/2||o_T - y_T||^2; mean: average of 1/2||o_t - y_t||^2.")] = "last",
     hidden: Annotated[int | None, typer.Option(min=1, help="Hidden size h (default 64, or from --weights).")] = None,
     inputs_dim: Annotated[int | None, typer.Option(min=1, help="Input size d (default 8).")] = None,
@@ -134,6 +136,7 @@ def analyze(
     radius: Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral radius.")] = None,
     norm: Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral norm.")] = None,
     bias: Annotated[float, typer.Option(help="Standard deviation of b_h and b_q.")] = 0.0,
+    forget_bias: Annotated[float, typer.Option(help="lstm: added to the forget-gate rows of bias_ih_l0 (ignored by the other cells).")] = 0.0,
     trials: Annotated[int, typer.Option(min=1, help="Independent random draws.")] = 1,
     seed: Annotated[int, typer.Option(min=0, help="Root seed; trial i uses SeedSequence(seed).spawn(trials)[i].")] = 0,
     weights: Annotated[Path | None, typer.Option(help=".npz with W_hh [W_hx W_qh b_h b_q] or PyTorch nn.RNN names; .npy for W_hh.")] = None,
@@ -249,7 +252,7 @@ DEFAULT_KEEP_PROBS = "0.9,0.7,0.5,0.3"
 @app.command()
 def truncate(
     T: Annotated[int | None, typer.Option("--T", min=1, help="Sequence length (default 100, or from --inputs/--targets).")] = None,
-    cell: Annotated[CellName, typer.Option(help="Activation phi of the Elman cell.")] = "identity",
+    cell: Annotated[ElmanCellName, typer.Option(help="Activation phi of the Elman cell.")] = "identity",
     loss: Annotated[LossName, typer.Option(help="mean (default here: the chapter's objective, 1/T sum_t l_t) or last.")] = "mean",
     hidden: Annotated[int | None, typer.Option(min=1, help="Hidden size h (default 64, or from --weights).")] = None,
     inputs_dim: Annotated[int | None, typer.Option(min=1, help="Input size d (default 8).")] = None,
@@ -340,13 +343,15 @@ def _resolve_spec(
     T: int | None, cell: str, loss: str, hidden: int | None, inputs_dim: int | None, outputs_dim: int | None,
     ensemble: str | None, gain: float | None, radius: float | None, norm: float | None, bias: float,
     trials: int, seed: int, weights: Path | None, inputs: Path | None, targets: Path | None,
-) -> tuple[Spec, Given]:
-    """The experiment's settings from the network options, and the arrays given in files."""
+    forget_bias: float = 0.0,
+) -> tuple[Spec, Given | GatedGiven]:
+    """The experiment's settings from the network options, and the arrays given in files
+    (:func:`bptt_cli.experiment.network_spec`, shared with ``analyze`` and ``sweep``)."""
     from .experiment import network_spec
 
     return network_spec(
         T, cell, loss, hidden, inputs_dim, outputs_dim, ensemble, gain, radius, norm, bias, trials, seed,
-        weights, inputs, targets,
+        weights, inputs, targets, forget_bias,
     )
 
 

@@ -19,6 +19,7 @@ from .network import Given, Spec
 
 if TYPE_CHECKING:
     from .analysis import Analysis
+    from .gated_network import GatedGiven
     from .truncation import Estimator
 
 
@@ -31,7 +32,7 @@ class Experiment:
     options as given (``estimator_options``)."""
 
     spec: Spec
-    given: Given
+    given: Given | GatedGiven
     tolerance: float
     files: dict[str, Path | None]
     lyapunov: int | None = None
@@ -73,58 +74,52 @@ class Experiment:
 
 
 def network_spec(
-    T: int | None,
-    cell: str,
-    loss: str,
-    hidden: int | None,
-    inputs_dim: int | None,
-    outputs_dim: int | None,
-    ensemble: str | None,
-    gain: float | None,
-    radius: float | None,
-    norm: float | None,
-    bias: float,
-    trials: int,
-    seed: int,
-    weights: Path | None,
-    inputs: Path | None,
-    targets: Path | None,
-) -> tuple[Spec, Given]:
+    T: int | None, cell: str, loss: str, hidden: int | None, inputs_dim: int | None, outputs_dim: int | None,
+    ensemble: str | None, gain: float | None, radius: float | None, norm: float | None, bias: float,
+    trials: int, seed: int, weights: Path | None, inputs: Path | None, targets: Path | None,
+    forget_bias: float = 0.0,
+) -> tuple[Spec, Given | GatedGiven]:
     """The network's settings from its options, and the arrays given in files (checked against
     each other). ``None`` means "not given": sizes and T then come from the files, else from
-    :class:`Spec`."""
-    from .files import given_from_files
+    :class:`Spec`. A gated cell (lstm, gru) gives a :class:`~bptt_cli.gated_network.GatedSpec`
+    and reads ``--weights`` with PyTorch's nn.LSTM/nn.GRU names.
+    """
+    import math
 
+    from .files import given_from_files
+    from .gated_files import gated_given_from_files
+    from .gated_network import GATED, GatedSpec
+
+    if not math.isfinite(forget_bias):
+        raise BadInput(f"forget bias must be a finite number, got {forget_bias}")
     if gain is not None and (radius is not None or norm is not None):
-        raise BadInput(
-            f"--gain conflicts with --{'radius' if radius is not None else 'norm'}: give one of them"
-        )
+        other = "radius" if radius is not None else "norm"
+        raise BadInput(f"--gain conflicts with --{other}: give one of them")
     if weights is not None and (ensemble is not None or gain is not None):
         which = "ensemble" if ensemble is not None else "gain"
         raise BadInput(f"--{which} conflicts with --weights: W_hh comes from the file")
-    given, fixed = given_from_files(weights, inputs, targets)
+    gated = cell in GATED
+    given: Given | GatedGiven
+    if gated:
+        given, fixed = gated_given_from_files(cell, weights, inputs, targets)
+    else:
+        given, fixed = given_from_files(weights, inputs, targets)
     asked = {"T": T, "hidden": hidden, "inputs_dim": inputs_dim, "outputs_dim": outputs_dim}
     for name, value in asked.items():
         if value is not None and name in fixed and fixed[name][0] != value:
             flag = "--" + name.replace("_", "-")
             raise BadInput(f"{flag} {value} conflicts with {fixed[name][1]}")
-    defaults = Spec()
+    defaults = GatedSpec() if gated else Spec()
     sizes = {
         name: value if value is not None else fixed.get(name, (getattr(defaults, name), ""))[0]
         for name, value in asked.items()
     }
-    spec = Spec(
-        cell=cell,
-        loss=loss,
-        ensemble=ensemble or defaults.ensemble,
+    settings: dict[str, Any] = dict(
+        cell=cell, loss=loss, ensemble=ensemble or defaults.ensemble,
         gain=gain if gain is not None else defaults.gain,
-        radius=radius,
-        norm=norm,
-        bias=bias,
-        trials=trials,
-        seed=seed,
-        **sizes,
+        radius=radius, norm=norm, bias=bias, trials=trials, seed=seed, **sizes,
     )
+    spec = GatedSpec(**settings, forget_bias=forget_bias) if gated else Spec(**settings)
     return spec, given
 
 
@@ -141,6 +136,7 @@ def resolve(
     radius: float | None,
     norm: float | None,
     bias: float,
+    forget_bias: float,
     trials: int,
     seed: int,
     weights: Path | str | None,
@@ -190,6 +186,7 @@ def resolve(
         files["weights"],
         files["inputs"],
         files["targets"],
+        forget_bias,
     )
     if lyapunov is not None and not 0 <= lyapunov <= spec.hidden:
         raise BadInput(f"--lyapunov {lyapunov} must be between 0 and the hidden size {spec.hidden}")

@@ -6,13 +6,15 @@ whole numbers, NaN for "never within T" or "undefined" (``null`` in JSON).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
+from .bptt import BackwardBlock
 from .scaled import Array
 
 HORIZON_FACTOR = 1e8
 MEMORY_TOLERANCE = 0.05
-BLOCK = 256  # steps per matrix product in effective_memory
 
 
 def horizons(log_norms: Array, factor: float = HORIZON_FACTOR) -> tuple[Array, Array]:
@@ -35,65 +37,70 @@ def horizons(log_norms: Array, factor: float = HORIZON_FACTOR) -> tuple[Array, A
 
 
 def effective_memory(
-    a_m: Array, a_s: Array, h_m: Array, h_s: Array, total_m: Array, total_s: Array,
-    tolerance: float = MEMORY_TOLERANCE, block: int = BLOCK,
+    blocks: Iterable[BackwardBlock], a_s: Array, h_s: Array, total_m: Array, total_s: Array,
+    tolerance: float = MEMORY_TOLERANCE,
 ) -> Array:
     """Smallest ``k`` such that the last ``k`` steps give ``dL/dW_hh`` to within ``tolerance``.
 
-    ``dL/dW_hh = sum_t a_t h_{t-1}^T`` with ``a_t = dL/da_t``: ``a_m (n, T, h)``,
-    ``a_s (n, T)`` for t = 1..T; ``h_m (n, T+1, h)``, ``h_s (n, T+1)`` for h_0..h_T;
-    ``total_m (n, h, h)``, ``total_s (n,)`` the whole sum (any mantissa norm). The answer is
+    ``dL/dW_hh = sum_t a_t h_{t-1}^T`` with ``a_t = dL/da_t``. ``blocks``: the backward pass
+    block by block, the last block first (:func:`bptt_cli.bptt.gradient_blocks`: ``da_m`` and
+    ``h_m[:, :-1]`` are the unit mantissas of ``a_t`` and ``h_{t-1}``); ``a_s (n, T)`` and
+    ``h_s (n, T+1)``: their log norms for every t (known before the blocks are read);
+    ``total_m (n, h, h)``, ``total_s (n,)``: the whole sum (any mantissa norm). The answer is
     the smallest ``k`` with ``||sum_{t <= T-k} a_t h_{t-1}^T||_F <= tolerance ||dL/dW_hh||_F``
     (``k = T`` always qualifies; NaN when ``dL/dW_hh = 0``).
 
     Scanning ``k = 0, 1, ...`` (newest terms first) the head ``R_k = total - tail_k`` is
-    updated one block of ``block`` steps at a time with one matrix product; inside a block its
-    norm at every step comes from ``||R||^2``, the cross terms ``a_t^T R h_{t-1}`` and the
-    Gram matrix of the block's terms. A block is only resolved step by step where the
-    triangle inequality cannot rule it out, and the scan stops at the first qualifying ``k``.
+    updated one block at a time with one matrix product; inside a block its norm at every
+    step comes from ``||R||^2``, the cross terms ``a_t^T R h_{t-1}`` and the Gram matrix of the
+    block's terms. A block is only resolved step by step where the triangle inequality cannot
+    rule it out, and the scan stops (reading no more blocks) once every trial has its ``k``.
     All terms are measured against one reference scale per trial (the largest term's).
     """
-    n, T, _ = a_m.shape
+    n, T = a_s.shape
     out = np.full(n, np.nan)
     term_s = a_s + h_s[:, :T]  # ln ||a_t h_{t-1}^T||_F, (n, T)
-    for i in range(n):
-        ref = float(np.max(term_s[i]))
-        if not np.isfinite(ref) or not np.isfinite(total_s[i]):
-            continue
-        with np.errstate(under="ignore"):
-            w = np.exp(term_s[i] - ref)  # term norms relative to the largest
-            R = total_m[i] * np.exp(total_s[i] - ref)
-        total_norm = float(np.linalg.norm(R))
-        if total_norm == 0.0:
-            continue
-        threshold = tolerance * total_norm
-        out[i] = _scan(a_m[i], w, h_m[i], R, threshold, block)
+    ref = np.max(term_s, axis=1)
+    with np.errstate(under="ignore", invalid="ignore"):
+        w = np.exp(term_s - ref[:, None])  # term norms relative to the largest
+        R = total_m * np.exp(total_s - ref)[:, None, None]
+    norm2 = np.sum(R * R, axis=(1, 2))
+    active = np.isfinite(ref) & np.isfinite(total_s) & (norm2 > 0)
+    threshold = tolerance * np.sqrt(np.where(active, norm2, 0.0))
+    for blk in blocks:
+        if not active.any():
+            break
+        for i in np.flatnonzero(active):
+            found, R[i], norm2[i] = _scan_block(blk, int(i), w[i], R[i], norm2[i], threshold[i])
+            if found is not None:
+                out[i], active[i] = T - found, False
+    out[active] = T  # every term was needed
     return out
 
 
-def _scan(a_m: Array, w: Array, h_m: Array, R: Array, threshold: float, block: int) -> float:
-    """The smallest lag whose head norm is at most ``threshold`` (see :func:`effective_memory`)."""
-    T = a_m.shape[0]
-    R = np.array(R)
-    norm2 = float(np.sum(R * R))
-    for b1 in range(T, 0, -block):
-        b0 = max(b1 - block, 0)
-        if norm2 <= threshold**2:  # the head at lag T - b1 (j = b1 terms)
-            return float(T - b1)
-        X = a_m[b0:b1] * w[b0:b1, None]  # rows: a_t (relative scale), t in the block
-        Y = h_m[b0:b1]  # rows: h_{t-1}
-        if np.sqrt(norm2) - np.sum(w[b0:b1]) <= threshold:
-            # resolve every step: head after removing terms b1-1 .. j, for j = b1-1 .. b0
-            cross = np.einsum("ti,ti->t", X @ R, Y)  # <R, x_t y_t^T>
-            gram = (X @ X.T) * (Y @ Y.T)
-            # suffix sums over the square [j, b1) x [j, b1)
-            rev = gram[::-1, ::-1]
-            square = np.diagonal(np.cumsum(np.cumsum(rev, axis=0), axis=1))[::-1]
-            head2 = norm2 - 2.0 * np.cumsum(cross[::-1])[::-1] + square
-            hit = np.nonzero(head2 <= threshold**2)[0]
-            if hit.size:
-                j = b0 + int(hit[-1])  # largest j: the fewest steps removed
-                return float(T - j)
-        R = R - X.T @ Y
-        norm2 = float(np.sum(R * R))
-    return float(T)
+def _scan_block(
+    blk: BackwardBlock, i: int, w: Array, R: Array, norm2: float, threshold: float
+) -> tuple[int | None, Array, float]:
+    """One block of :func:`effective_memory` for trial ``i``.
+
+    Returns the number of terms kept (``j``: the head is the sum over ``t < j``) if the head
+    falls to ``threshold`` within or just before the block, and the head after the block.
+    """
+    b0, b1 = blk.b0, blk.b1
+    if norm2 <= threshold**2:  # the head before this block's terms are removed
+        return b1, R, norm2
+    X = blk.da_m[i] * w[b0:b1, None]  # rows: a_t (relative scale), t in the block
+    Y = blk.h_m[i, :-1]  # rows: h_{t-1}
+    if np.sqrt(norm2) - np.sum(w[b0:b1]) <= threshold:
+        # resolve every step: head after removing terms b1-1 .. j, for j = b1-1 .. b0
+        cross = np.einsum("ti,ti->t", X @ R, Y)  # <R, x_t y_t^T>
+        gram = (X @ X.T) * (Y @ Y.T)
+        # suffix sums over the square [j, b1) x [j, b1)
+        rev = gram[::-1, ::-1]
+        square = np.diagonal(np.cumsum(np.cumsum(rev, axis=0), axis=1))[::-1]
+        head2 = norm2 - 2.0 * np.cumsum(cross[::-1])[::-1] + square
+        hit = np.nonzero(head2 <= threshold**2)[0]
+        if hit.size:
+            return b0 + int(hit[-1]), R, norm2  # largest j: the fewest steps removed
+    R = R - X.T @ Y
+    return None, R, float(np.sum(R * R))

@@ -67,7 +67,7 @@ DphiBlock = tuple[int, int, Array | None]
 or ``None`` for the identity cell."""
 
 
-def stored_blocks(log_dphi: Array | None, T: int) -> Iterator[DphiBlock]:
+def stored_dphi(log_dphi: Array | None, T: int) -> Iterator[DphiBlock]:
     """The whole of a stored forward pass as one block."""
     yield 0, T, log_dphi
 
@@ -93,8 +93,9 @@ def lyapunov_exponents(
     first_used = T - transient  # steps t < first_used are averaged
     with np.errstate(divide="ignore", under="ignore"):
         for t0, t1, log_dphi in blocks:
-            for c1 in range(t1, max(t0, stop), -CHUNK):  # chunks of steps, last first
-                c0 = max(c1 - CHUNK, t0, stop)
+            c1 = t1
+            while c1 > max(t0, stop):  # chunks of steps at absolute multiples of CHUNK, last first
+                c0 = max((c1 - 1) // CHUNK * CHUNK, t0, stop)
                 chunk = None if log_dphi is None else log_dphi[:, c0 - t0 : c1 - t0]
                 d, top = _relative_dphi(chunk, n, c1 - c0)
                 diag = np.empty((n, c1 - c0, K))
@@ -105,6 +106,7 @@ def lyapunov_exponents(
                 used = slice(0, max(0, min(c1, first_used) - c0))  # steps c0 .. first_used-1
                 logs += np.sum(np.log(np.abs(diag[:, used])), axis=1)
                 scale += np.sum(top[:, used], axis=1)
+                c1 = c0
             if t0 <= stop:
                 break
     return Lyapunov((logs + scale[:, None]) / max(steps, 1), transient, steps)

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import __version__
 from .analysis import Analysis, quantiles
+from .gated_network import GATED
 
 if TYPE_CHECKING:
     from .memory import MemoryUse
@@ -54,6 +55,7 @@ def analysis_record(an: Analysis, config: dict[str, Any] | None = None) -> dict[
     spec_dict = {k: getattr(spec, k) for k in spec.__dataclass_fields__}
     trials = []
     params = an.grad_params_log10
+    extra = gated_trial_arrays(an)
     for i, verdict in enumerate(an.verdicts):
         eig = an.spectrum.eigenvalues[i]
         trials.append(
@@ -71,6 +73,7 @@ def analysis_record(an: Analysis, config: dict[str, Any] | None = None) -> dict[
                 },
                 "grad_h_log10": an.grad_h_log10[i],
                 "grad_params_log10": {k: v[i] for k, v in params.items()},
+                **{k: v[i] for k, v in extra.items()},
                 **(theory_record(an.theory, i) if an.theory is not None else {}),
             }
         )
@@ -173,13 +176,26 @@ def memory_record(mem: MemoryUse) -> dict[str, Any]:
     }
 
 
+def gated_trial_arrays(an: Analysis) -> dict[str, Any]:
+    """The per-trial arrays of a gated cell (``grad_c_log10``, ``gate_product_log10``); ``{}`` for Elman."""
+    from .gated_analysis import GatedAnalysis
+
+    if not isinstance(an, GatedAnalysis):
+        return {}
+    out: dict[str, Any] = {}
+    if an.grad_c_log10 is not None:
+        out["grad_c_log10"] = an.grad_c_log10
+    out["gate_product_log10"] = an.gate_product_log10
+    return out
+
+
 CSV_COLUMNS = ("trial", "t", "lag", "grad_h_log10", "ratio_log10", "predicted_log10")
 
 
 def analysis_csv(an: Analysis) -> str:
     """One row per trial and step t: ``log10 ||dL/dh_t||``, its ratio to t = T and ``rho^(T-t)``.
 
-    Exact zeros are empty cells.
+    Exact zeros are empty cells; so is ``predicted_log10`` for the gated cells (no spectral prediction).
     """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -191,6 +207,8 @@ def analysis_csv(an: Analysis) -> str:
         ratio = g - g[:, -1:]
         predicted = lag[None, :] * np.log10(an.spectrum.spectral_radius)[:, None]
         predicted = np.where(lag[None, :] == 0, 0.0, predicted)
+    if an.spec.cell in GATED:
+        predicted = np.full_like(g, np.nan)
     for i in range(n):
         for k in range(T):
             row = (g[i, k], ratio[i, k], predicted[i, k])

@@ -8,6 +8,7 @@ Console without a colour system (rich alone would still write bold and italic co
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from rich.console import Console
@@ -15,7 +16,6 @@ from rich.table import Table
 from rich.text import Text
 
 from .analysis import Analysis, quantiles
-from .network import PARAMS
 from .scaled import Array
 
 VERDICT_STYLE = {
@@ -63,6 +63,36 @@ def report_steps(T: int) -> list[int]:
     return sorted({T - lag for lag in lags} | {1}, reverse=True)
 
 
+@dataclass(frozen=True)
+class GatedRows:
+    """What the tables show for a gated cell besides the Elman cell's columns."""
+
+    model: str
+    block: str  # the spectrum's matrix
+    forget_bias: str | None
+    grad_c: Array | None  # log10 ||dL/dc_t||, (n, T)
+    product: Array  # log10 of the gate product from t+1 to T, (n, T)
+    product_title: str
+
+
+def gated_rows(an: Analysis) -> GatedRows | None:
+    """The gated cell's extra rows and columns, ``None`` for an Elman cell."""
+    from .gated_analysis import GatedAnalysis
+
+    if not isinstance(an, GatedAnalysis):
+        return None
+    lstm = an.spec.cell == "lstm"
+    forget_bias = getattr(an.spec, "forget_bias", 0.0)
+    return GatedRows(
+        model="LSTM (nn.LSTM: gates i, f, g, o)" if lstm else "GRU (nn.GRU: gates r, z, n)",
+        block="W_hg" if lstm else "W_hn",
+        forget_bias=f"{forget_bias:g} (added to the forget rows of bias_ih_l0)" if lstm else None,
+        grad_c=an.grad_c_log10,
+        product=an.gate_product_log10,
+        product_title="log10 prod f_s, s>t" if lstm else "log10 prod z_s, s>t",
+    )
+
+
 def render_header(an: Analysis, console: Console, weights: str | None = None) -> None:
     """The model, sizes, W_hh, spectrum and trials, one per line.
 
@@ -80,13 +110,21 @@ def render_header(an: Analysis, console: Console, weights: str | None = None) ->
     header = Table.grid(padding=(0, 2))
     header.add_column(style="bold")
     header.add_column()
-    header.add_row("model", f"Elman RNN, cell {spec.cell}, loss {spec.loss}, T {T}")
+    gated = gated_rows(an)
+    if gated is None:
+        header.add_row("model", f"Elman RNN, cell {spec.cell}, loss {spec.loss}, T {T}")
+    else:
+        header.add_row("model", f"{gated.model}, loss {spec.loss}, T {T}")
     header.add_row("sizes", f"hidden {h}, inputs {d}, outputs {q}")
-    header.add_row("W_hh", Text(source))
+    W = "W_hh" if gated is None else "weight_hh_l0"
+    header.add_row(W, Text(source))
+    if gated is not None and gated.forget_bias is not None:
+        header.add_row("forget bias", gated.forget_bias)
+    block = "W_hh" if gated is None else gated.block
     header.add_row(
         "spectrum",
         f"rho {_over_trials(sp.spectral_radius).replace('+', '')}, "
-        f"||W_hh||_2 {_over_trials(sp.spectral_norm).replace('+', '')}",
+        f"||{block}||_2 {_over_trials(sp.spectral_norm).replace('+', '')}",
     )
     # Text, not a markup string: rich would swallow "[quartiles]" as a style tag
     header.add_row("trials", Text(f"{n} (seed {spec.seed})" + (", median [quartiles]" if n > 1 else "")))
@@ -102,30 +140,38 @@ def render_analysis(an: Analysis, console: Console, weights: str | None = None) 
     from .truncation_report import render_estimates
 
     render_header(an, console, weights)
+    gated = gated_rows(an)
     T = an.net.shape[1]
     rho = float(np.median(an.spectrum.spectral_radius))
     g = an.grad_h_log10
     steps = Table(title="Gradient of the loss w.r.t. the hidden state", title_justify="left")
-    for col in ("t", "T-t", "||dL/dh_t||", "log10", "log10 ratio to t=T", "log10 rho^(T-t)"):
+    last_col = "log10 rho^(T-t)" if gated is None else gated.product_title
+    columns = ["t", "T-t", "||dL/dh_t||", "log10", "log10 ratio to t=T"]
+    if gated is not None and gated.grad_c is not None:
+        columns.append("log10 ||dL/dc_t||")
+    for col in (*columns, last_col):
         steps.add_column(col, justify="right")
     for t in report_steps(T):
         lag = T - t
         at_t = g[:, t - 1]
         with np.errstate(invalid="ignore"):
             ratio = at_t - g[:, -1]
-        predicted = 0.0 if lag == 0 else (lag * math.log10(rho) if rho > 0 else -math.inf)
-        steps.add_row(
-            str(t), str(lag), pow10(float(np.median(at_t))), _over_trials(at_t),
-            _over_trials(ratio), fmt(predicted),
-        )
+        cells = [str(t), str(lag), pow10(float(np.median(at_t))), _over_trials(at_t), _over_trials(ratio)]
+        if gated is None:
+            cells.append(fmt(0.0 if lag == 0 else (lag * math.log10(rho) if rho > 0 else -math.inf)))
+        else:
+            # medians over trials only (the JSON has every trial), to keep the table narrow
+            if gated.grad_c is not None:
+                cells.append(fmt(float(quantiles(gated.grad_c[:, t - 1], (0.5,))[0])))
+            cells.append(fmt(float(np.median(gated.product[:, t - 1]))))
+        steps.add_row(*cells)
     console.print(steps)
 
     params = Table(title="Parameter gradients (Frobenius norm)", title_justify="left")
     for col in ("parameter", "shape", "||dL/dparam||", "log10"):
         params.add_column(col, justify="right")
     shapes = {name: arr.shape[1:] for name, arr in an.net.params().items()}
-    for name in PARAMS:
-        values = an.grad_params_log10[name]
+    for name, values in an.grad_params_log10.items():
         params.add_row(
             name, " x ".join(map(str, shapes[name])), pow10(float(np.median(values))),
             _over_trials(values),

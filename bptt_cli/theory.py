@@ -6,10 +6,10 @@ alignment with the dominant eigenvector (:mod:`.alignment`) from a forward pass,
 gradients and the spectrum. Arrays carry the trial axis ``n`` first; natural log per step
 unless named ``log10``; NaN marks "not defined / does not apply" (``null`` in JSON).
 
-What needs the stored per-step mantissas (``Forward.h_m``, ``Gradients.dL_dh_m``,
-``dL_da_m``), and is NaN after a checkpointed pass: ``effective_memory`` and ``alignment``.
-Everything else uses the per-step log scales, the spectrum, ``W_hh``, and
-``bptt.segments`` for the Lyapunov exponents.
+``effective_memory`` and ``alignment`` read the per-step mantissas block by block
+(:func:`bptt_cli.bptt.gradient_blocks`: from the stored pass, or recomputed after a
+checkpointed one, bit for bit the same); everything else uses the per-step log scales, the
+spectrum, ``W_hh``, and ``bptt.segments`` for the Lyapunov exponents.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .alignment import Dominant, alignment, dominant_subspace
-from .bptt import Forward, Gradients, backward, segments
+from .bptt import Forward, Gradients, backward, gradient_blocks, segments
 from .cells import Cell
 from .horizons import effective_memory, horizons
-from .lyapunov import DphiBlock, Lyapunov, lyapunov_exponents, stored_blocks
+from .lyapunov import DphiBlock, Lyapunov, lyapunov_exponents, stored_dphi
 from .meanfield import MeanField, mean_field
 from .network import Network, Spec
 from .nonnormal import TransientGrowth, henrici, numerical_abscissa, transient_growth
@@ -74,7 +74,7 @@ def mean_field_applies(spec: Spec, W_hh_from_file: bool) -> str | None:
 
 def _dphi_blocks(net: Network, cell: Cell, fwd: Forward) -> Iterable[DphiBlock]:
     if fwd.checkpoints is None:
-        return stored_blocks(fwd.log_dphi, fwd.e_s.shape[1])
+        return stored_dphi(fwd.log_dphi, fwd.e_s.shape[1])
     return ((seg.t0, seg.t1, seg.log_dphi) for seg in segments(net, cell, fwd))
 
 
@@ -103,13 +103,11 @@ def theory(
         blocks = _dphi_blocks(net, cell, fwd)
         lyap = lyapunov_exponents(net.W_hh, blocks, T, lyapunov)
     vanish, explode = horizons(grads.dL_dh_s)
-    memory = np.full(n, np.nan)
-    if chain.dL_da_m is not None and fwd.h_m is not None:
-        memory = effective_memory(chain.dL_da_m, chain.dL_da_s, fwd.h_m, fwd.h_s, *chain.params["W_hh"])
+    memory = effective_memory(
+        gradient_blocks(net, fwd, cell, "last", chain), chain.dL_da_s, fwd.h_s, *chain.params["W_hh"]
+    )
     dominant = dominant_subspace(net.W_hh, sp.eigenvalues)
-    projection = tan = None
-    if grads.dL_dh_m is not None:
-        projection, tan = alignment(grads.dL_dh_m, dominant)
+    projection, tan = alignment(gradient_blocks(net, fwd, cell, spec.loss, grads), T, dominant)
     return Theory(
         rates=rates,
         window=window,

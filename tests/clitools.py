@@ -29,6 +29,14 @@ def bptt_json(*args: object) -> dict[str, Any]:
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
+def stable(rec: dict[str, Any]) -> dict[str, Any]:
+    """A JSON record without what differs from run to run (the process's peak memory)."""
+    out = dict(rec)
+    if "memory" in out:
+        out["memory"] = {k: v for k, v in out["memory"].items() if k != "peak_memory_bytes"}
+    return out
+
+
 def assert_bad_input(result: Result, *words: str) -> str:
     """Exit 2, nothing on stdout, exactly one stderr line ``bptt: error: ...`` naming ``words``."""
     assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr, result.exception)

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 
-import pytest
-from hypothesis import HealthCheck, settings
+# As `bptt` itself does (cli.main): one BLAS thread unless the user says otherwise. Set before
+# numpy is first imported, so that tests calling the Python API run like the command.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 # The default profile keeps CI fast; HYPOTHESIS_PROFILE=stress for a long search by hand.
 settings.register_profile(

@@ -70,6 +70,12 @@ def test_records_with_the_other_analyze_options_match_analyze_too() -> None:
         assert r["summary"] == expected["summary"]
         assert r["config"] == {k: v for k, v in expected["config"].items() if k != "fail_on"}
     assert all("estimators" in r["summary"] for r in records)
+    gated = sweep_records(
+        "--cell", "lstm,gru", "--forget-bias", "0,1", "--T", "20", "--hidden", "4", "--trials", "2"
+    )  # fmt: skip
+    assert len(gated) == 4
+    for r in gated:
+        assert r["summary"] == analyze_json(*flags_of(r["point"]))["summary"]
 
 
 def test_record_keys_are_the_documented_contract() -> None:
@@ -277,7 +283,7 @@ def test_heat_table_layout_and_marks() -> None:
         (["--T", "0"], "--T: Input should be greater than or equal to 1"),
         (["--radius", "0.5:1.5:-2"], "must be a positive integer, got -2"),
         (["--gain", "1,2", "--radius", "1"], "point gain=1.0: --gain conflicts with --radius"),
-        (["--cell", "lstm"], "--cell:"),
+        (["--cell", "mamba"], "--cell:"),
         (
             ["--hidden", "2,8", "--lyapunov", "4"],
             "point hidden=2: --lyapunov 4 must be between 0 and the hidden size 2",

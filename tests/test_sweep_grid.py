@@ -64,7 +64,7 @@ def test_lists_and_ranges_mix_and_repeats_are_dropped() -> None:
         ("radius", "nan:1:3", "not a finite number"),
         ("T", "0,10", "--T: Input should be greater than or equal to 1"),
         ("T", "1.5", "--T:"),
-        ("cell", "lstm", "--cell:"),
+        ("cell", "mamba", "--cell:"),
         ("trials", "0:4:3", "--trials: Input should be greater than or equal to 1"),
     ],
 )

@@ -10,10 +10,10 @@ import pytest
 from bptt_cli import nonnormal
 from bptt_cli.alignment import alignment, dominant_subspace
 from bptt_cli.analysis import analyze
-from bptt_cli.bptt import backward, bptt
+from bptt_cli.bptt import BackwardBlock, backward, backward_blocks, bptt, stored_blocks
 from bptt_cli.cells import CELLS
 from bptt_cli.horizons import effective_memory, horizons
-from bptt_cli.lyapunov import lyapunov_exponents, stored_blocks, window
+from bptt_cli.lyapunov import lyapunov_exponents, stored_dphi, window
 from bptt_cli.meanfield import chi_1, derivative_moment, fixed_point, gauss_hermite, mean_field, second_moment
 from bptt_cli.network import Given, Spec
 from bptt_cli.nonnormal import henrici, norm2, numerical_abscissa, transient_growth
@@ -141,9 +141,13 @@ def test_effective_memory_matches_brute_force(cell: str, gain: float, block: int
     spec = Spec(cell=cell, T=70, hidden=9, gain=gain, trials=3, seed=11)
     an = analyze(spec)
     net = an.net
-    fwd, grads = bptt(net, CELLS[cell], "last")
+    fwd, grads = bptt(net, CELLS[cell], "last", block=block)
     assert grads.dL_da_m is not None and fwd.h_m is not None
-    got = effective_memory(grads.dL_da_m, grads.dL_da_s, fwd.h_m, fwd.h_s, *grads.params["W_hh"], block=block)
+    got = effective_memory(stored_blocks(fwd, grads), grads.dL_da_s, fwd.h_s, *grads.params["W_hh"])
+    # a checkpointed pass recomputes the same blocks
+    fwd_c, grads_c = bptt(net, CELLS[cell], "last", checkpoint_every=2 * block, block=block)
+    blocks = backward_blocks(net, fwd_c, CELLS[cell], "last")
+    assert np.array_equal(effective_memory(blocks, grads_c.dL_da_s, fwd_c.h_s, *grads_c.params["W_hh"]), got)
     for i in range(3):
         a = grads.dL_da_m[i] * np.exp(grads.dL_da_s[i])[:, None]
         hp = (fwd.h_m[i] * np.exp(fwd.h_s[i])[:, None])[:-1]
@@ -161,13 +165,13 @@ def test_effective_memory_of_a_pure_decay_is_short() -> None:
 
 def test_lyapunov_orthogonal_all_zero() -> None:
     W = orthogonal(12, 3)[None]
-    ly = lyapunov_exponents(W, stored_blocks(None, 300), 300, 12)
+    ly = lyapunov_exponents(W, stored_dphi(None, 300), 300, 12)
     assert np.abs(ly.exponents).max() < 1e-13
 
 
 def test_lyapunov_diagonal_linear_system() -> None:
     lam = np.array([0.1, -2.0, 0.5, 1.0, 0.25, -0.05])
-    ly = lyapunov_exponents(np.diag(lam)[None], stored_blocks(None, 200), 200, 4)
+    ly = lyapunov_exponents(np.diag(lam)[None], stored_dphi(None, 200), 200, 4)
     assert ly.exponents[0] == pytest.approx(np.log([2.0, 1.0, 0.5, 0.25]), abs=1e-12)
     assert (ly.transient, ly.steps) == window(200, 6, 4) == (20, 180)
     assert window(10**5, 1024, 4) == (100, 500) and window(10**5, 64, 4) == (100, 7281)
@@ -180,7 +184,7 @@ def test_lyapunov_sum_is_the_mean_log_determinant() -> None:
     an = analyze(spec)
     fwd, _ = bptt(an.net, CELLS["tanh"], "last")
     assert fwd.log_dphi is not None
-    ly = lyapunov_exponents(an.net.W_hh, stored_blocks(fwd.log_dphi, 120), 120, 7)
+    ly = lyapunov_exponents(an.net.W_hh, stored_dphi(fwd.log_dphi, 120), 120, 7)
     first, last = 120 - ly.transient - ly.steps, 120 - ly.transient
     logdet = np.linalg.slogdet(an.net.W_hh)[1]
     expected = logdet + fwd.log_dphi[:, first:last].sum(axis=(1, 2)) / ly.steps
@@ -203,7 +207,7 @@ def test_lyapunov_through_segments_matches_stored() -> None:
     an = analyze(spec)
     cell = CELLS["tanh"]
     fwd, _ = bptt(an.net, cell, "last")
-    stored = lyapunov_exponents(an.net.W_hh, stored_blocks(fwd.log_dphi, 700), 700, 3)
+    stored = lyapunov_exponents(an.net.W_hh, stored_dphi(fwd.log_dphi, 700), 700, 3)
     fwd_ck, _ = bptt(an.net, cell, "last", checkpoint_every=256)
     segs = ((s.t0, s.t1, s.log_dphi) for s in segments(an.net, cell, fwd_ck))
     ck = lyapunov_exponents(an.net.W_hh, segs, 700, 3)
@@ -486,7 +490,8 @@ def test_dominant_subspace_against_eig() -> None:
 def test_alignment_edge_cases() -> None:
     dom = dominant_subspace(np.diag([2.0, 1.0])[None], np.array([[2.0 + 0j, 1.0 + 0j]]))
     g = np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.6, 0.8]]])
-    proj, tan = alignment(g, dom)
+    none = np.empty((1, 0))
+    proj, tan = alignment([BackwardBlock(0, 4, g, none, g, none, none, none, none, none, None)], 4, dom)
     assert proj[0, 0] == 1.0 and tan[0, 0] < -15  # aligned (to the eigenvector's rounding)
     assert proj[0, 1] < 1e-15 and tan[0, 1] > 15  # orthogonal
     assert np.isnan(proj[0, 2]) and np.isnan(tan[0, 2])  # g = 0
@@ -506,9 +511,9 @@ def test_mean_loss_chain_is_a_second_backward_pass() -> None:
 
 @pytest.mark.parametrize("loss", ["last", "mean"])
 def test_theory_after_a_checkpointed_pass(loss: str) -> None:
-    """With checkpointing only the per-step log scales are kept: every quantity built on them
-    (rates, horizons, Lyapunov exponents through the segments, non-normality) is unchanged;
-    effective memory and alignment, which need the stored mantissas, are left out."""
+    """A checkpointed pass recomputes what it did not keep (the Lyapunov exponents run on its
+    segments; effective memory and alignment on recomputed backward blocks): every quantity
+    is the same, bit for bit, as after a stored pass."""
     from bptt_cli.theory import theory
 
     spec = Spec(cell="tanh", loss=loss, T=600, hidden=10, gain=1.4, trials=2, seed=8)
@@ -519,13 +524,12 @@ def test_theory_after_a_checkpointed_pass(loss: str) -> None:
     stored = theory(spec, an.net, cell, fwd, grads, an.spectrum, 3)
     ck = theory(spec, an.net, cell, fwd_ck, grads_ck, an.spectrum, 3)
     for name in stored.rates:
-        np.testing.assert_allclose(ck.rates[name], stored.rates[name], rtol=1e-12)
+        np.testing.assert_array_equal(ck.rates[name], stored.rates[name])
     assert ck.lyapunov is not None and stored.lyapunov is not None
-    np.testing.assert_allclose(ck.lyapunov.exponents, stored.lyapunov.exponents, rtol=1e-12)
-    np.testing.assert_array_equal(ck.vanish, stored.vanish)
-    np.testing.assert_array_equal(ck.explode, stored.explode)
-    assert np.isfinite(stored.effective_memory).all() and np.isnan(ck.effective_memory).all()
-    assert stored.projection is not None and ck.projection is None and ck.tan_log10 is None
+    np.testing.assert_array_equal(ck.lyapunov.exponents, stored.lyapunov.exponents)
+    for name in ("vanish", "explode", "effective_memory", "projection", "tan_log10"):
+        np.testing.assert_array_equal(getattr(ck, name), getattr(stored, name))
+    assert np.isfinite(stored.effective_memory).all() and stored.projection is not None
 
 
 def test_dominant_subspace_falls_back_when_the_shift_is_an_eigenvalue() -> None:
