@@ -38,11 +38,11 @@ from numpy.typing import NDArray
 from .cells import Cell
 from .errors import BadInput
 from .network import Network
-from .scaled import LN10, Array, add, finite_or_zero, log_weights, normalize, to_float
+from .scaled import LN10, Array, add, finite_or_zero, log_weights, normalize, to_float, unit_rows
 
 BLOCK = 256  # steps per matrix product over time (inputs, outputs, parameter sums)
-SUB = 32  # steps between renormalisations on the fast path
-RANGE_LN = 100 * LN10  # a fast sub-block is kept while its norms stay within e^{+-RANGE_LN}
+SUB = 64  # steps between renormalisations on the fast path
+RANGE_LN = 150 * LN10  # a fast sub-block is kept while its norms stay within e^{+-RANGE_LN}
 FRAME_LN = 600.0  # frames below e^-FRAME_LN take the slow path (the drive would overflow)
 TINY_LN = -20.0 * LN10  # tanh(a) = a to float64 precision for |a| < 1e-20
 
@@ -175,19 +175,19 @@ def _forward_fast(
         x, U = m, U * np.exp(-S)[:, None, None]
     else:
         S, x = np.zeros_like(s), to_float(m, s)
-    raw = np.empty_like(U)
+    rows = out_m[:, :L]  # the states are written here, then made unit rows in place
     pre = None if cell.homogeneous else np.empty_like(U)
     for k in range(L):
         a = np.matmul(x[:, None, :], W_hh_T)[:, 0]
         a += U[:, k]
         if pre is not None:
             pre[:, k] = a
-        x = raw[:, k] = cell.phi(a)
-    rows_m, rows_ln = normalize(raw)
-    out_m[:, :L], out_s[:, :L] = rows_m, rows_ln + S[:, None]
+        x = rows[:, k] = cell.phi(a)
     if out_dphi is not None:  # relu: ln relu'(a) is 0 where h > 0, as where a > 0
-        out_dphi[:, :L] = cell.log_dphi(raw if pre is None else pre)
-    ok = kept_every_digit(rows_ln, s) & ~tiny
+        out_dphi[:, :L] = cell.log_dphi(rows if pre is None else pre)
+    rows_ln, fake = unit_rows(rows)
+    out_s[:, :L] = rows_ln + S[:, None]
+    ok = kept_every_digit(rows_ln, s) & ~tiny & ~fake.any(axis=1)
     if pre is not None:
         ok &= np.isfinite(pre).reshape(len(ok), -1).all(axis=1)
     return ok
@@ -410,7 +410,7 @@ Chain = tuple[Array, Array, Array, Array, Array, Array]
 
 def _chain_fast(
     W_hh: Array, log_dphi: Array | None, loc_m: Array, loc_s: Array,
-    g_m: Array, g_s: Array, add_local: NDArray[np.bool_], ends: bool,
+    g_m: Array, g_s: Array, add_local: NDArray[np.bool_], ends: bool, G_m: Array, D_m: Array,
 ) -> tuple[Chain, NDArray[np.bool_]]:
     """Backward steps ``k = L-1..0`` of one sub-block in plain float64 within fixed frames.
 
@@ -419,9 +419,10 @@ def _chain_fast(
     dL/dh_t and gets the local terms ``loc_m e^loc_s (n, L, h)`` where ``add_local (L,)``.
     ``ln|phi'|`` of each step is split into its maximum over units (added to the frame) and
     weights at most 1. Returns the rows of dL/dh_t and dL/da_t (column 0) as
-    ``(G_m, G_s, D_m, D_s)`` and the chain leaving the sub-block (all columns), or, with
-    ``ends``, the gradient at its first step; and which trials kept every digit (the others
-    are to be redone by :func:`_chain_scaled`).
+    ``(G_m, G_s, D_m, D_s)`` (the mantissas written into the given ``G_m``, ``D_m (n, L, h)``)
+    and the chain leaving the sub-block (all columns), or, with ``ends``, the gradient at its
+    first step; and which trials kept every digit (the others are to be redone by
+    :func:`_chain_scaled`).
     """
     n, L, h = loc_m.shape
     cols = g_m.shape[1]
@@ -446,17 +447,26 @@ def _chain_fast(
         if w is not None:
             x = x * w[:, None, k]
         x = np.matmul(x, W_hh)  # rows are (W_hh^T v)^T
-    rows = steps[:, :, 0]
-    G_m, G_ln = normalize(rows)
-    D_m, D_ln = (G_m, G_ln) if w is None else normalize(rows * w)
-    end_m, end_ln = normalize(x)
-    ln = normalize(steps[:, ::-1])[1]
+    G_m[...] = steps[:, :, 0]
+    G_ln, fake = unit_rows(G_m)
+    if w is None:
+        D_m[...], D_rel = G_m, np.where(np.isneginf(G_ln), -np.inf, 0.0)
+    else:  # diag(w) times the unit rows: norms D_rel relative to ||dL/dh_t||
+        np.multiply(G_m, w, out=D_m)
+        D_rel, fake_D = unit_rows(D_m)
+        fake = fake | fake_D
+    end_m = x.copy()  # as the rows are (so that T = 1 gives a gain of exactly 0)
+    end_ln, fake_end = unit_rows(end_m)
+    fake = fake | fake_end.any(axis=1, keepdims=True)
+    with np.errstate(divide="ignore"):  # every column of every step, in step order
+        ln = 0.5 * np.log(np.einsum("nlci,nlci->nlc", steps[:, ::-1], steps[:, ::-1]))
     if not ends:
         ln = np.concatenate([ln, end_ln[:, None]], axis=1)
     frame = S[:, :1] + C
     end_frame = S + (C[:, :1] if ends else C[:, :1] + top[:, :1])
-    chain = (G_m, G_ln + frame, D_m, D_ln + frame + top, end_m, end_ln + end_frame)
-    return chain, kept_every_digit(ln, g_s) & kept_every_digit(D_ln, np.zeros(n))
+    chain = (G_m, G_ln + frame, D_m, G_ln + D_rel + frame + top, end_m, end_ln + end_frame)
+    ok = kept_every_digit(ln, g_s) & kept_every_digit(D_rel, np.zeros(n)) & ~fake.any(axis=1)
+    return chain, ok
 
 
 def _chain_scaled(
@@ -503,13 +513,18 @@ class BackwardBlock:
     first_s: Array | None
 
 
-def backward_blocks(net: Network, fwd: Forward, cell: Cell, loss: str) -> Iterator[BackwardBlock]:
+def backward_blocks(
+    net: Network, fwd: Forward, cell: Cell, loss: str,
+    out: tuple[Array | None, Array, Array | None, Array] | None = None,
+) -> Iterator[BackwardBlock]:
     """The exact backward pass block by block, the last block first.
 
     The chain runs backwards in sub-blocks of ``SUB`` steps, each in plain float64 within a
     fixed frame (:func:`_chain_fast`) or, for a trial that left float64's safe range, step by
     step in scaled arithmetic (:func:`_chain_scaled`). A checkpointed forward pass is
     recomputed segment by segment; the blocks are the same, bit for bit, in both modes.
+    ``out = (dh_m, dh_s, da_m, da_s)``, ``(n, T, h)`` and ``(n, T)`` (mantissas may be
+    ``None``): the blocks are written there (the blocks' arrays are views of them).
     """
     n, T, h, _, _ = net.shape
     block = fwd.block
@@ -528,7 +543,8 @@ def backward_blocks(net: Network, fwd: Forward, cell: Cell, loss: str) -> Iterat
                 g_m = np.repeat(local_m[:, -1:], cols, axis=1)
                 g_s = np.repeat(local_s[:, -1:], cols, axis=1)
             L = b1 - b0
-            rows = [np.empty((n, L, h)), np.empty((n, L)), np.empty((n, L, h)), np.empty((n, L))]
+            rows = [np.empty(shape) if o is None else o[:, b0:b1]
+                    for o, shape in zip(out or (None,) * 4, ((n, L, h), (n, L)) * 2, strict=True)]
             for c0 in range(b0 + ((b1 - 1 - b0) // SUB) * SUB, b0 - 1, -SUB):
                 c1 = min(c0 + SUB, b1)
                 sl = slice(c0 - b0, c1 - b0)
@@ -536,16 +552,18 @@ def backward_blocks(net: Network, fwd: Forward, cell: Cell, loss: str) -> Iterat
                 dphi = None if seg.log_dphi is None else seg.log_dphi[:, c0 - t0 : c1 - t0]
                 lm, ls = local_m[:, sl], local_s[:, sl]
                 with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked inside
-                    chain, ok = _chain_fast(net.W_hh, dphi, lm, ls, g_m, g_s, add_local, c0 == 0)
+                    chain, ok = _chain_fast(net.W_hh, dphi, lm, ls, g_m, g_s, add_local, c0 == 0,
+                                            rows[0][:, sl], rows[2][:, sl])
                 if not ok.all():  # redo those trials step by step
                     bad = np.flatnonzero(~ok)
                     slow = _chain_scaled(net.W_hh[bad], None if dphi is None else dphi[bad], lm[bad],
                                          ls[bad], g_m[bad], g_s[bad], add_local, c0 == 0)
                     for full, part in zip(chain, slow, strict=True):
                         full[bad] = part
-                *out, g_m, g_s = chain
-                for buf, part in zip(rows, out, strict=True):
-                    buf[:, sl] = part
+                *parts, g_m, g_s = chain
+                for buf, part in zip(rows, parts, strict=True):
+                    if not np.may_share_memory(buf, part):  # the mantissas are written in place
+                        buf[:, sl] = part
             hs = slice(b0 - t0, b1 - t0 + 1)
             bh_m, bh_s, ba_m, ba_s = rows
             yield BackwardBlock(b0, b1, bh_m, bh_s, ba_m, ba_s, do_m, do_s, seg.h_m[:, hs], seg.h_s[:, hs],
@@ -564,7 +582,7 @@ def backward(net: Network, fwd: Forward, cell: Cell, loss: str) -> Gradients:
     dh_s, da_s = np.empty((n, T)), np.empty((n, T))
     first_s = np.full(n, -np.inf)
     sums = ParamSums()
-    for blk in backward_blocks(net, fwd, cell, loss):
+    for blk in backward_blocks(net, fwd, cell, loss, (dh_m, dh_s, da_m, da_s)):
         b0, b1 = blk.b0, blk.b1
         hp_m, hp_s, hn_m, hn_s = blk.h_m[:, :-1], blk.h_s[:, :-1], blk.h_m[:, 1:], blk.h_s[:, 1:]
         sums.add("W_hh", *block_sum(blk.da_m, hp_m, blk.da_s + hp_s))
@@ -572,9 +590,6 @@ def backward(net: Network, fwd: Forward, cell: Cell, loss: str) -> Gradients:
         sums.add("W_qh", *block_sum(blk.do_m, hn_m, blk.do_s + hn_s))
         sums.add("b_h", *vector_sum(blk.da_m, blk.da_s))
         sums.add("b_q", *vector_sum(blk.do_m, blk.do_s))
-        dh_s[:, b0:b1], da_s[:, b0:b1] = blk.dh_s, blk.da_s
-        if dh_m is not None and da_m is not None:
-            dh_m[:, b0:b1], da_m[:, b0:b1] = blk.dh_m, blk.da_m
         if blk.first_s is not None:
             first_s = blk.first_s[:, -1]  # ln ||J^T g||: the last column at t = 1
     last_s = dh_s[:, -1]  # ln ||g||, as reported (so that T = 1 gives exactly 0)

@@ -32,6 +32,23 @@ def normalize(m: Array, s: Array | float = 0.0) -> tuple[Array, Array]:
     return m, s
 
 
+def unit_rows(x: Array) -> tuple[Array, NDArray[np.bool_]]:
+    """Divide the rows of ``x`` (last axis) by their 2-norms in place: ``(ln norm, fake_zero)``.
+
+    The fast counterpart of :func:`normalize` for vectors known to lie well inside float64's
+    range (norms within about 1e+-150): squares are summed directly. ``ln norm`` is ``-inf`` for
+    a zero row; ``fake_zero`` marks rows whose squares underflowed although the row is not
+    zero (the caller must not trust those).
+    """
+    sq = np.einsum("...i,...i->...", x, x)
+    zero = sq == 0
+    with np.errstate(divide="ignore"):
+        ln = 0.5 * np.log(sq)
+    x /= np.sqrt(np.where(zero, 1.0, sq))[..., None]
+    fake = zero & np.any(x != 0, axis=-1) if zero.any() else zero
+    return ln, np.asarray(fake)
+
+
 def finite_or_zero(s: Array) -> Array:
     """``s`` with ``-inf`` (exact zeros) replaced by 0, for use as a reference scale."""
     return np.where(np.isfinite(s), s, 0.0)
