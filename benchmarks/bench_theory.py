@@ -72,7 +72,7 @@ def bench_size(h: int, T: int, args: argparse.Namespace) -> None:
     rows["observed rate"], _ = best(lambda: observed_rate(chain.dL_dh_s), r)
     rows["mean field"], _ = best(lambda: mean_field(cell, net.W_hh, net.W_hx, net.b_h, net.x), r)
     rows["Lyapunov (K=4)"], _ = best(
-        lambda: lyapunov_exponents(net.W_hh, stored_dphi(fwd.log_dphi, T), T, min(h, 4)), r
+        lambda: lyapunov_exponents(net.W_hh, stored_dphi(fwd.dphi, T), T, min(h, 4)), r
     )
     rows["horizons"], _ = best(lambda: horizons(grads.dL_dh_s), r)
     rows["effective memory"], mem = best(

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from .cells import Cell
+from .cells import Cell, split_dphi, split_log_dphi
 from .errors import BadInput
 from .network import Network
 from .scaled import LN10, Array, add, finite_or_zero, log_weights, normalize, to_float, unit_rows
@@ -57,23 +57,58 @@ class Checkpoints:
 
 
 @dataclass(frozen=True)
+class Dphi:
+    """``|phi'(a_t)|`` of every unit as ``w e^top`` (see :func:`bptt_cli.cells.split_dphi`).
+
+    ``w (n, L, h)``: ratios to the step's largest derivative (at most 1; 0 for a dead relu
+    unit); ``top (n, L)``: natural log of the largest (0 where every unit is dead).
+    """
+
+    w: Array
+    top: Array
+
+    @classmethod
+    def empty(cls, n: int, L: int, h: int) -> Dphi:
+        return cls(np.empty((n, L, h)), np.empty((n, L)))
+
+    def steps(self, i0: int, i1: int) -> Dphi:
+        """Steps ``i0..i1-1`` (views)."""
+        return Dphi(self.w[:, i0:i1], self.top[:, i0:i1])
+
+    def trials(self, idx: NDArray[np.intp]) -> Dphi:
+        """Trials ``idx`` (copies)."""
+        return Dphi(self.w[idx], self.top[idx])
+
+    @property
+    def log(self) -> Array:
+        """``ln |phi'(a_t)|``, ``(n, L, h)`` (``-inf`` for an exact zero)."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.w) + self.top[..., None]
+
+
+@dataclass(frozen=True)
 class Forward:
     """Cached forward pass of ``n`` trials.
 
     ``h_m (n, T+1, h)`` and ``h_s (n, T+1)``: h_0..h_T as mantissa and log scale;
-    ``log_dphi (n, T, h)``: ``ln |phi'(a_t)|`` for t = 1..T (``None`` for the identity cell);
+    ``dphi``: ``|phi'(a_t)|`` for t = 1..T (``None`` for the identity cell);
     ``e_m (n, T, q)``, ``e_s (n, T)``: the output error ``o_t - y_t``.
-    With ``checkpoints`` set (memory-efficient mode) the per-t mantissas ``h_m``, ``log_dphi``
+    With ``checkpoints`` set (memory-efficient mode) the per-t mantissas ``h_m``, ``dphi``
     and ``e_m`` are ``None``; the per-t log scales ``h_s`` and ``e_s`` are always kept.
     """
 
     h_m: Array | None
     h_s: Array
-    log_dphi: Array | None
+    dphi: Dphi | None
     e_m: Array | None
     e_s: Array
     checkpoints: Checkpoints | None = None
     block: int = BLOCK
+
+    @property
+    def log_dphi(self) -> Array | None:
+        """``ln |phi'(a_t)|``, ``(n, T, h)``, of a stored pass (``None`` for the identity cell)."""
+        return None if self.dphi is None else self.dphi.log
 
 
 @dataclass(frozen=True)
@@ -102,7 +137,7 @@ class Gradients:
 class Segment:
     """Forward values of steps ``t0+1..t1`` (0-based indices ``t0..t1-1``), ``L = t1 - t0``.
 
-    ``h_m (n, L+1, h)``, ``h_s (n, L+1)``: h_{t0}..h_{t1}; ``log_dphi (n, L, h)`` or ``None``;
+    ``h_m (n, L+1, h)``, ``h_s (n, L+1)``: h_{t0}..h_{t1}; ``dphi`` (steps ``L``) or ``None``;
     ``e_m (n, L, q)``, ``e_s (n, L)``: output errors. Views: valid until the next segment.
     """
 
@@ -110,7 +145,7 @@ class Segment:
     t1: int
     h_m: Array
     h_s: Array
-    log_dphi: Array | None
+    dphi: Dphi | None
     e_m: Array
     e_s: Array
 
@@ -159,12 +194,12 @@ def _step_scaled(
 
 def _forward_fast(
     cell: Cell, W_hh_T: Array, U: Array, m: Array, s: Array,
-    out_m: Array, out_s: Array, out_dphi: Array | None,
+    out_m: Array, out_s: Array, out_dphi: Dphi | None,
 ) -> NDArray[np.bool_]:
     """Steps of one sub-block in plain float64 within a fixed frame ``e^S``, then renormalised.
 
     ``U (n, L, h)`` is the drive; the rows h_{t0+1}.. are written to ``out_m[:, :L]``,
-    ``out_s[:, :L]`` and ``ln|phi'|`` to ``out_dphi``. Homogeneous cells run on the mantissa
+    ``out_s[:, :L]`` and ``|phi'|`` to ``out_dphi``. Homogeneous cells run on the mantissa
     (the drive divided by ``e^S``); bounded cells (tanh, sigmoid) on the state itself.
     Returns which trials kept every digit; the others' rows are to be overwritten.
     """
@@ -183,8 +218,8 @@ def _forward_fast(
         if pre is not None:
             pre[:, k] = a
         x = rows[:, k] = cell.phi(a)
-    if out_dphi is not None:  # relu: ln relu'(a) is 0 where h > 0, as where a > 0
-        out_dphi[:, :L] = cell.log_dphi(rows if pre is None else pre)
+    if out_dphi is not None:  # relu: relu'(a) is 1 where h > 0, as where a > 0
+        out_dphi.w[:, :L], out_dphi.top[:, :L] = split_dphi(cell, rows if pre is None else pre)
     rows_ln, fake = unit_rows(rows)
     out_s[:, :L] = rows_ln + S[:, None]
     ok = kept_every_digit(rows_ln, s) & ~tiny & ~fake.any(axis=1)
@@ -195,12 +230,12 @@ def _forward_fast(
 
 def _run(
     net: Network, cell: Cell, t0: int, t1: int, m: Array, s: Array, block: int,
-    out_m: Array, out_s: Array, out_dphi: Array | None,
+    out_m: Array, out_s: Array, out_dphi: Dphi | None,
 ) -> tuple[Array, Array]:
     """Advance every trial from ``h_{t0} = m e^s`` through indices ``t0..t1-1``.
 
-    Writes h_{t0+1}..h_{t1} into ``out_m[:, :L]``, ``out_s[:, :L]`` and ``ln|phi'(a)|`` into
-    ``out_dphi[:, :L]``; ``t0`` must be a multiple of ``block`` (absolute blocks). Each
+    Writes h_{t0+1}..h_{t1} into ``out_m[:, :L]``, ``out_s[:, :L]`` and ``|phi'(a)|`` into
+    ``out_dphi``; ``t0`` must be a multiple of ``block`` (absolute blocks). Each
     sub-block of ``SUB`` steps starts from the renormalised state and runs in plain float64
     (:func:`_forward_fast`), or step by step in scaled arithmetic if it left the safe range.
     Returns the last state.
@@ -212,7 +247,7 @@ def _run(
         for c0 in range(b0, b1, SUB):
             c1 = min(c0 + SUB, b1)
             i0, i1 = c0 - t0, c1 - t0
-            dphi = None if out_dphi is None else out_dphi[:, i0:i1]
+            dphi = None if out_dphi is None else out_dphi.steps(i0, i1)
             with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked inside
                 ok = _forward_fast(cell, W_hh_T, U[:, c0 - b0 : c1 - b0], m, s,
                                    out_m[:, i0:i1], out_s[:, i0:i1], dphi)
@@ -223,8 +258,8 @@ def _run(
                 for k in range(c1 - c0):
                     m, s, d = _step_scaled(cell, W_hh_T[bad], m, s, u_m[:, k], u_s[:, k])
                     out_m[bad, i0 + k], out_s[bad, i0 + k] = m, s
-                    if dphi is not None:
-                        dphi[bad, k] = d
+                    if dphi is not None and d is not None:
+                        dphi.w[bad, k], dphi.top[bad, k] = split_log_dphi(d)
             m, s = out_m[:, i1 - 1].copy(), out_s[:, i1 - 1].copy()
     return m, s
 
@@ -260,11 +295,11 @@ def forward(net: Network, cell: Cell, checkpoint_every: int | None = None, block
     m0, s0 = np.zeros((n, h)), np.full(n, -np.inf)
     if checkpoint_every is None:
         h_m = np.zeros((n, T + 1, h))
-        log_dphi = None if cell.linear else np.empty((n, T, h))
-        _run(net, cell, 0, T, m0, s0, block, h_m[:, 1:], h_s[:, 1:], log_dphi)
+        dphi = None if cell.linear else Dphi.empty(n, T, h)
+        _run(net, cell, 0, T, m0, s0, block, h_m[:, 1:], h_s[:, 1:], dphi)
         e_m = np.empty((n, T, q))
         _errors(net, h_m, h_s, 0, T, block, e_m, e_s)
-        return Forward(h_m, h_s, log_dphi, e_m, e_s, None, block)
+        return Forward(h_m, h_s, dphi, e_m, e_s, None, block)
     K = checkpoint_every
     if K < 1 or K % block:
         raise BadInput(f"checkpoint interval must be a positive multiple of {block}, got {K}")
@@ -272,7 +307,7 @@ def forward(net: Network, cell: Cell, checkpoint_every: int | None = None, block
     ck_m, ck_s = np.zeros((n, C, h)), np.full((n, C), -np.inf)
     seg_m = np.zeros((n, K + 1, h))
     seg_s = np.full((n, K + 1), -np.inf)
-    seg_dphi = None if cell.linear else np.empty((n, K, h))
+    seg_dphi = None if cell.linear else Dphi.empty(n, K, h)
     m, s = m0, s0
     for c in range(C):
         t0, t1 = c * K, min((c + 1) * K, T)
@@ -294,12 +329,12 @@ def segments(net: Network, cell: Cell, fwd: Forward) -> Iterator[Segment]:
     ck = fwd.checkpoints
     if ck is None:
         assert fwd.h_m is not None and fwd.e_m is not None
-        yield Segment(0, T, fwd.h_m, fwd.h_s, fwd.log_dphi, fwd.e_m, fwd.e_s)
+        yield Segment(0, T, fwd.h_m, fwd.h_s, fwd.dphi, fwd.e_m, fwd.e_s)
         return
     K = ck.every
     seg_m = np.zeros((n, K + 1, h))
     seg_s = np.full((n, K + 1), -np.inf)
-    seg_dphi = None if cell.linear else np.empty((n, K, h))
+    seg_dphi = None if cell.linear else Dphi.empty(n, K, h)
     e_m, e_s = np.empty((n, K, q)), np.empty((n, K))
     for c in range(ck.m.shape[1] - 1, -1, -1):
         t0, t1 = c * K, min((c + 1) * K, T)
@@ -308,7 +343,7 @@ def segments(net: Network, cell: Cell, fwd: Forward) -> Iterator[Segment]:
         _run(net, cell, t0, t1, np.array(ck.m[:, c]), np.array(ck.s[:, c]), fwd.block,
              seg_m[:, 1:], seg_s[:, 1:], seg_dphi)
         _errors(net, seg_m, seg_s, t0, t1, fwd.block, e_m, e_s)
-        dphi = None if seg_dphi is None else seg_dphi[:, :L]
+        dphi = None if seg_dphi is None else seg_dphi.steps(0, L)
         yield Segment(t0, t1, seg_m[:, : L + 1], seg_s[:, : L + 1], dphi, e_m[:, :L], e_s[:, :L])
 
 
@@ -357,13 +392,11 @@ def loss_ln(fwd: Forward, loss: str) -> Array:
         return np.log(0.5 / T) + finite_or_zero(top) + np.log(np.sum(w, axis=-1))
 
 
-def through_phi(log_dphi_t: Array | None, m: Array, s: Array) -> tuple[Array, Array]:
-    """``diag(phi'(a_t)) v`` for scaled ``v = m e^s``; ``m (n, c, h)``, ``s (n, c)``."""
-    if log_dphi_t is None:
+def through_phi(dphi: Dphi | None, k: int, m: Array, s: Array) -> tuple[Array, Array]:
+    """``diag(phi'(a_t)) v`` at step ``k`` of ``dphi``, for ``v = m e^s``: ``m (n, c, h)``, ``s (n, c)``."""
+    if dphi is None:
         return m, s
-    top = finite_or_zero(np.max(log_dphi_t, axis=-1))  # (n,)
-    w = np.exp(log_dphi_t - top[:, None])
-    return normalize(m * w[:, None, :], s + top[:, None])
+    return normalize(m * dphi.w[:, None, k], s + dphi.top[:, k, None])
 
 
 def block_sum(left_m: Array, right: Array, scale: Array) -> tuple[Array, Array]:
@@ -409,7 +442,7 @@ Chain = tuple[Array, Array, Array, Array, Array, Array]
 
 
 def _chain_fast(
-    W_hh: Array, log_dphi: Array | None, loc_m: Array, loc_s: Array,
+    W_hh: Array, dphi: Dphi | None, loc_m: Array, loc_s: Array,
     g_m: Array, g_s: Array, add_local: NDArray[np.bool_], ends: bool, G_m: Array, D_m: Array,
 ) -> tuple[Chain, NDArray[np.bool_]]:
     """Backward steps ``k = L-1..0`` of one sub-block in plain float64 within fixed frames.
@@ -417,8 +450,8 @@ def _chain_fast(
     ``g_m (n, c, h)``, ``g_s (n, c)``: the chain arriving at the sub-block's last step
     (``W_hh^T dL/da`` from the step above; at t = T the gradient itself); column 0 is
     dL/dh_t and gets the local terms ``loc_m e^loc_s (n, L, h)`` where ``add_local (L,)``.
-    ``ln|phi'|`` of each step is split into its maximum over units (added to the frame) and
-    weights at most 1. Returns the rows of dL/dh_t and dL/da_t (column 0) as
+    Each step's largest ``|phi'|`` is added to the frame, and its ratios ``w`` (at most 1)
+    multiply the vector. Returns the rows of dL/dh_t and dL/da_t (column 0) as
     ``(G_m, G_s, D_m, D_s)`` (the mantissas written into the given ``G_m``, ``D_m (n, L, h)``)
     and the chain leaving the sub-block (all columns), or, with ``ends``, the gradient at its
     first step; and which trials kept every digit (the others are to be redone by
@@ -426,11 +459,10 @@ def _chain_fast(
     """
     n, L, h = loc_m.shape
     cols = g_m.shape[1]
-    if log_dphi is None:
+    if dphi is None:
         top, w = np.zeros((n, L)), None
     else:
-        top = finite_or_zero(np.max(log_dphi, axis=-1))
-        w = np.exp(log_dphi - top[..., None])
+        top, w = dphi.top, dphi.w
     C = np.cumsum(top[:, ::-1], axis=1)[:, ::-1] - top  # frame of step k: S + sum_{j>k} top_j
     local_ln = np.where(add_local, loc_s, -np.inf) - C
     S = finite_or_zero(g_s)
@@ -470,7 +502,7 @@ def _chain_fast(
 
 
 def _chain_scaled(
-    W_hh: Array, log_dphi: Array | None, loc_m: Array, loc_s: Array,
+    W_hh: Array, dphi: Dphi | None, loc_m: Array, loc_s: Array,
     g_m: Array, g_s: Array, add_local: NDArray[np.bool_], ends: bool,
 ) -> Chain:
     """The same steps as :func:`_chain_fast`, renormalising at every step (the slow path)."""
@@ -481,7 +513,7 @@ def _chain_scaled(
             g_m, g_s = g_m.copy(), g_s.copy()
             g_m[:, 0], g_s[:, 0] = add(g_m[:, 0], g_s[:, 0], loc_m[:, k], loc_s[:, k])
         G_m[:, k], G_s[:, k] = g_m[:, 0], g_s[:, 0]
-        d_m, d_s = through_phi(None if log_dphi is None else log_dphi[:, k], g_m, g_s)
+        d_m, d_s = through_phi(dphi, k, g_m, g_s)
         D_m[:, k], D_s[:, k] = d_m[:, 0], d_s[:, 0]
         if ends and k == 0:
             break
@@ -549,14 +581,14 @@ def backward_blocks(
                 c1 = min(c0 + SUB, b1)
                 sl = slice(c0 - b0, c1 - b0)
                 add_local = np.arange(c0, c1) < (T - 1 if loss == "mean" else 0)
-                dphi = None if seg.log_dphi is None else seg.log_dphi[:, c0 - t0 : c1 - t0]
+                dphi = None if seg.dphi is None else seg.dphi.steps(c0 - t0, c1 - t0)
                 lm, ls = local_m[:, sl], local_s[:, sl]
                 with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked inside
                     chain, ok = _chain_fast(net.W_hh, dphi, lm, ls, g_m, g_s, add_local, c0 == 0,
                                             rows[0][:, sl], rows[2][:, sl])
                 if not ok.all():  # redo those trials step by step
                     bad = np.flatnonzero(~ok)
-                    slow = _chain_scaled(net.W_hh[bad], None if dphi is None else dphi[bad], lm[bad],
+                    slow = _chain_scaled(net.W_hh[bad], None if dphi is None else dphi.trials(bad), lm[bad],
                                          ls[bad], g_m[bad], g_s[bad], add_local, c0 == 0)
                     for full, part in zip(chain, slow, strict=True):
                         full[bad] = part

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .bptt import Dphi
 from .scaled import Array
 
 MAX_TRANSIENT = 100  # steps discarded: min(T // 10, MAX_TRANSIENT)
@@ -30,7 +31,7 @@ STEP_BUDGET = 2**30  # steps averaged: min(T - transient, max(MIN_STEPS, STEP_BU
 MIN_STEPS = 500  # (a fraction of a second: 500 steps at h = 1024, 2730 at 256, 7281 at 64)
 CHUNK = 256  # steps whose derivatives are prepared at once
 START_SEED = 20130101  # the fixed random start Q_0 (same for every trial and run)
-REL_FLOOR = -700.0  # finite ln|phi'| more than 700 below the step's largest are clipped there
+REL_FLOOR = -700.0  # nonzero |phi'| more than e^700 below the step's largest are raised to it
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,14 @@ def start_frame(h: int, K: int) -> Array:
     return q
 
 
-DphiBlock = tuple[int, int, Array | None]
-"""``(t0, t1, log_dphi)``: ``ln |phi'(a_t)|`` for 0-based steps ``t0..t1-1``, ``(n, t1-t0, h)``,
-or ``None`` for the identity cell."""
+DphiBlock = tuple[int, int, Dphi | None]
+"""``(t0, t1, dphi)``: ``|phi'(a_t)|`` (:class:`bptt_cli.bptt.Dphi`) for 0-based steps
+``t0..t1-1``, or ``None`` for the identity cell."""
 
 
-def stored_dphi(log_dphi: Array | None, T: int) -> Iterator[DphiBlock]:
+def stored_dphi(dphi: Dphi | None, T: int) -> Iterator[DphiBlock]:
     """The whole of a stored forward pass as one block."""
-    yield 0, T, log_dphi
+    yield 0, T, dphi
 
 
 def lyapunov_exponents(
@@ -92,11 +93,11 @@ def lyapunov_exponents(
     stop = T - transient - steps  # first 0-based step not used
     first_used = T - transient  # steps t < first_used are averaged
     with np.errstate(divide="ignore", under="ignore"):
-        for t0, t1, log_dphi in blocks:
+        for t0, t1, dphi in blocks:
             c1 = t1
             while c1 > max(t0, stop):  # chunks of steps at absolute multiples of CHUNK, last first
                 c0 = max((c1 - 1) // CHUNK * CHUNK, t0, stop)
-                chunk = None if log_dphi is None else log_dphi[:, c0 - t0 : c1 - t0]
+                chunk = None if dphi is None else dphi.steps(c0 - t0, c1 - t0)
                 d, top = _relative_dphi(chunk, n, c1 - c0)
                 diag = np.empty((n, c1 - c0, K))
                 for k in range(c1 - c0 - 1, -1, -1):
@@ -112,15 +113,12 @@ def lyapunov_exponents(
     return Lyapunov((logs + scale[:, None]) / max(steps, 1), transient, steps)
 
 
-def _relative_dphi(log_dphi: Array | None, n: int, L: int) -> tuple[Array | None, Array]:
+def _relative_dphi(dphi: Dphi | None, n: int, L: int) -> tuple[Array | None, Array]:
     """``|phi'|`` relative to each step's largest, ``(n, L, h)``, and that largest's log ``(n, L)``.
 
-    Finite ratios below ``e^REL_FLOOR`` are raised to it; exact zeros (dead relu units) stay 0.
+    Nonzero ratios below ``e^REL_FLOOR`` are raised to it; zeros (dead relu units, and ratios
+    below float64's range) stay 0.
     """
-    if log_dphi is None:
+    if dphi is None:
         return None, np.zeros((n, L))
-    top = np.max(log_dphi, axis=-1)
-    top = np.where(np.isfinite(top), top, 0.0)
-    rel = log_dphi - top[..., None]
-    rel = np.where(np.isfinite(rel), np.maximum(rel, REL_FLOOR), -np.inf)
-    return np.exp(rel), top
+    return np.where(dphi.w > 0, np.maximum(dphi.w, np.exp(REL_FLOOR)), 0.0), dphi.top

@@ -74,8 +74,8 @@ def mean_field_applies(spec: Spec, W_hh_from_file: bool) -> str | None:
 
 def _dphi_blocks(net: Network, cell: Cell, fwd: Forward) -> Iterable[DphiBlock]:
     if fwd.checkpoints is None:
-        return stored_dphi(fwd.log_dphi, fwd.e_s.shape[1])
-    return ((seg.t0, seg.t1, seg.log_dphi) for seg in segments(net, cell, fwd))
+        return stored_dphi(fwd.dphi, fwd.e_s.shape[1])
+    return ((seg.t0, seg.t1, seg.dphi) for seg in segments(net, cell, fwd))
 
 
 def theory(

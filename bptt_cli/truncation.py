@@ -272,12 +272,10 @@ def truncated_gradients(
             _, _, loc_m, loc_s = local_terms(
                 net, seg.e_m[:, b0 - t0 : b1 - t0], seg.e_s[:, b0 - t0 : b1 - t0], loss, b1
             )
-            if seg.log_dphi is None:
+            if seg.dphi is None:
                 w, tphi = None, np.zeros((n, L))
             else:
-                ld = seg.log_dphi[:, b0 - t0 : b1 - t0]
-                tphi = finite_or_zero(np.max(ld, axis=-1))
-                w = np.exp(ld - tphi[..., None])
+                w, tphi = seg.dphi.w[:, b0 - t0 : b1 - t0], seg.dphi.top[:, b0 - t0 : b1 - t0]
             arrive = plan.arrivals(b0 - 1, b1 - 1)  # entry k: the factor of the step from b0+k to b0+k-1
             D_m, D_s = np.zeros((n, out_C, L, h)), np.full((n, out_C, L), -np.inf)
             for k in range(L - 1, -1, -1):

@@ -184,7 +184,7 @@ def test_lyapunov_sum_is_the_mean_log_determinant() -> None:
     an = analyze(spec)
     fwd, _ = bptt(an.net, CELLS["tanh"], "last")
     assert fwd.log_dphi is not None
-    ly = lyapunov_exponents(an.net.W_hh, stored_dphi(fwd.log_dphi, 120), 120, 7)
+    ly = lyapunov_exponents(an.net.W_hh, stored_dphi(fwd.dphi, 120), 120, 7)
     first, last = 120 - ly.transient - ly.steps, 120 - ly.transient
     logdet = np.linalg.slogdet(an.net.W_hh)[1]
     expected = logdet + fwd.log_dphi[:, first:last].sum(axis=(1, 2)) / ly.steps
@@ -207,9 +207,9 @@ def test_lyapunov_through_segments_matches_stored() -> None:
     an = analyze(spec)
     cell = CELLS["tanh"]
     fwd, _ = bptt(an.net, cell, "last")
-    stored = lyapunov_exponents(an.net.W_hh, stored_dphi(fwd.log_dphi, 700), 700, 3)
+    stored = lyapunov_exponents(an.net.W_hh, stored_dphi(fwd.dphi, 700), 700, 3)
     fwd_ck, _ = bptt(an.net, cell, "last", checkpoint_every=256)
-    segs = ((s.t0, s.t1, s.log_dphi) for s in segments(an.net, cell, fwd_ck))
+    segs = ((s.t0, s.t1, s.dphi) for s in segments(an.net, cell, fwd_ck))
     ck = lyapunov_exponents(an.net.W_hh, segs, 700, 3)
     assert ck.exponents == pytest.approx(stored.exponents, rel=1e-12)
 
