@@ -17,7 +17,9 @@ import typer
 from typer.core import TyperGroup
 
 from . import __version__
+from .configs import CONFIG_HELP, config_callback
 from .errors import BadInput, ExitStatus
+from .sweep import SWEEP_HELP, sweep_command
 
 if TYPE_CHECKING:
     from .gated_network import GatedGiven
@@ -33,6 +35,9 @@ TruncateMode = Literal["window", "chunk"]
 TruncateFormat = Literal["table", "json"]
 ParamName = Literal["W_hh", "W_hx", "W_qh", "b_h", "b_q"]
 SUFFIX_FORMATS: dict[str, Format] = {".json": "json", ".csv": "csv", ".txt": "table"}
+# analyze's parameters that say how and where to report, not what to compute. Every other one is
+# passed to experiment.resolve, and is an axis of `bptt sweep` (whose command is built from analyze's).
+NOT_AXES = ("fmt", "output", "fail_on", "config")
 
 
 def _error(message: str) -> None:
@@ -149,33 +154,18 @@ def analyze(
     clip: Annotated[float | None, typer.Option(metavar="THETA", help="Also measure global norm clipping of the gradient at THETA.")] = None,
     checkpoint: Annotated[str, typer.Option(metavar="auto|none|K", help="auto: store every state if that fits in --max-memory (default 1 GiB), else keep about sqrt(T) checkpoints; none: store every state; K: keep every K-th state (rounded up to a multiple of 256). Same numbers in every mode.")] = "auto",
     max_memory: Annotated[str | None, typer.Option(metavar="SIZE", help="Memory budget of the computation, e.g. 512M or 2G (powers of 1024); exit 2 if it cannot fit.")] = None,
+    config: Annotated[Path | None, typer.Option(help=CONFIG_HELP, is_eager=True, callback=config_callback)] = None,
 ) -> None:
     """Exact BPTT gradients ||dL/dh_t|| for t = T..1, parameter gradients and the spectrum of W_hh."""
-    import numpy as np
-
-    from .analysis import analyze as run_analysis
-    from .memory import parse_size
-    from .truncation import estimators_from_options
+    # Every parameter but the output ones goes to resolve_experiment, as for each point of `bptt sweep`
+    # (this must stay the first statement: locals() then holds exactly the parameters).
+    options = {name: value for name, value in locals().items() if name not in NOT_AXES}
+    from .experiment import resolve as resolve_experiment
 
     out_format = _check_output(output, fmt)
-    if not (np.isfinite(tolerance) and tolerance >= 0):
-        raise BadInput(f"tolerance must be a finite number >= 0, got {tolerance}")
-    estimators = estimators_from_options(truncate, truncate_mode, keep_prob, draws, clip)
-    budget = None if max_memory is None else parse_size(max_memory)
-    spec, given = _resolve_spec(
-        T, cell, loss, hidden, inputs_dim, outputs_dim, ensemble, gain, radius, norm, bias, trials, seed,
-        weights, inputs, targets, forget_bias,
-    )
-    an = run_analysis(
-        spec, given, tolerance, theory=True, lyapunov=lyapunov,
-        checkpoint=checkpoint, max_memory=budget, estimators=estimators,
-    )
-    files = {
-        "weights": weights, "inputs": inputs, "targets": targets, "fail_on": fail_on,
-        "lyapunov": an.theory.lyapunov.exponents.shape[1] if an.theory and an.theory.lyapunov else 0,
-        "truncate": truncate, "truncate_mode": truncate_mode, "keep_prob": keep_prob, "draws": draws,
-        "clip": clip, "checkpoint": checkpoint, "max_memory": budget,
-    }
+    exp = resolve_experiment(**options)
+    an = exp.run()
+    files = {**exp.report_config(an), "fail_on": fail_on}
 
     if out_format == "table":
         from rich.console import Console
@@ -355,47 +345,14 @@ def _resolve_spec(
     trials: int, seed: int, weights: Path | None, inputs: Path | None, targets: Path | None,
     forget_bias: float = 0.0,
 ) -> tuple[Spec, Given | GatedGiven]:
-    """The experiment's settings from the network options, and the arrays given in files.
+    """The experiment's settings from the network options, and the arrays given in files
+    (:func:`bptt_cli.experiment.network_spec`, shared with ``analyze`` and ``sweep``)."""
+    from .experiment import network_spec
 
-    A gated cell (lstm, gru) gives a :class:`~bptt_cli.gated_network.GatedSpec` and reads
-    ``--weights`` with PyTorch's nn.LSTM/nn.GRU names.
-    """
-    import math
-
-    from .files import given_from_files
-    from .gated_files import gated_given_from_files
-    from .gated_network import GATED, GatedSpec
-    from .network import Spec
-
-    if not math.isfinite(forget_bias):
-        raise BadInput(f"forget bias must be a finite number, got {forget_bias}")
-    if gain is not None and (radius is not None or norm is not None):
-        raise BadInput(f"--gain conflicts with --{'radius' if radius is not None else 'norm'}: give one of them")
-    if weights is not None and (ensemble is not None or gain is not None):
-        raise BadInput(f"--{'ensemble' if ensemble is not None else 'gain'} conflicts with --weights: W_hh comes from the file")
-    gated = cell in GATED
-    given: Given | GatedGiven
-    if gated:
-        given, fixed = gated_given_from_files(cell, weights, inputs, targets)
-    else:
-        given, fixed = given_from_files(weights, inputs, targets)
-    asked = {"T": T, "hidden": hidden, "inputs_dim": inputs_dim, "outputs_dim": outputs_dim}
-    for name, value in asked.items():
-        if value is not None and name in fixed and fixed[name][0] != value:
-            flag = "--" + name.replace("_", "-")
-            raise BadInput(f"{flag} {value} conflicts with {fixed[name][1]}")
-    defaults = GatedSpec() if gated else Spec()
-    sizes = {
-        name: value if value is not None else fixed.get(name, (getattr(defaults, name), ""))[0]
-        for name, value in asked.items()
-    }
-    settings: dict[str, Any] = dict(
-        cell=cell, loss=loss, ensemble=ensemble or defaults.ensemble,
-        gain=gain if gain is not None else defaults.gain,
-        radius=radius, norm=norm, bias=bias, trials=trials, seed=seed, **sizes,
+    return network_spec(
+        T, cell, loss, hidden, inputs_dim, outputs_dim, ensemble, gain, radius, norm, bias, trials, seed,
+        weights, inputs, targets, forget_bias,
     )
-    spec = GatedSpec(**settings, forget_bias=forget_bias) if gated else Spec(**settings)
-    return spec, given
 
 
 # The core's products are small (one h-vector times W_hh per step): BLAS threads only add
@@ -404,6 +361,8 @@ def _resolve_spec(
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+# `bptt sweep` takes every option of analyze (but NOT_AXES) as an axis: its signature is built from analyze's.
+app.command("sweep", help=SWEEP_HELP)(sweep_command(analyze, NOT_AXES))
 
 
 def main() -> None:

@@ -1,0 +1,312 @@
+"""``bptt sweep``: ``bptt analyze`` over a grid of settings.
+
+The command is built from ``analyze`` itself: every option of ``analyze`` (but its output
+options) becomes an option of ``sweep`` that takes an axis (see :mod:`bptt_cli.grid`), checked
+by ``analyze``'s own option types. An option added to ``analyze`` is an axis with no change here.
+Each grid point is computed by :func:`bptt_cli.runner.run_point` (``experiment.resolve``, then
+``analysis.analyze(...).summary()``, as ``bptt analyze``), and its record is written as soon as
+it is done (:mod:`bptt_cli.sweep_io`); the terminal gets heat tables (:mod:`bptt_cli.heatmap`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from .configs import CONFIG_HELP, make_config_callback
+from .errors import BadInput, ExitStatus
+from .grid import Axis, flag_of, parse_axis, plain, value_kind
+
+SWEEP_HELP = (
+    "Run analyze over a grid: every analyze option takes a comma list or a range START:STOP:COUNT[:log] "
+    "and the grid is their product. One record per point, written as each point finishes."
+)
+SweepFormat = Literal["table", "jsonl", "json", "csv"]
+FailOn = Literal["vanishing", "exploding", "unstable"]
+SUFFIX_FORMATS: dict[str, SweepFormat] = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".txt": "table"}
+
+
+def _sweep_options(
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Local worker processes (default: the number of CPUs); 1 runs in this process."
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            envvar="BPTT_SCHEDULER",
+            help="Run the points on this Dask scheduler (tcp://HOST:8786) instead; needs bptt-cli[dask].",
+        ),
+    ] = None,
+    fmt: Annotated[
+        SweepFormat | None,
+        typer.Option("--format", help="table (heat tables, the default), or records as jsonl, json or csv."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the records here as points finish; format from the suffix "
+            "(.jsonl .json .csv; .txt: the tables)."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Keep the records already in --output and run only the points missing there.")
+    ] = False,
+    fail_on: Annotated[
+        FailOn | None,
+        typer.Option(help="Exit 1 if any point's verdict matches (the points are listed on stderr)."),
+    ] = None,
+    rows: Annotated[
+        str | None,
+        typer.Option(help="Axis for the heat table's rows (default: radius, gain or norm if swept)."),
+    ] = None,
+    cols: Annotated[
+        str | None, typer.Option(help="Axis for the heat table's columns (default: T if swept).")
+    ] = None,
+) -> None:
+    """The options of ``bptt sweep`` that are not ``analyze`` options (a template for the signature)."""
+
+
+SWEEP_OPTIONS = tuple(inspect.signature(_sweep_options, eval_str=True).parameters.values())
+
+
+def analyze_command(analyze: Callable[..., Any]) -> Any:
+    """The click command Typer builds for ``analyze`` (its options, their types and checks)."""
+    app = typer.Typer(add_completion=False)
+    app.command()(analyze)
+    return typer.main.get_command(app)
+
+
+def _axis_help(param: Any) -> str:
+    kind = value_kind(param)
+    how = "list or START:STOP:COUNT[:log]" if kind in (int, float) else "list"
+    default = plain(param.default)
+    shown = (
+        ""
+        if default is None
+        else f" Default {str(default).lower() if isinstance(default, bool) else default}."
+    )
+    return f"{(param.help or '').rstrip('.')}. Axis: a value or a comma {how}.{shown}"
+
+
+def sweep_command(analyze: Callable[..., Any], not_axes: Collection[str]) -> Callable[..., None]:
+    """The ``sweep`` command function for Typer, with one axis option per ``analyze`` option."""
+    command = analyze_command(analyze)
+    axis_params = {p.name: p for p in command.params if p.name not in not_axes}
+    own = {p.name for p in SWEEP_OPTIONS} | {"config"}
+    clash = own & set(axis_params)
+    if clash:
+        raise RuntimeError(f"analyze options {sorted(clash)} clash with sweep's own options")
+    for p in axis_params.values():
+        if p.multiple or p.nargs != 1:
+            raise RuntimeError(f"analyze option {p.name} takes several values: it cannot be a sweep axis")
+    axes_ctx = typer.Context(command)
+
+    parameters = []
+    for p in axis_params.values():
+        info = typer.Option(flag_of(p), help=_axis_help(p), metavar="VALUES", show_default=False)
+        parameters.append(
+            inspect.Parameter(
+                p.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, info]
+            )
+        )
+    config = typer.Option(
+        help=CONFIG_HELP + " Lists are axes.",
+        is_eager=True,
+        callback=make_config_callback(axis_params, axes_ctx),
+    )
+    parameters += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in SWEEP_OPTIONS]
+    parameters.append(
+        inspect.Parameter(
+            "config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Path | None, config]
+        )
+    )
+
+    def sweep(**options: Any) -> None:
+        options.pop("config", None)
+        axes_text = {name: options.pop(name) for name in axis_params}
+        axes = [
+            Axis(
+                name,
+                flag_of(p),
+                (plain(p.default),) if axes_text[name] is None else parse_axis(axes_text[name], p, axes_ctx),
+            )
+            for name, p in axis_params.items()
+        ]
+        defaults = {name: plain(p.default) for name, p in axis_params.items()}
+        run_sweep(axes, defaults, **options)
+
+    sweep.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    sweep.__doc__ = SWEEP_HELP
+    return sweep
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _format(output: Path | None, fmt: SweepFormat | None) -> SweepFormat:
+    if output is not None:
+        if not output.parent.is_dir():
+            raise BadInput(f"cannot write {output}: directory {output.parent} does not exist")
+        if fmt is None:
+            try:
+                return SUFFIX_FORMATS[output.suffix.lower()]
+            except KeyError:
+                raise BadInput(
+                    f"cannot tell the format of {output} from its suffix "
+                    "(use .jsonl, .json, .csv or .txt, or --format)"
+                ) from None
+    return fmt or "table"
+
+
+def run_sweep(
+    axes: Sequence[Axis],
+    defaults: Mapping[str, Any],
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    fmt: SweepFormat | None = None,
+    output: Path | None = None,
+    resume: bool = False,
+    fail_on: str | None = None,
+    rows: str | None = None,
+    cols: str | None = None,
+) -> None:
+    """Check everything, run the missing points, stream their records, then show the tables.
+
+    ``axes``: one per ``analyze`` option, in its order; ``defaults``: ``analyze``'s defaults.
+    """
+    from .analysis import FAIL_ON
+    from .experiment import resolve
+    from .grid import describe, point_key, points
+    from .heatmap import layout, progress
+    from .runner import PointFailed, running
+    from .sweep_io import open_sink, read_records
+
+    out_format = _format(output, fmt)
+    if resume and (output is None or out_format == "table"):
+        raise BadInput("--resume needs --output FILE with records (.jsonl, .json or .csv)")
+    plan = layout(axes, rows, cols)
+    grid = points(axes)
+    index = {point_key(p): i for i, p in enumerate(grid)}
+    cost = []
+    for p in grid:  # every point is checked before anything is run or written
+        try:
+            spec = resolve(**p).spec
+        except BadInput as e:
+            raise BadInput(f"point {describe(p, axes)}: {e}") from None
+        cost.append(spec.trials * (spec.T * spec.hidden**2 + 10 * spec.hidden**3))
+
+    existing = None
+    kept: list[dict[str, Any]] = []
+    if resume and output is not None:
+        existing = read_records(output, out_format)
+        foreign = [r for r in existing.records if point_key(r.get("point") or {}) not in index]
+        if foreign:
+            raise BadInput(
+                f"cannot resume from {output}: {len(foreign)} of its records are not points of this sweep "
+                f"(e.g. {describe(foreign[0]['point'] or {}, axes)} with other fixed settings); "
+                "use another --output"
+            )
+        seen: set[Any] = set()
+        for r in existing.records:
+            key = point_key(r["point"])
+            if key not in seen:
+                seen.add(key)
+                kept.append(r)
+    done_keys = {point_key(r["point"]) for r in kept}
+    todo = [i for i, p in enumerate(grid) if point_key(p) not in done_keys]
+    n_workers = workers if workers is not None else _cpus()
+    if n_workers > 1 or scheduler:
+        todo.sort(key=lambda i: -cost[i])  # longest first, so that the last ones to finish are short
+
+    records_out = out_format != "table"
+    records = list(kept)
+
+    def order(record: dict[str, Any]) -> int:
+        return index.get(point_key(record["point"]), -1)
+
+    try:
+        with running([grid[i] for i in todo], n_workers, scheduler) as results:
+            sink = open_sink(out_format, output, existing, order) if records_out else None
+            try:
+                with progress(len(grid), len(kept)) as advance:
+                    for record in results:
+                        records.append(record)
+                        if sink is not None:
+                            sink.add(record)
+                        advance()
+            finally:
+                if sink is not None:
+                    sink.close()
+    except PointFailed as e:
+        raise BadInput(f"point {describe(e.point, axes)}: {e}") from None
+    except KeyboardInterrupt:
+        if output is not None and records_out:
+            print(
+                f"bptt: {len(records)} of {len(grid)} points are in {output}; "
+                "run again with --resume to finish",
+                file=sys.stderr,
+            )
+        raise
+
+    if not records_out or output is not None:
+        _show(records, axes, defaults, plan, output if out_format == "table" else None)
+    if fail_on is not None:
+        matched = [r for r in records if r["summary"]["verdict"] in FAIL_ON[fail_on]]
+        matched.sort(key=lambda r: index[point_key(r["point"])])
+        for r in matched:
+            s = r["summary"]
+            gain = s["gain_log10"]
+            print(
+                f"bptt: {describe(r['point'], axes)}: {s['verdict']} (median gain_log10 "
+                f"{'null' if gain is None else format(gain, '+.2f')}) matches --fail-on {fail_on}",
+                file=sys.stderr,
+            )
+        if matched:
+            raise typer.Exit(ExitStatus.VERDICT_MATCHED)
+
+
+def _show(
+    records: Sequence[Mapping[str, Any]],
+    axes: Sequence[Axis],
+    defaults: Mapping[str, Any],
+    plan: Any,
+    path: Path | None,
+) -> None:
+    """The heat tables on stdout, or into ``path`` (written atomically)."""
+    import io
+
+    from rich.console import Console
+
+    from .heatmap import render_sweep
+    from .records import write_atomic
+
+    fixed = {
+        a.flag.lstrip("-"): a.values[0]
+        for a in axes
+        if not a.swept
+        and a.values[0] is not None
+        and (a.values[0] != defaults.get(a.name) or a.name in ("trials", "seed"))
+    }
+    if path is not None:
+        console = Console(record=True, file=io.StringIO(), width=120)
+        render_sweep(records, axes, plan, console, fixed)
+        write_atomic(path, console.export_text())
+        return
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 120))
+    render_sweep(records, axes, plan, console, fixed)
