@@ -21,7 +21,7 @@ def scheduler() -> Iterator[str]:
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address=":0",  # any free port (None still serves HTTP on :8787)
         worker_dashboard_address=None,
     )
     try:
