@@ -38,10 +38,12 @@ from numpy.typing import NDArray
 from .cells import Cell, split_dphi, split_log_dphi
 from .errors import BadInput
 from .network import Network
+from .powers import Powers, applies, next_rows, powers
 from .scaled import LN10, Array, add, finite_or_zero, log_weights, normalize, to_float, unit_rows
 
 BLOCK = 256  # steps per matrix product over time (inputs, outputs, parameter sums)
 SUB = 64  # steps between renormalisations on the fast path
+POWER_K = 32  # steps per sub-block of the linear cell's block products (bptt_cli.powers)
 RANGE_LN = 150 * LN10  # a fast sub-block is kept while its norms stay within e^{+-RANGE_LN}
 FRAME_LN = 600.0  # frames below e^-FRAME_LN take the slow path (the drive would overflow)
 TINY_LN = -20.0 * LN10  # tanh(a) = a to float64 precision for |a| < 1e-20
@@ -104,6 +106,7 @@ class Forward:
     e_s: Array
     checkpoints: Checkpoints | None = None
     block: int = BLOCK
+    powers: Powers | None = None  # the linear cell's block products (see bptt_cli.powers)
 
     @property
     def log_dphi(self) -> Array | None:
@@ -228,38 +231,75 @@ def _forward_fast(
     return ok
 
 
+def _sequential(
+    cell: Cell, W_hh_T: Array, U: Array, m: Array, s: Array,
+    out_m: Array, out_s: Array, dphi: Dphi | None,
+) -> None:
+    """One sub-block step by step: in plain float64 (:func:`_forward_fast`), and the trials that
+    left the safe range again in scaled arithmetic (:func:`_step_scaled`)."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked inside
+        ok = _forward_fast(cell, W_hh_T, U, m, s, out_m, out_s, dphi)
+    if not ok.all():
+        bad = np.flatnonzero(~ok)
+        u_m, u_s = normalize(U[bad])
+        m, s = m[bad], s[bad]
+        for k in range(U.shape[1]):
+            m, s, d = _step_scaled(cell, W_hh_T[bad], m, s, u_m[:, k], u_s[:, k])
+            out_m[bad, k], out_s[bad, k] = m, s
+            if dphi is not None and d is not None:
+                dphi.w[bad, k], dphi.top[bad, k] = split_log_dphi(d)
+
+
+def forward_powers(net: Network, cell: Cell) -> Powers | None:
+    """``W_hh^T``'s block products with the inputs ``[x_t, 1]``, where they pay off (linear cell)."""
+    n, T, h, d, _ = net.shape
+    if not (T > 2 * POWER_K and applies(cell.linear, n, h, d + 1, POWER_K)):
+        return None
+    C = np.concatenate([np.swapaxes(net.W_hx, -1, -2), net.b_h[:, None, :]], axis=1)
+    return powers(np.swapaxes(net.W_hh, -1, -2), C, POWER_K)
+
+
 def _run(
     net: Network, cell: Cell, t0: int, t1: int, m: Array, s: Array, block: int,
-    out_m: Array, out_s: Array, out_dphi: Dphi | None,
+    out_m: Array, out_s: Array, out_dphi: Dphi | None, pw: Powers | None = None,
 ) -> tuple[Array, Array]:
     """Advance every trial from ``h_{t0} = m e^s`` through indices ``t0..t1-1``.
 
     Writes h_{t0+1}..h_{t1} into ``out_m[:, :L]``, ``out_s[:, :L]`` and ``|phi'(a)|`` into
-    ``out_dphi``; ``t0`` must be a multiple of ``block`` (absolute blocks). Each
-    sub-block of ``SUB`` steps starts from the renormalised state and runs in plain float64
-    (:func:`_forward_fast`), or step by step in scaled arithmetic if it left the safe range.
+    ``out_dphi``; ``t0`` must be a multiple of ``block`` (absolute blocks). Each sub-block of
+    ``SUB`` steps starts from the renormalised state and runs step by step
+    (:func:`_sequential`). With the linear cell's block products ``pw`` the sub-blocks have
+    ``pw.k`` steps, and one that is not the first of its block follows from the one before in
+    two matrix products (:func:`bptt_cli.powers.next_rows`; trials that lose digits there go
+    step by step). Blocks restart from one state, as a checkpointed pass must.
     Returns the last state.
     """
     W_hh_T = np.swapaxes(net.W_hh, -1, -2)
+    n = m.shape[0]
+    sub = SUB if pw is None else pw.k
     for b0 in range(t0, t1, block):
         b1 = min(b0 + block, t1)
         U = _drive(net, b0, b1)
-        for c0 in range(b0, b1, SUB):
-            c1 = min(c0 + SUB, b1)
+        for c0 in range(b0, b1, sub):
+            c1 = min(c0 + sub, b1)
             i0, i1 = c0 - t0, c1 - t0
             dphi = None if out_dphi is None else out_dphi.steps(i0, i1)
-            with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked inside
-                ok = _forward_fast(cell, W_hh_T, U[:, c0 - b0 : c1 - b0], m, s,
-                                   out_m[:, i0:i1], out_s[:, i0:i1], dphi)
-            if not ok.all():  # redo those trials step by step
-                bad = np.flatnonzero(~ok)
-                u_m, u_s = normalize(U[bad, c0 - b0 : c1 - b0])
-                m, s = m[bad], s[bad]
-                for k in range(c1 - c0):
-                    m, s, d = _step_scaled(cell, W_hh_T[bad], m, s, u_m[:, k], u_s[:, k])
-                    out_m[bad, i0 + k], out_s[bad, i0 + k] = m, s
-                    if dphi is not None and d is not None:
-                        dphi.w[bad, k], dphi.top[bad, k] = split_log_dphi(d)
+            todo = np.arange(n)
+            if pw is not None and c0 > b0 and c1 - c0 == sub:
+                z = net.x[:, c0 - sub + 1 : c0 + sub]  # x of the steps of the 2k-1 inputs
+                z = np.concatenate([z, np.ones((*z.shape[:2], 1))], axis=2)
+                rows, rows_s, ok = next_rows(pw, out_m[:, i0 - sub : i0], out_s[:, i0 - sub : i0],
+                                             z, np.zeros(z.shape[:2]))
+                out_m[:, i0:i1], out_s[:, i0:i1] = rows, rows_s
+                todo = np.flatnonzero(~ok)
+            if todo.size == n:
+                _sequential(cell, W_hh_T, U[:, c0 - b0 : c1 - b0], m, s, out_m[:, i0:i1],
+                            out_s[:, i0:i1], dphi)
+            elif todo.size:
+                rows_m, rows_s = np.empty((todo.size, c1 - c0, m.shape[1])), np.empty((todo.size, c1 - c0))
+                _sequential(cell, W_hh_T[todo], U[todo, c0 - b0 : c1 - b0], m[todo], s[todo],
+                            rows_m, rows_s, None)
+                out_m[todo, i0:i1], out_s[todo, i0:i1] = rows_m, rows_s
             m, s = out_m[:, i1 - 1].copy(), out_s[:, i1 - 1].copy()
     return m, s
 
@@ -290,16 +330,17 @@ def forward(net: Network, cell: Cell, checkpoint_every: int | None = None, block
     n, T, h, _, q = net.shape
     if block < 1:
         raise BadInput(f"block must be at least 1, got {block}")
+    pw = forward_powers(net, cell)
     h_s = np.full((n, T + 1), -np.inf)
     e_s = np.empty((n, T))
     m0, s0 = np.zeros((n, h)), np.full(n, -np.inf)
     if checkpoint_every is None:
         h_m = np.zeros((n, T + 1, h))
         dphi = None if cell.linear else Dphi.empty(n, T, h)
-        _run(net, cell, 0, T, m0, s0, block, h_m[:, 1:], h_s[:, 1:], dphi)
+        _run(net, cell, 0, T, m0, s0, block, h_m[:, 1:], h_s[:, 1:], dphi, pw)
         e_m = np.empty((n, T, q))
         _errors(net, h_m, h_s, 0, T, block, e_m, e_s)
-        return Forward(h_m, h_s, dphi, e_m, e_s, None, block)
+        return Forward(h_m, h_s, dphi, e_m, e_s, None, block, pw)
     K = checkpoint_every
     if K < 1 or K % block:
         raise BadInput(f"checkpoint interval must be a positive multiple of {block}, got {K}")
@@ -313,10 +354,11 @@ def forward(net: Network, cell: Cell, checkpoint_every: int | None = None, block
         t0, t1 = c * K, min((c + 1) * K, T)
         ck_m[:, c], ck_s[:, c] = m, s
         seg_m[:, 0], seg_s[:, 0] = m, s
-        m, s = _run(net, cell, t0, t1, np.array(m), np.array(s), block, seg_m[:, 1:], seg_s[:, 1:], seg_dphi)
+        m, s = _run(net, cell, t0, t1, np.array(m), np.array(s), block, seg_m[:, 1:], seg_s[:, 1:],
+                    seg_dphi, pw)
         h_s[:, t0 + 1 : t1 + 1] = seg_s[:, 1 : t1 - t0 + 1]
         _errors(net, seg_m, seg_s, t0, t1, block, None, e_s[:, t0:t1])
-    return Forward(None, h_s, None, None, e_s, Checkpoints(K, ck_m, ck_s), block)
+    return Forward(None, h_s, None, None, e_s, Checkpoints(K, ck_m, ck_s), block, pw)
 
 
 def segments(net: Network, cell: Cell, fwd: Forward) -> Iterator[Segment]:
@@ -341,7 +383,7 @@ def segments(net: Network, cell: Cell, fwd: Forward) -> Iterator[Segment]:
         L = t1 - t0
         seg_m[:, 0], seg_s[:, 0] = ck.m[:, c], ck.s[:, c]
         _run(net, cell, t0, t1, np.array(ck.m[:, c]), np.array(ck.s[:, c]), fwd.block,
-             seg_m[:, 1:], seg_s[:, 1:], seg_dphi)
+             seg_m[:, 1:], seg_s[:, 1:], seg_dphi, fwd.powers)
         _errors(net, seg_m, seg_s, t0, t1, fwd.block, e_m, e_s)
         dphi = None if seg_dphi is None else seg_dphi.steps(0, L)
         yield Segment(t0, t1, seg_m[:, : L + 1], seg_s[:, : L + 1], dphi, e_m[:, :L], e_s[:, :L])
@@ -444,6 +486,7 @@ Chain = tuple[Array, Array, Array, Array, Array, Array]
 def _chain_fast(
     W_hh: Array, dphi: Dphi | None, loc_m: Array, loc_s: Array,
     g_m: Array, g_s: Array, add_local: NDArray[np.bool_], ends: bool, G_m: Array, D_m: Array,
+    pure: tuple[Array, Array] | None = None,
 ) -> tuple[Chain, NDArray[np.bool_]]:
     """Backward steps ``k = L-1..0`` of one sub-block in plain float64 within fixed frames.
 
@@ -455,7 +498,8 @@ def _chain_fast(
     ``(G_m, G_s, D_m, D_s)`` (the mantissas written into the given ``G_m``, ``D_m (n, L, h)``)
     and the chain leaving the sub-block (all columns), or, with ``ends``, the gradient at its
     first step; and which trials kept every digit (the others are to be redone by
-    :func:`_chain_scaled`).
+    :func:`_chain_scaled`). With two columns and ``pure = (m (n, L, h), s (n, L))``, the last
+    column's rows (the pure chain ``J^T g``) are written there.
     """
     n, L, h = loc_m.shape
     cols = g_m.shape[1]
@@ -498,12 +542,15 @@ def _chain_fast(
     end_frame = S + (C[:, :1] if ends else C[:, :1] + top[:, :1])
     chain = (G_m, G_ln + frame, D_m, G_ln + D_rel + frame + top, end_m, end_ln + end_frame)
     ok = kept_every_digit(ln, g_s) & kept_every_digit(D_rel, np.zeros(n)) & ~fake.any(axis=1)
+    if cols > 1 and pure is not None:  # the pure chain's rows too (for the block products)
+        pure[0][...], pure[1][...] = normalize(steps[:, :, -1], S[:, -1:] + C)
     return chain, ok
 
 
 def _chain_scaled(
     W_hh: Array, dphi: Dphi | None, loc_m: Array, loc_s: Array,
     g_m: Array, g_s: Array, add_local: NDArray[np.bool_], ends: bool,
+    pure: tuple[Array, Array] | None = None,
 ) -> Chain:
     """The same steps as :func:`_chain_fast`, renormalising at every step (the slow path)."""
     n, L, h = loc_m.shape
@@ -513,6 +560,8 @@ def _chain_scaled(
             g_m, g_s = g_m.copy(), g_s.copy()
             g_m[:, 0], g_s[:, 0] = add(g_m[:, 0], g_s[:, 0], loc_m[:, k], loc_s[:, k])
         G_m[:, k], G_s[:, k] = g_m[:, 0], g_s[:, 0]
+        if pure is not None:
+            pure[0][:, k], pure[1][:, k] = g_m[:, -1], g_s[:, -1]
         d_m, d_s = through_phi(dphi, k, g_m, g_s)
         D_m[:, k], D_s[:, k] = d_m[:, 0], d_s[:, 0]
         if ends and k == 0:
@@ -564,6 +613,9 @@ def backward_blocks(
     # local terms (for the last loss the two coincide).
     cols = 1 if loss == "last" else 2
     g_m, g_s = np.zeros((n, cols, h)), np.full((n, cols), -np.inf)
+    pw = backward_powers(net, cell)
+    sub = SUB if pw is None else pw.k
+    prev: _Rows | None = None  # the last sub-block done, when it had ``sub`` steps
     for seg in segments(net, cell, fwd):
         t0 = seg.t0
         for b0 in range(t0 + ((seg.t1 - 1 - t0) // block) * block, t0 - 1, -block):
@@ -577,29 +629,132 @@ def backward_blocks(
             L = b1 - b0
             rows = [np.empty(shape) if o is None else o[:, b0:b1]
                     for o, shape in zip(out or (None,) * 4, ((n, L, h), (n, L)) * 2, strict=True)]
-            for c0 in range(b0 + ((b1 - 1 - b0) // SUB) * SUB, b0 - 1, -SUB):
-                c1 = min(c0 + SUB, b1)
+            for c0 in range(b0 + ((b1 - 1 - b0) // sub) * sub, b0 - 1, -sub):
+                c1 = min(c0 + sub, b1)
                 sl = slice(c0 - b0, c1 - b0)
                 add_local = np.arange(c0, c1) < (T - 1 if loss == "mean" else 0)
                 dphi = None if seg.dphi is None else seg.dphi.steps(c0 - t0, c1 - t0)
                 lm, ls = local_m[:, sl], local_s[:, sl]
-                with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked inside
-                    chain, ok = _chain_fast(net.W_hh, dphi, lm, ls, g_m, g_s, add_local, c0 == 0,
-                                            rows[0][:, sl], rows[2][:, sl])
-                if not ok.all():  # redo those trials step by step
-                    bad = np.flatnonzero(~ok)
-                    slow = _chain_scaled(net.W_hh[bad], None if dphi is None else dphi.trials(bad), lm[bad],
-                                         ls[bad], g_m[bad], g_s[bad], add_local, c0 == 0)
-                    for full, part in zip(chain, slow, strict=True):
-                        full[bad] = part
-                *parts, g_m, g_s = chain
-                for buf, part in zip(rows, parts, strict=True):
-                    if not np.may_share_memory(buf, part):  # the mantissas are written in place
-                        buf[:, sl] = part
+                pure = None
+                if pw is not None and cols > 1:  # the pure chain's rows, for the next block products
+                    pure = (np.empty((n, c1 - c0, h)), np.empty((n, c1 - c0)))
+                arriving = g_m, g_s
+                todo: NDArray[np.intp] | None = None  # trials left to the step-by-step paths (None: all)
+                if pw is not None and prev is not None and c1 - c0 == sub:
+                    cur = _Rows(rows[0][:, sl], rows[1][:, sl], pure, do_m[:, sl], do_s[:, sl])
+                    ok, g_m, g_s = _chain_powers(pw, net.W_hh, prev, cur, loss == "last" and c1 + sub - 1 < T,
+                                                 c0 == 0)
+                    rows[2][:, sl], rows[3][:, sl] = rows[0][:, sl], rows[1][:, sl]  # identity: D = G
+                    todo = np.flatnonzero(~ok)
+                if todo is None:
+                    g_m, g_s = _chain_sequential(
+                        net.W_hh, dphi, lm, ls, *arriving, add_local, c0 == 0, [r[:, sl] for r in rows], pure
+                    )
+                elif todo.size:
+                    shapes = ((todo.size, c1 - c0, h), (todo.size, c1 - c0)) * 2
+                    part = [np.empty(shape) for shape in shapes]
+                    part_pure = None if pure is None else (np.empty((todo.size, c1 - c0, h)),
+                                                           np.empty((todo.size, c1 - c0)))
+                    t_m, t_s = _chain_sequential(
+                        net.W_hh[todo], None if dphi is None else dphi.trials(todo), lm[todo], ls[todo],
+                        arriving[0][todo], arriving[1][todo], add_local, c0 == 0, part, part_pure,
+                    )
+                    for buf, p_ in zip(rows, part, strict=True):
+                        buf[todo, sl] = p_
+                    if pure is not None and part_pure is not None:
+                        pure[0][todo], pure[1][todo] = part_pure
+                    g_m[todo], g_s[todo] = t_m, t_s
+                if pw is not None:
+                    prev = _Rows(rows[0][:, sl].copy(), rows[1][:, sl].copy(),
+                                 None if pure is None else (pure[0].copy(), pure[1].copy()),
+                                 do_m[:, sl].copy(), do_s[:, sl].copy()) if c1 - c0 == sub else None
             hs = slice(b0 - t0, b1 - t0 + 1)
             bh_m, bh_s, ba_m, ba_s = rows
             yield BackwardBlock(b0, b1, bh_m, bh_s, ba_m, ba_s, do_m, do_s, seg.h_m[:, hs], seg.h_s[:, hs],
                                 g_s if b0 == 0 else None)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """A sub-block of the linear cell's backward pass, for :func:`_chain_powers`.
+
+    ``G_m (n, k, h)``, ``G_s (n, k)``: dL/dh_t (unit rows, log norms) in increasing t;
+    ``pure``: the same of the pure chain ``J^T g`` (mean loss), else ``None``; ``do_m``,
+    ``do_s``: dL/do_t.
+    """
+
+    G_m: Array
+    G_s: Array
+    pure: tuple[Array, Array] | None
+    do_m: Array
+    do_s: Array
+
+
+def backward_powers(net: Network, cell: Cell) -> Powers | None:
+    """``W_hh``'s block products with the outputs' gradients, where they pay off (linear cell).
+
+    Row form of the backward recursion: ``dL/dh_t = dL/dh_{t+1} W_hh + dL/do_t W_qh``.
+    """
+    n, T, h, _, q = net.shape
+    if not (T > 2 * POWER_K and applies(cell.linear, n, h, q, POWER_K)):
+        return None
+    return powers(net.W_hh, net.W_qh, POWER_K)
+
+
+def _chain_powers(
+    pw: Powers, W_hh: Array, prev: _Rows, cur: _Rows, no_inputs: bool, ends: bool
+) -> tuple[NDArray[np.bool_], Array, Array]:
+    """The linear cell's sub-block ``cur`` from the one above it, ``prev``, in two matrix products.
+
+    Writes ``cur.G_m``, ``cur.G_s`` (and ``cur.pure``); returns which trials kept every digit
+    and the chain leaving the sub-block (with ``ends``, the gradient at its first step, every
+    column, as :func:`_chain_fast`). ``no_inputs``: every dL/do_t of the window is zero (the
+    last loss, away from t = T).
+    """
+    k = pw.k
+    if no_inputs:
+        z_m = z_s = None
+    else:  # dL/do_t for t = c0 .. c1 + k - 2, last first (processing order)
+        z_m = np.concatenate([cur.do_m, prev.do_m[:, : k - 1]], axis=1)[:, ::-1]
+        z_s = np.concatenate([cur.do_s, prev.do_s[:, : k - 1]], axis=1)[:, ::-1]
+    G_m, G_s, ok = next_rows(pw, prev.G_m[:, ::-1], prev.G_s[:, ::-1], z_m, z_s)
+    cur.G_m[...], cur.G_s[...] = G_m[:, ::-1], G_s[:, ::-1]
+    first_m, first_s = cur.G_m[:, :1], cur.G_s[:, :1]
+    if cur.pure is not None and prev.pure is not None:
+        P_m, P_s, ok_pure = next_rows(pw, prev.pure[0][:, ::-1], prev.pure[1][:, ::-1])
+        cur.pure[0][...], cur.pure[1][...] = P_m[:, ::-1], P_s[:, ::-1]
+        ok &= ok_pure
+        first_m = np.concatenate([first_m, cur.pure[0][:, :1]], axis=1)
+        first_s = np.concatenate([first_s, cur.pure[1][:, :1]], axis=1)
+    if ends:
+        return ok, first_m.copy(), first_s.copy()
+    g_m, g_s = normalize(np.matmul(first_m, W_hh), first_s)  # rows are (W_hh^T dL/da)^T
+    return ok, g_m, g_s
+
+
+def _chain_sequential(
+    W_hh: Array, dphi: Dphi | None, loc_m: Array, loc_s: Array, g_m: Array, g_s: Array,
+    add_local: NDArray[np.bool_], ends: bool, out: list[Array], pure: tuple[Array, Array] | None,
+) -> tuple[Array, Array]:
+    """One sub-block step by step (:func:`_chain_fast`, and :func:`_chain_scaled` for the
+    trials that left the safe range): writes ``out = [G_m, G_s, D_m, D_s]`` (and ``pure``),
+    returns the chain leaving it."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked inside
+        chain, ok = _chain_fast(W_hh, dphi, loc_m, loc_s, g_m, g_s, add_local, ends, out[0], out[2], pure)
+    if not ok.all():  # redo those trials step by step
+        bad = np.flatnonzero(~ok)
+        bad_pure = None if pure is None else (pure[0][bad], pure[1][bad])
+        slow = _chain_scaled(W_hh[bad], None if dphi is None else dphi.trials(bad), loc_m[bad],
+                             loc_s[bad], g_m[bad], g_s[bad], add_local, ends, bad_pure)
+        for full, part in zip(chain, slow, strict=True):
+            full[bad] = part
+        if pure is not None and bad_pure is not None:
+            pure[0][bad], pure[1][bad] = bad_pure
+    *parts, g_m, g_s = chain
+    for buf, part in zip(out, parts, strict=True):
+        if not np.may_share_memory(buf, part):  # the mantissas are written in place
+            buf[...] = part
+    return g_m, g_s
 
 
 def backward(net: Network, fwd: Forward, cell: Cell, loss: str) -> Gradients:

@@ -536,7 +536,7 @@ def test_same_seed_same_numbers_different_seed_different() -> None:
     c = bptt(
         "analyze", "--T", "30", "--hidden", "6", "--trials", "3", "--seed", "43", "--format", "json"
     ).stdout
-    assert a == b
+    assert stable(json.loads(a)) == stable(json.loads(b))  # all but the process's peak memory
     assert json.loads(a)["trials"][0]["grad_h_log10"] != json.loads(c)["trials"][0]["grad_h_log10"]
 
 
