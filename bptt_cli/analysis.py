@@ -145,7 +145,8 @@ def analyze(
     and checkpointing (the same numbers either way, see
     :func:`bptt_cli.memory.choose_checkpoint`); ``estimators`` (truncation, clipping) are run
     and measured against the full gradients. A :class:`~bptt_cli.gated_network.GatedSpec`
-    (LSTM, GRU) gives a :class:`~bptt_cli.gated_analysis.GatedAnalysis`.
+    (LSTM, GRU) gives a :class:`~bptt_cli.gated_analysis.GatedAnalysis`: it stores every state
+    (``checkpoint`` ``auto`` or ``none``, no estimators), within ``max_memory`` (default 1 GiB).
     """
     from .memory import MemoryUse, Sizes, choose_checkpoint, peak_rss_bytes
     from .truncation import draw_batch, run_estimator
@@ -153,13 +154,13 @@ def analyze(
     if isinstance(spec, GatedSpec):
         from .gated_analysis import analyze_gated
 
-        if estimators or checkpoint.strip().lower() not in ("auto", "none") or max_memory is not None:
+        if estimators or checkpoint.strip().lower() not in ("auto", "none"):
             raise BadInput(
-                f"--truncate, --clip, --checkpoint K and --max-memory are not available "
-                f"for --cell {spec.cell}"
+                f"--truncate, --clip and --checkpoint K are not available for --cell {spec.cell} "
+                "(it stores every state)"
             )
         assert given is None or isinstance(given, GatedGiven)
-        return analyze_gated(spec, given, tolerance)
+        return analyze_gated(spec, given, tolerance, theory=theory, lyapunov=lyapunov, max_memory=max_memory)
     assert given is None or isinstance(given, Given)
     net = build_network(spec, given)
     n, T, h, d, q = net.shape

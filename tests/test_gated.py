@@ -236,7 +236,8 @@ def test_mixed_batch_equals_trials_alone(cell: str, loss: str, monkeypatch: pyte
     assert set(redone) == {0} and len(redone) == -(-T // gated.SUB)  # every sub-block of trial 0
     for i, (P, x, y) in enumerate(trials):
         _, alone = gated_bptt(network(cell, P, x, y), loss)
-        for field in ("dL_dh_s", "dL_dh_m", "dL_da_s", "dL_dgh_s", "dL_dc_s", "dL_dc_m", "loss_ln", "gain_ln"):
+        fields = ("dL_dh_s", "dL_dh_m", "dL_da_s", "dL_dgh_s", "dL_dc_s", "dL_dc_m", "loss_ln", "gain_ln")
+        for field in fields:
             a, b = getattr(together, field), getattr(alone, field)
             assert (a is None) == (b is None) == (cell == "gru" and field in ("dL_dc_s", "dL_dc_m")), field
             if a is not None:
