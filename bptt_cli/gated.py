@@ -689,16 +689,15 @@ class StepJacobians:
         once for many steps)."""
         return np.concatenate(self.kernel.step_T(co, k, self.net.weight_hh_l0, self._parts(V))[1], axis=-1)
 
-    def apply_T_scaled(self, t: int, rows: Rows, V: Array) -> Scaled:
+    def apply_T_scaled(self, t: int, rows: Rows, V: Array) -> list[Scaled]:
         """:meth:`apply_T` for the trials ``rows`` in scaled arithmetic, every coefficient in log
-        form: ``J_t^T v`` as a mantissa ``(b, k, D)`` (rows of unit norm) and a log scale
-        ``(b, k)``, exact however small the gates' derivatives (``sigma'(a)`` below 1e-308).
-        ``V (b, k, D)`` holds the rows of those trials.
+        form, exact however small the gates' derivatives (``sigma'(a)`` below 1e-308): ``J_t^T v``
+        part by part (LSTM ``[h, c]``, GRU ``[h]``), each a mantissa ``(b, k, h)`` (rows of unit
+        norm) and a log scale ``(b, k)``. ``V (b, k, D)`` holds the rows of those trials.
         """
         chain = [normalize(x) for x in self._parts(V)]
         lc = self.kernel.log_coefficients(self.net, self.fwd, t - 1, rows)
-        parts = self.kernel.step_T_scaled(lc, self.net.weight_hh_l0[rows], chain)[1]
-        return parts[0] if len(parts) == 1 else concat(*parts)
+        return self.kernel.step_T_scaled(lc, self.net.weight_hh_l0[rows], chain)[1]
 
     def apply(self, t: int, V: Array) -> Array:
         """``J_t v`` for the rows ``v`` of ``V (n, k, D)``, ``(n, k, D)``."""

@@ -7,12 +7,13 @@ of ``min(BLOCK, T)`` steps):
 
 - data ``x``, ``y``: ``T (d + q)``;
 - forward: the pre-activations ``G T h``, ``h_t`` (and the LSTM's ``c_t``, the GRU's
-  ``W_hn h + b_hn``) ``2 T h``, the output errors ``T q`` (briefly ``3 T q``);
+  ``W_hn h + b_hn``) ``2 T h``, the output errors ``T q`` (and as much again, briefly);
 - backward: ``dL/dh_t`` (and the LSTM's ``dL/dc_t``), ``T h`` each;
 - per-step log scales (``h_s``, ``e_s``, ``dL/dh``, ``dL/dc``, ``dL/da``, ``dL/dgh``; the theory's
-  chain and fit): ``24 T``;
-- per-block working space ``WORK B h + 4 B q`` (coefficients, records, parameter sums' terms)
-  and the parameters with their gradient sums ``3 (G h (h + d + 2) + q (h + 1))``.
+  chain and fit): ``16 T``;
+- per-block working space ``WORK B h + 4 B q`` (coefficients, records, parameter sums' terms),
+  the parameters with their gradient sums ``3 (G h (h + d + 2) + q (h + 1))`` and the spectrum
+  and theory's ``h x h`` matrices, ``16 h^2``.
 
 Measured with ``tracemalloc`` (every numpy allocation) the estimate is within 0.9 to 1.3 times
 the peak (``tests/test_gated_memory.py``).
@@ -25,7 +26,7 @@ from .errors import BadInput
 from .gated_network import GatedSpec
 from .memory import AUTO_BUDGET, FLOAT, format_size
 
-WORK = 48  # floats of working space per step of a block and hidden unit (measured)
+WORK = 40  # floats of working space per step of a block and hidden unit (measured)
 
 
 def gated_bytes(spec: GatedSpec) -> int:
@@ -33,8 +34,8 @@ def gated_bytes(spec: GatedSpec) -> int:
     T, h, d, q, G = spec.T, spec.hidden, spec.inputs_dim, spec.outputs_dim, spec.gates
     B = min(BLOCK, T)
     lstm = spec.cell == "lstm"
-    stored = T * (d + q) + (G + 2) * T * h + 2 * h + 3 * T * q + (2 if lstm else 1) * T * h + 24 * T
-    work = WORK * B * h + 4 * B * q + 3 * (G * h * (h + d + 2) + q * (h + 1))
+    stored = T * (d + q) + (G + 2) * T * h + 2 * h + 2 * T * q + (2 if lstm else 1) * T * h + 16 * T
+    work = WORK * B * h + 4 * B * q + 3 * (G * h * (h + d + 2) + q * (h + 1)) + 16 * h * h
     return FLOAT * spec.trials * (stored + work)
 
 

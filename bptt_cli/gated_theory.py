@@ -27,10 +27,10 @@ from .bptt import BackwardBlock
 from .gated import GatedBlock, GatedForward, GatedGradients, StepJacobians, backward, backward_blocks
 from .gated_network import CANDIDATE, GATES, GatedNetwork, GatedSpec
 from .horizons import effective_memory, horizons
-from .lyapunov import CHUNK, Lyapunov, start_frame, window
+from .lyapunov import CHUNK, REL_FLOOR, Lyapunov, start_frame, window
 from .nonnormal import henrici, numerical_abscissa, transient_growth
 from .rates import observed_rate
-from .scaled import Array, normalize
+from .scaled import Array, finite_or_zero, normalize
 from .spectra import Spectrum
 from .theory import Theory
 
@@ -113,7 +113,10 @@ def gated_lyapunov(
     backward step on coefficients prepared ``CHUNK`` steps at a time, in plain float64 (gates
     and their derivatives are at most 1); a trial whose step lost its frame (a non-finite entry,
     or ``|R_ii| < e^-600``: derivatives of gates saturated beyond float64's range) is redone with
-    every coefficient in log form (:meth:`~bptt_cli.gated.StepJacobians.apply_T_scaled`).
+    every coefficient in log form (:meth:`~bptt_cli.gated.StepJacobians.apply_T_scaled`), the
+    parts of the state joined by :func:`_joint` (a part below ``e^-700`` of the other is raised
+    to it): the exponents stay finite, and are exact while the gates' derivatives stay within
+    float64's range.
     """
     jac = StepJacobians(net, fwd)
     n, T = fwd.pre.shape[:2]
@@ -152,12 +155,25 @@ def _qr_step(jac: StepJacobians, co: dict[str, Array], k: int, t: int, Q: Array)
     bad = np.flatnonzero(~(finite & np.all(ln >= TINY_LN, axis=1)))
     if bad.size:
         with np.errstate(divide="ignore", under="ignore"):
-            m, s = jac.apply_T_scaled(t, bad, np.swapaxes(Q[bad], -1, -2))
+            m, s = _joint(jac.apply_T_scaled(t, bad, np.swapaxes(Q[bad], -1, -2)))
             Q_bad, R_bad = np.linalg.qr(np.swapaxes(m, -1, -2))
             # Y = m^T diag(e^s) = Q_bad R_bad diag(e^s): the same Q, R_ii scaled by e^s_i
             ln[bad] = np.log(np.abs(np.diagonal(R_bad, axis1=-2, axis2=-1))) + s
         Q_new[bad] = Q_bad
     return Q_new, ln
+
+
+def _joint(parts: list[tuple[Array, Array]]) -> tuple[Array, Array]:
+    """The rows of the joint state from its scaled parts: mantissa ``(b, k, D)`` of unit rows and
+    log scale ``(b, k)``. A part more than ``e^700`` below its row's largest is raised to that
+    (:data:`~bptt_cli.lyapunov.REL_FLOOR`, as the Elman cell's ``ln |phi'|``), so that it is not
+    lost to float64's range: exact within that range, a finite approximation beyond it."""
+    if len(parts) == 1:
+        return parts[0]
+    top = finite_or_zero(np.max(np.stack([s for _, s in parts]), axis=0))
+    rel = [np.where(np.isfinite(s), np.maximum(s - top, REL_FLOOR), -np.inf) for _, s in parts]
+    return normalize(np.concatenate([m * np.exp(r)[..., None] for (m, _), r in zip(parts, rel, strict=True)],
+                                    axis=-1), top)
 
 
 # -- effective memory ---------------------------------------------------------------------------
