@@ -72,7 +72,7 @@ def analyze_gated(
     if theory and not 0 <= K <= D:
         what = f"the state size {D} (h and c)" if spec.cell == "lstm" else f"the hidden size {h}"
         raise BadInput(f"--lyapunov {K} must be between 0 and {what}")
-    estimate = check_budget(spec, theory, max_memory)
+    estimate = check_budget(spec, max_memory)
     net = build_gated_network(spec, given)
     fwd, grads = gated_bptt(net, spec.loss)
     sp = spectrum(net.W_hh)

@@ -39,11 +39,10 @@ def gated_bytes(spec: GatedSpec) -> int:
     return FLOAT * spec.trials * (stored + work)
 
 
-def check_budget(spec: GatedSpec, theory: bool, max_memory: int | None) -> int:
-    """The estimate of :func:`gated_bytes`; a :class:`BadInput` if it exceeds ``max_memory``
-    (bytes; default 1 GiB, the budget of ``--checkpoint auto``). ``theory`` is accepted for
-    the signature's sake: the theory quantities add only per-step scales and per-block space,
-    both counted.
+def check_budget(spec: GatedSpec, max_memory: int | None) -> int:
+    """The estimate of :func:`gated_bytes` (the theory quantities add only per-step scales and
+    per-block space, both counted); a :class:`BadInput` if it exceeds ``max_memory`` (bytes;
+    default 1 GiB, the budget of ``--checkpoint auto``, whatever ``--checkpoint`` says).
     """
     need = gated_bytes(spec)
     budget = AUTO_BUDGET if max_memory is None else max_memory
