@@ -368,7 +368,7 @@ def test_lyapunov_count_is_bounded_by_the_state_size() -> None:
 # ---------------------------------------------------------------- memory
 
 
-@pytest.mark.parametrize(("cell", "loss", "T", "h"), [("lstm", "mean", 5000, 64), ("gru", "last", 3000, 96)])
+@pytest.mark.parametrize(("cell", "loss", "T", "h"), [("lstm", "mean", 2000, 48), ("gru", "last", 2000, 64)])
 def test_memory_estimate_against_tracemalloc(cell: str, loss: str, T: int, h: int) -> None:
     import tracemalloc
 
