@@ -15,7 +15,7 @@ import numpy as np
 from .bptt import BLOCK, Gradients, bptt
 from .cells import CELLS
 from .errors import BadInput
-from .gated_network import GatedGiven, GatedNetwork, GatedSpec
+from .gated_network import GatedGiven, GatedNetwork, GatedSpec, state_size
 from .network import Given, Network, Spec, build_network
 from .scaled import LN10, Array, log_norm
 from .spectra import Spectrum, spectrum
@@ -132,6 +132,17 @@ class Analysis:
         return fail_on is not None and self.summary()["verdict"] in FAIL_ON[fail_on]
 
 
+def lyapunov_count(cell: str, h: int, lyapunov: int | None) -> int:
+    """How many Lyapunov exponents: ``lyapunov``, or ``min(h, 4)``; at most the state size
+    (``2h`` for the LSTM's joint (h, c), else ``h``), else :class:`BadInput`."""
+    K = min(h, 4) if lyapunov is None else lyapunov
+    D = state_size(cell, h)
+    if not 0 <= K <= D:
+        what = f"the state size {D} (h and c)" if cell == "lstm" else f"the hidden size {h}"
+        raise BadInput(f"--lyapunov {K} must be between 0 and {what}")
+    return K
+
+
 def analyze(
     spec: Spec, given: Given | GatedGiven | None = None, tolerance: float = 1.0, *,
     theory: bool = False, lyapunov: int | None = None,
@@ -145,7 +156,8 @@ def analyze(
     and checkpointing (the same numbers either way, see
     :func:`bptt_cli.memory.choose_checkpoint`); ``estimators`` (truncation, clipping) are run
     and measured against the full gradients. A :class:`~bptt_cli.gated_network.GatedSpec`
-    (LSTM, GRU) gives a :class:`~bptt_cli.gated_analysis.GatedAnalysis`.
+    (LSTM, GRU) gives a :class:`~bptt_cli.gated_analysis.GatedAnalysis`: it stores every state
+    (``checkpoint`` ``auto`` or ``none``, no estimators), within ``max_memory`` (default 1 GiB).
     """
     from .memory import MemoryUse, Sizes, choose_checkpoint, peak_rss_bytes
     from .truncation import draw_batch, run_estimator
@@ -153,19 +165,17 @@ def analyze(
     if isinstance(spec, GatedSpec):
         from .gated_analysis import analyze_gated
 
-        if estimators or checkpoint.strip().lower() not in ("auto", "none") or max_memory is not None:
+        if estimators or checkpoint.strip().lower() not in ("auto", "none"):
             raise BadInput(
-                f"--truncate, --clip, --checkpoint K and --max-memory are not available "
-                f"for --cell {spec.cell}"
+                f"--truncate, --clip and --checkpoint K are not available for --cell {spec.cell} "
+                "(it stores every state)"
             )
         assert given is None or isinstance(given, GatedGiven)
-        return analyze_gated(spec, given, tolerance)
+        return analyze_gated(spec, given, tolerance, theory=theory, lyapunov=lyapunov, max_memory=max_memory)
     assert given is None or isinstance(given, Given)
     net = build_network(spec, given)
     n, T, h, d, q = net.shape
-    K = min(h, 4) if lyapunov is None else lyapunov
-    if theory and not 0 <= K <= h:
-        raise BadInput(f"--lyapunov {K} must be between 0 and the hidden size {h}")
+    K = lyapunov_count(spec.cell, h, lyapunov)
     plan = choose_checkpoint(checkpoint, Sizes(n, T, h, d, q, BLOCK), max_memory)
     room = None if max_memory is None else max(0, max_memory - plan.estimated_bytes)
     batches = [draw_batch(est, n, T, h, d, BLOCK, room) for est in estimators]

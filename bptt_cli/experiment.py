@@ -188,8 +188,9 @@ def resolve(
         files["targets"],
         forget_bias,
     )
-    if lyapunov is not None and not 0 <= lyapunov <= spec.hidden:
-        raise BadInput(f"--lyapunov {lyapunov} must be between 0 and the hidden size {spec.hidden}")
+    from .analysis import lyapunov_count
+
+    lyapunov_count(spec.cell, spec.hidden, lyapunov)  # checked before any point runs
     options = {
         "truncate": truncate,
         "truncate_mode": truncate_mode,

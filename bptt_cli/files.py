@@ -8,6 +8,7 @@ Files are data, never code: they are read with ``allow_pickle=False``. Every pro
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,15 @@ LABELS = {"x": "inputs", "y": "targets"}
 NDIM = {"W_hh": 2, "W_hx": 2, "W_qh": 2, "b_h": 1, "b_q": 1, "inputs": 2, "targets": 2}
 
 
-def _checked(value: np.ndarray, name: str, path: Path) -> Array:
+def check_array(value: np.ndarray, name: str, path: Path, ndim: int | None = None) -> Array:
+    """``value`` as float64, checked: real numbers, ``ndim`` dimensions (default ``NDIM[name]``),
+    no NaN or inf; every problem is a :class:`BadInput` naming ``name`` and ``path``.
+    """
+    ndim = NDIM[name] if ndim is None else ndim
     if value.dtype.kind not in "biuf":
         raise BadInput(f"{name} in {path} has dtype {value.dtype}; expected real numbers")
-    if value.ndim != NDIM[name]:
-        raise BadInput(f"{name} in {path} has shape {value.shape}; expected a {NDIM[name]}-D array")
+    if value.ndim != ndim:
+        raise BadInput(f"{name} in {path} has shape {value.shape}; expected a {ndim}-D array")
     value = value.astype(np.float64)
     if not np.all(np.isfinite(value)):
         bad = "NaN" if np.any(np.isnan(value)) else "inf"
@@ -39,7 +44,7 @@ NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # .npz files are zip archives
 
 
-def _load(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+def load_arrays(path: Path) -> np.ndarray | dict[str, np.ndarray]:
     """Read a .npy or .npz file without pickle; every failure is a BadInput naming the file.
 
     The file is opened here (not by ``np.load``) so that it is closed even when numpy fails
@@ -78,16 +83,16 @@ def load_weights(path: Path) -> dict[str, Array]:
     Accepted names: ``W_hh``, ``W_hx``, ``W_qh``, ``b_h``, ``b_q`` and PyTorch's
     ``weight_hh_l0``, ``weight_ih_l0``, ``bias_hh_l0``, ``bias_ih_l0``.
     """
-    loaded = _load(path)
+    loaded = load_arrays(path)
     if isinstance(loaded, np.ndarray):
-        return {"W_hh": _checked(loaded, "W_hh", path)}
+        return {"W_hh": check_array(loaded, "W_hh", path)}
     out: dict[str, Array] = {}
     for key, value in loaded.items():
         name = TORCH_NAMES.get(key, key)
         if name not in NAMES:
             known = ", ".join((*NAMES, *TORCH_NAMES))
             raise BadInput(f"unknown array {key!r} in {path} (expected some of {known})")
-        value = _checked(value, name, path)
+        value = check_array(value, name, path)
         if name in out:
             if key not in ("bias_hh_l0", "bias_ih_l0") or out[name].shape != value.shape:
                 raise BadInput(f"{path} gives {name} twice (as {key!r} and another name)")
@@ -100,10 +105,49 @@ def load_weights(path: Path) -> dict[str, Array]:
 
 def load_series(path: Path, name: str) -> Array:
     """A ``(T, k)`` array (``inputs`` or ``targets``) from a ``.npy`` file."""
-    loaded = _load(path)
+    loaded = load_arrays(path)
     if not isinstance(loaded, np.ndarray):
         raise BadInput(f"{name} file {path} must be a .npy array of shape (T, k), not an archive")
-    return _checked(loaded, name, path)
+    return check_array(loaded, name, path)
+
+
+SizeAxes = tuple[tuple[str, tuple[str | None, ...]], ...]
+"""For each array, the size each axis fixes (``None``: an axis no other array shares)."""
+
+ELMAN_AXES: SizeAxes = (
+    ("W_hh", ("hidden", None)),
+    ("W_hx", ("hidden", "inputs_dim")),
+    ("W_qh", ("outputs_dim", "hidden")),
+    ("x", ("T", "inputs_dim")),
+    ("y", ("T", "outputs_dim")),
+    ("b_h", ("hidden",)),
+    ("b_q", ("outputs_dim",)),
+)
+
+
+def fixed_sizes(arrays: Mapping[str, Array], axes: SizeAxes) -> dict[str, tuple[int, str]]:
+    """The sizes (``hidden``, ``inputs_dim``, ``outputs_dim``, ``T``) that ``arrays`` fix.
+
+    ``axes`` names the size of each axis of each array, in the order they are checked. Returns
+    each size as ``(size, description of the first array that fixes it)``; an array that
+    disagrees with an earlier one, or a series without time steps, is a :class:`BadInput`.
+    """
+    sizes: dict[str, tuple[int, str]] = {}
+    for key, names in axes:
+        if key not in arrays:
+            continue
+        what = f"{LABELS.get(key, key)} of shape {arrays[key].shape}"
+        for size, value in zip(names, arrays[key].shape, strict=False):
+            if size is None:
+                continue
+            if size in sizes and sizes[size][0] != value:
+                raise BadInput(
+                    f"{what} does not match {sizes[size][1]}: {size} {value} against {sizes[size][0]}"
+                )
+            sizes.setdefault(size, (value, what))
+    if "T" in sizes and sizes["T"][0] < 1:
+        raise BadInput(f"{sizes['T'][1]} has no time steps")
+    return sizes
 
 
 def given_from_files(
@@ -120,33 +164,8 @@ def given_from_files(
     if targets:
         arrays["y"] = load_series(targets, "targets")
 
-    sizes: dict[str, tuple[int, str]] = {}
-
-    def fix(size: str, value: int, what: str) -> None:
-        if size in sizes and sizes[size][0] != value:
-            raise BadInput(
-                f"{what} does not match {sizes[size][1]}: {size} {value} against {sizes[size][0]}"
-            )
-        sizes.setdefault(size, (value, what))
-
     W_hh = arrays.get("W_hh")
-    if W_hh is not None:
-        if W_hh.shape[0] != W_hh.shape[1]:
-            raise BadInput(f"W_hh must be square, got shape {W_hh.shape}")
-        fix("hidden", W_hh.shape[0], f"W_hh of shape {W_hh.shape}")
-    for key, rows, cols in (
-        ("W_hx", "hidden", "inputs_dim"),
-        ("W_qh", "outputs_dim", "hidden"),
-        ("x", "T", "inputs_dim"),
-        ("y", "T", "outputs_dim"),
-    ):
-        if key in arrays:
-            what = f"{LABELS.get(key, key)} of shape {arrays[key].shape}"
-            fix(rows, arrays[key].shape[0], what)
-            fix(cols, arrays[key].shape[1], what)
-    for key, size in (("b_h", "hidden"), ("b_q", "outputs_dim")):
-        if key in arrays:
-            fix(size, arrays[key].shape[0], f"{key} of shape {arrays[key].shape}")
-    if "T" in sizes and sizes["T"][0] < 1:
-        raise BadInput(f"{sizes['T'][1]} has no time steps")
+    if W_hh is not None and W_hh.shape[0] != W_hh.shape[1]:
+        raise BadInput(f"W_hh must be square, got shape {W_hh.shape}")
+    sizes = fixed_sizes(arrays, ELMAN_AXES)
     return Given(**arrays), sizes

@@ -41,7 +41,7 @@ block of ``BLOCK`` steps. Every array carries a leading trial axis ``n``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,14 +49,28 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import expit  # type: ignore[import-untyped]
 
-from .bptt import BLOCK, RANGE_LN, SUB, Gradients, ParamSums, block_sum, kept_every_digit, vector_sum
+from .bptt import (
+    BLOCK,
+    RANGE_LN,
+    SUB,
+    Forward,
+    Gradients,
+    ParamSums,
+    block_sum,
+    kept_every_digit,
+    local_terms,
+    loss_ln,
+    vector_sum,
+)
 from .errors import BadInput
 from .gated_network import GatedNetwork
-from .scaled import LN10, Array, add, finite_or_zero, log_weights, normalize
+from .scaled import LN10, Array, add, finite_or_zero, normalize
 
 LN4 = float(np.log(4.0))
 Scaled = tuple[Array, Array]  # mantissa (..., w) and natural-log scale (...)
 Coefs = dict[str, Array]
+Rows = NDArray[np.intp] | slice  # the trials a slow-path step runs on
+ALL: Rows = slice(None)
 
 
 @dataclass(frozen=True)
@@ -66,7 +80,8 @@ class GatedForward:
     ``pre (n, T, G h)``: gate pre-activations of t = 1..T (LSTM: ``a_t``; GRU: the arguments of
     sigma for r and z and of tanh for n); ``h (n, T+1, h)``: h_0..h_T; ``c (n, T+1, h)``: the
     LSTM's c_0..c_T (``None`` for the GRU); ``ghn (n, T, h)``: the GRU's ``W_hn h_{t-1} + b_hn``
-    (``None`` for the LSTM); ``e_m (n, T, q)``, ``e_s (n, T)``: the output error ``o_t - y_t``.
+    (``None`` for the LSTM); ``e_m (n, T, q)``, ``e_s (n, T)``: the output error ``o_t - y_t``;
+    ``h_s (n, T+1)``: ``ln ||h_t||`` (``-inf`` for h_0 = 0).
     """
 
     cell: str
@@ -76,6 +91,12 @@ class GatedForward:
     ghn: Array | None
     e_m: Array
     e_s: Array
+    h_s: Array
+
+    def outputs(self) -> Forward:
+        """The output errors (and ``h_s``) as an Elman :class:`~bptt_cli.bptt.Forward`, for the
+        helpers of :mod:`bptt_cli.bptt` that read only those (``loss_ln``, ``output_grad``)."""
+        return Forward(None, self.h_s, None, self.e_m, self.e_s)
 
 
 @dataclass(frozen=True)
@@ -86,11 +107,15 @@ class GatedGradients(Gradients):
     ``bias_hh_l0``) and ``W_qh``, ``b_q``; ``dL_da_m`` is ``None`` and ``dL_da_s (n, T)`` holds
     ``ln ||dL/da_t||`` of the gate pre-activations (LSTM: ``a_t``; GRU: ``W_ih x_t + b_ih``);
     ``dL_dc_m (n, T, h)``, ``dL_dc_s (n, T)``: the LSTM's dL/dc_t (``None`` for the GRU);
-    ``gain_ln``: ``ln ||J^T g|| - ln ||g||`` for the joint state, ``g = dL/ds_T = (dL/dh_T, 0)``.
+    ``dL_dgh_s (n, T)``: ``ln ||dL/d(W_hh h_{t-1} + b_hh)||``, the rows of ``weight_hh_l0``'s
+    gradient (the LSTM's equals ``dL_da_s``); ``gain_ln``: ``ln ||J^T g|| - ln ||g||`` for the
+    joint state, ``g = dL/ds_T = (dL/dh_T, 0)``. Without ``keep`` (:func:`backward`) the
+    mantissas ``dL_dh_m`` and ``dL_dc_m`` are ``None``.
     """
 
     dL_dc_m: Array | None = None
     dL_dc_s: Array | None = None
+    dL_dgh_s: Array | None = None
 
 
 # -- gate functions, plain and in log form ---------------------------------------------------
@@ -165,7 +190,7 @@ class Kernel(Protocol):
 
     def coefficients(self, net: GatedNetwork, fwd: GatedForward, b0: int, b1: int) -> Coefs: ...
 
-    def log_coefficients(self, net: GatedNetwork, fwd: GatedForward, t: int) -> Coefs: ...
+    def log_coefficients(self, net: GatedNetwork, fwd: GatedForward, t: int, rows: Rows = ALL) -> Coefs: ...
 
     def step_T(self, co: Coefs, k: int, W: Array, xs: list[Array]) -> tuple[list[Array], list[Array]]: ...
 
@@ -191,9 +216,16 @@ def _output_errors(net: GatedNetwork, h: Array) -> Scaled:
     return normalize(e)
 
 
-def _checked_forward(pre: Array, cell: str) -> None:
-    if not np.all(np.isfinite(pre)):
+def _checked_block(cell: str, *pre: Array) -> None:
+    """Refuse a block of pre-activations that overflowed (checked block by block: no ``(n, T, G h)``
+    mask is ever formed)."""
+    if not all(np.isfinite(p).all() for p in pre):
         raise BadInput(f"the {cell.upper()}'s gate pre-activations overflow float64: weights too large")
+
+
+def _state_scales(H: Array, b0: int, b1: int, h_s: Array) -> None:
+    """``h_s[:, b0+1 : b1+1] = ln ||h_t||`` for the block's states."""
+    h_s[:, b0 + 1 : b1 + 1] = normalize(H[:, b0 + 1 : b1 + 1])[1]
 
 
 class LSTMKernel:
@@ -210,7 +242,8 @@ class LSTMKernel:
         Wt = np.swapaxes(net.weight_hh_l0, -1, -2)
         pre = np.empty((n, T, 4 * h))
         H, C = np.zeros((n, T + 1, h)), np.zeros((n, T + 1, h))
-        with np.errstate(over="ignore", invalid="ignore"):  # checked below
+        h_s = np.full((n, T + 1), -np.inf)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked block by block
             for b0 in range(0, T, BLOCK):
                 b1 = min(b0 + BLOCK, T)
                 U = _input_drive(net, b0, b1) + net.bias_hh_l0[:, None, :]
@@ -222,8 +255,9 @@ class LSTMKernel:
                     g = np.tanh(a[:, 2 * h : 3 * h])
                     c = C[:, t + 1] = gates[:, h : 2 * h] * C[:, t] + gates[:, :h] * g
                     H[:, t + 1] = gates[:, 3 * h :] * np.tanh(c)
-        _checked_forward(pre, "lstm")
-        return GatedForward("lstm", pre, H, C, None, *_output_errors(net, H))
+                _checked_block("lstm", pre[:, b0:b1])
+                _state_scales(H, b0, b1, h_s)
+        return GatedForward("lstm", pre, H, C, None, *_output_errors(net, H), h_s)
 
     def coefficients(self, net: GatedNetwork, fwd: GatedForward, b0: int, b1: int) -> Coefs:
         assert fwd.c is not None
@@ -241,11 +275,12 @@ class LSTMKernel:
             "F": sig[:, :, 1],
         }
 
-    def log_coefficients(self, net: GatedNetwork, fwd: GatedForward, t: int) -> Coefs:
+    def log_coefficients(self, net: GatedNetwork, fwd: GatedForward, t: int, rows: Rows = ALL) -> Coefs:
+        """The coefficients of step ``t+1`` in log form (with signs), for the trials ``rows``."""
         assert fwd.c is not None
         h = fwd.h.shape[-1]
-        ai, af, ag, ao = (fwd.pre[:, t, k * h : (k + 1) * h] for k in range(4))
-        c_prev, c = fwd.c[:, t], fwd.c[:, t + 1]
+        ai, af, ag, ao = (fwd.pre[rows, t, k * h : (k + 1) * h] for k in range(4))
+        c_prev, c = fwd.c[rows, t], fwd.c[rows, t + 1]
         ln_tc, sg_tc = log_abs(np.tanh(c))
         ln_g, sg_g = log_abs(np.tanh(ag))
         ln_cp, sg_cp = log_abs(c_prev)
@@ -311,7 +346,8 @@ class GRUKernel:
         pre = np.empty((n, T, 3 * h))
         ghn = np.empty((n, T, h))
         H = np.zeros((n, T + 1, h))
-        with np.errstate(over="ignore", invalid="ignore"):  # checked below
+        h_s = np.full((n, T + 1), -np.inf)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked block by block
             for b0 in range(0, T, BLOCK):
                 b1 = min(b0 + BLOCK, T)
                 U = _input_drive(net, b0, b1)
@@ -325,9 +361,9 @@ class GRUKernel:
                     np.add(U[:, t - b0, 2 * h :], rz[:, :h] * gh[:, 2 * h :], out=a[:, 2 * h :])
                     new = np.tanh(a[:, 2 * h :])
                     H[:, t + 1] = new + rz[:, h:] * (H[:, t] - new)
-        _checked_forward(pre, "gru")
-        _checked_forward(ghn, "gru")
-        return GatedForward("gru", pre, H, None, ghn, *_output_errors(net, H))
+                _checked_block("gru", pre[:, b0:b1], ghn[:, b0:b1])
+                _state_scales(H, b0, b1, h_s)
+        return GatedForward("gru", pre, H, None, ghn, *_output_errors(net, H), h_s)
 
     def coefficients(self, net: GatedNetwork, fwd: GatedForward, b0: int, b1: int) -> Coefs:
         assert fwd.ghn is not None
@@ -344,14 +380,15 @@ class GRUKernel:
             "Kgh": np.stack([Pr, Pz, Pn * expit(ar)], axis=2),
         }
 
-    def log_coefficients(self, net: GatedNetwork, fwd: GatedForward, t: int) -> Coefs:
+    def log_coefficients(self, net: GatedNetwork, fwd: GatedForward, t: int, rows: Rows = ALL) -> Coefs:
+        """The coefficients of step ``t+1`` in log form (with signs), for the trials ``rows``."""
         assert fwd.ghn is not None
         h = fwd.h.shape[-1]
-        ar, az, an = (fwd.pre[:, t, k * h : (k + 1) * h] for k in range(3))
+        ar, az, an = (fwd.pre[rows, t, k * h : (k + 1) * h] for k in range(3))
         ln_pn = log_sigmoid(-az) + log_dtanh(an)
-        ln_ghn, sg_ghn = log_abs(fwd.ghn[:, t])
+        ln_ghn, sg_ghn = log_abs(fwd.ghn[rows, t])
         ln_pr = ln_pn + ln_ghn + log_dsigmoid(ar)
-        ln_d, sg_d = log_abs(fwd.h[:, t] - np.tanh(an))
+        ln_d, sg_d = log_abs(fwd.h[rows, t] - np.tanh(an))
         ln_pz = ln_d + log_dsigmoid(az)
         ones = np.ones_like(sg_d)
         sign = np.concatenate([sg_ghn, sg_d, ones], axis=-1)
@@ -405,23 +442,25 @@ Run = tuple[list[Scaled], list[Scaled]]  # records [dL/dh, *kernel records] (n, 
 def _fast(
     kern: Kernel, co: Coefs, W: Array, chain: list[Scaled], loc_m: Array, loc_s: Array,
     add_local: NDArray[np.bool_], ends: bool,
-) -> Run | None:
+) -> tuple[Run, NDArray[np.bool_]]:
     """Backward steps ``k = L-1..0`` of one sub-block in plain float64 within fixed frames.
 
     ``chain``: the state gradient arriving at the sub-block's last step, each part ``(n, c, w)``
     and ``(n, c)``; column 0 is dL/ds_t and gets ``loc_m e^loc_s (n, L, h)`` where ``add_local``.
     Every column has one frame ``e^S`` (column 0's also covers the local terms). Returns the
     records of column 0 and the chain leaving the sub-block (with ``ends``, the chain at its first
-    step), or ``None`` if a vector left ``e^{+-RANGE_LN}`` of its frame or a zero appeared from a
-    nonzero vector (the caller then runs :func:`_scaled`).
+    step), and which trials kept every digit: not those whose parts were too far apart for one
+    frame, whose vectors left ``e^{+-RANGE_LN}`` of their frame, or where a zero appeared from a
+    nonzero vector (the caller redoes those trials with :func:`_scaled`).
     """
     n, L, _ = loc_m.shape
     local_ln = np.where(add_local, loc_s, -np.inf)
     top = np.max(np.stack([s for _, s in chain]), axis=0)
     top[:, 0] = np.maximum(top[:, 0], np.max(local_ln, axis=1))
     S = finite_or_zero(top)
-    if any(np.any(np.isfinite(s) & (s - S < -RANGE_LN)) for _, s in chain):
-        return None  # the parts are too far apart for one frame
+    ok = np.ones(n, dtype=bool)
+    for _, s in chain:  # the parts must fit one frame
+        ok &= ~np.any(np.isfinite(s) & (s - S < -RANGE_LN), axis=1)
     xs = [m * np.exp(s - S)[..., None] for m, s in chain]
     Lf = loc_m * np.exp(local_ln - S[:, :1])[..., None] if add_local.any() else None
     steps = [np.empty((n, L, *x.shape[1:])) for x in xs]
@@ -447,87 +486,105 @@ def _fast(
         end_m, end_ln = normalize(x)
         if not ends:
             ln = np.concatenate([ln, end_ln[:, None]], axis=1)
-        if not kept_every_digit(ln, s).all():
-            return None
+        ok &= kept_every_digit(ln, s)
         leaving.append((end_m, end_ln + S))
     # column 0: the state gradient, then each record, step by step
     rows = [normalize(steps[0][:, :, 0])] + [normalize(r) for r in recs]
     joint = 0.5 * np.logaddexp.reduce(np.stack([2.0 * ln[..., 0] for ln in ln_parts]), axis=0)
     seq = np.stack([joint] + [ln[:, ::-1] for _, ln in rows[1:]], axis=-1).reshape(n, -1)
-    if not kept_every_digit(seq, joint_ln(chain)[:, 0]).all():
-        return None
-    return [(m, ln + S[:, :1]) for m, ln in rows], leaving
+    ok &= kept_every_digit(seq, joint_ln(chain)[:, 0])
+    return ([(m, ln + S[:, :1]) for m, ln in rows], leaving), ok
 
 
 def _scaled(
     kern: Kernel, net: GatedNetwork, fwd: GatedForward, W: Array, c0: int, chain: list[Scaled],
-    loc_m: Array, loc_s: Array, add_local: NDArray[np.bool_], ends: bool,
+    loc_m: Array, loc_s: Array, add_local: NDArray[np.bool_], ends: bool, rows: Rows = ALL,
 ) -> Run:
-    """The same steps as :func:`_fast`, coefficients in log form, renormalised at every step."""
+    """The same steps as :func:`_fast`, coefficients in log form, renormalised at every step.
+
+    ``rows``: the trials of ``net`` and ``fwd`` that ``W``, ``chain`` and the local terms hold.
+    """
     n, L, _ = loc_m.shape
-    rows: list[Scaled] | None = None
+    recs: list[Scaled] | None = None
     for k in range(L - 1, -1, -1):
         if add_local[k]:
             m, s = chain[0][0].copy(), chain[0][1].copy()
             m[:, 0], s[:, 0] = add(m[:, 0], s[:, 0], loc_m[:, k], loc_s[:, k])
             chain = [(m, s), *chain[1:]]
-        out, nxt = kern.step_T_scaled(kern.log_coefficients(net, fwd, c0 + k), W, chain)
+        out, nxt = kern.step_T_scaled(kern.log_coefficients(net, fwd, c0 + k, rows), W, chain)
         out = [chain[0], *out]
-        if rows is None:
-            rows = [(np.empty((n, L, m.shape[-1])), np.empty((n, L))) for m, _ in out]
-        for (bm, bs), (m, s) in zip(rows, out, strict=True):
+        if recs is None:
+            recs = [(np.empty((n, L, m.shape[-1])), np.empty((n, L))) for m, _ in out]
+        for (bm, bs), (m, s) in zip(recs, out, strict=True):
             bm[:, k], bs[:, k] = m[:, 0], s[:, 0]
         if not (ends and k == 0):
             chain = nxt
-    assert rows is not None
-    return rows, chain
+    assert recs is not None
+    return recs, chain
 
 
-def _output_grad(e_m: Array, e_s: Array, loss: str, T: int, b1: int) -> Scaled:
-    """``dL/do_t`` for the indices of ``e_m (n, L, q)``, the last of which is ``b1 - 1``."""
-    if loss == "mean":
-        return e_m, e_s - np.log(T)
-    m, s = np.zeros_like(e_m), np.full_like(e_s, -np.inf)
-    if b1 == T:
-        m[:, -1], s[:, -1] = e_m[:, -1], e_s[:, -1]
-    return m, s
+def _sub_block(
+    kern: Kernel, net: GatedNetwork, fwd: GatedForward, co: Coefs, c0: int, chain: list[Scaled],
+    loc_m: Array, loc_s: Array, add_local: NDArray[np.bool_], ends: bool,
+) -> Run:
+    """One sub-block: every trial on the fast path, then the trials that lost digits redone
+    step by step in scaled arithmetic (so that n trials at once give, bit for bit, what each
+    trial gives alone)."""
+    W = net.weight_hh_l0
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked inside
+        (recs, leaving), ok = _fast(kern, co, W, chain, loc_m, loc_s, add_local, ends)
+    if not ok.all():
+        bad = np.flatnonzero(~ok)
+        with np.errstate(divide="ignore"):
+            slow_recs, slow_leaving = _scaled(
+                kern, net, fwd, W[bad], c0, [(m[bad], s[bad]) for m, s in chain],
+                loc_m[bad], loc_s[bad], add_local, ends, bad,
+            )
+        for (fm, fs), (sm, ss) in zip([*recs, *leaving], [*slow_recs, *slow_leaving], strict=True):
+            fm[bad], fs[bad] = sm, ss
+    return recs, leaving
 
 
-def gated_loss_ln(e_s: Array, loss: str) -> Array:
-    """Natural log of the loss from the output errors' log norms ``e_s (n, T)``."""
-    if loss == "last":
-        return np.log(0.5) + 2.0 * e_s[:, -1]
-    w, top = log_weights(2.0 * e_s)
-    with np.errstate(divide="ignore"):
-        return np.log(0.5 / e_s.shape[1]) + finite_or_zero(top) + np.log(np.sum(w, axis=-1))
+@dataclass(frozen=True)
+class GatedBlock:
+    """The backward pass over steps ``b0+1..b1`` (0-based indices ``b0..b1-1``), ``L = b1 - b0``.
+
+    ``rec``: ``[dL/dh_t, *kernel records]`` as ``(m (n, L, w), s (n, L))``: LSTM
+    ``[dL/dh, dL/dc, dL/da (4h)]``, GRU ``[dL/dh, dL/dgi (3h), dL/dgh (3h)]``; the last is always
+    ``dL/d(W_hh h_{t-1} + b_hh)``, the rows of ``weight_hh_l0``'s gradient. ``do``: dL/do_t,
+    ``(n, L, q)`` and ``(n, L)``. ``start_s (n,)``: ``ln ||dL/dh_T||`` in the block with
+    ``b1 = T``, else ``None``; ``end``: the chain leaving step 1 (every column, column -1 is
+    ``J^T g``) in the block with ``b0 = 0``, else ``None``. Fresh arrays per block.
+    """
+
+    b0: int
+    b1: int
+    rec: list[Scaled]
+    do: Scaled
+    start_s: Array | None
+    end: list[Scaled] | None
 
 
-def backward(net: GatedNetwork, fwd: GatedForward, loss: str) -> GatedGradients:
-    """Exact BPTT gradients of every trial from a forward pass.
+def backward_blocks(net: GatedNetwork, fwd: GatedForward, loss: str) -> Iterator[GatedBlock]:
+    """The exact backward pass block by block, the last block first.
 
-    The chain runs backwards in sub-blocks of ``SUB`` steps (:func:`_fast`, or :func:`_scaled`
-    where a sub-block left float64's safe range); coefficients are computed once per block of
-    ``BLOCK`` steps, as are the parameter sums (one matrix product each).
+    The chain runs backwards in sub-blocks of ``SUB`` steps (:func:`_fast`, and :func:`_scaled`
+    for the trials that left float64's safe range); coefficients are computed once per block
+    of ``BLOCK`` steps. Stops wherever the consumer stops reading.
     """
     kern = KERNELS[net.cell]
     n, T, h, _, _ = net.shape
-    W = net.weight_hh_l0
-    dh_m, dh_s = np.empty((n, T, h)), np.empty((n, T))
-    lstm = net.cell == "lstm"
-    dc_m, dc_s = (np.empty((n, T, h)), np.empty((n, T))) if lstm else (None, None)
-    da_s = np.empty((n, T))
-    sums = ParamSums()
+    out_net = net.output_layer()
     # Column 0 carries dL/ds_t; for the mean loss, column 1 carries J^T g without the local terms.
     cols = 1 if loss == "last" else 2
     chain: list[Scaled] = [(np.zeros((n, cols, h)), np.full((n, cols), -np.inf)) for _ in range(kern.parts)]
-    last_s = np.full(n, -np.inf)
     for b0 in range(((T - 1) // BLOCK) * BLOCK, -1, -BLOCK):
         b1 = min(b0 + BLOCK, T)
-        do_m, do_s = _output_grad(fwd.e_m[:, b0:b1], fwd.e_s[:, b0:b1], loss, T, b1)
-        local_m, local_s = normalize(np.matmul(do_m, net.W_qh), do_s)
+        do_m, do_s, local_m, local_s = local_terms(out_net, fwd.e_m[:, b0:b1], fwd.e_s[:, b0:b1], loss, b1)
+        start_s = None
         if b1 == T:  # dL/dh_T = W_qh^T dL/do_T starts every column; the c part starts at 0
             chain[0] = (np.repeat(local_m[:, -1:], cols, axis=1), np.repeat(local_s[:, -1:], cols, axis=1))
-            last_s = local_s[:, -1]
+            start_s = local_s[:, -1]
         co = kern.coefficients(net, fwd, b0, b1)
         L = b1 - b0
         rec = [(np.empty((n, L, w)), np.empty((n, L))) for w in (h, *kern.widths(h))]
@@ -535,27 +592,57 @@ def backward(net: GatedNetwork, fwd: GatedForward, loss: str) -> GatedGradients:
             c1 = min(c0 + SUB, b1)
             sl = slice(c0 - b0, c1 - b0)
             add_local = np.arange(c0, c1) < (T - 1 if loss == "mean" else 0)
-            lm, ls = local_m[:, sl], local_s[:, sl]
             sub = {k: v[:, sl] for k, v in co.items()}
-            with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked inside
-                run = _fast(kern, sub, W, chain, lm, ls, add_local, c0 == 0)
-            if run is None:
-                with np.errstate(divide="ignore"):
-                    run = _scaled(kern, net, fwd, W, c0, chain, lm, ls, add_local, c0 == 0)
-            rows, chain = run
+            rows, chain = _sub_block(kern, net, fwd, sub, c0, chain, local_m[:, sl], local_s[:, sl],
+                                     add_local, c0 == 0)
             for (bm, bs), (m, s) in zip(rec, rows, strict=True):
                 bm[:, sl], bs[:, sl] = m, s
+        yield GatedBlock(b0, b1, rec, (do_m, do_s), start_s, chain if b0 == 0 else None)
+
+
+def backward(net: GatedNetwork, fwd: GatedForward, loss: str, keep: bool = True) -> GatedGradients:
+    """Exact BPTT gradients of every trial from a forward pass.
+
+    Consumes :func:`backward_blocks`; the parameter sums take one matrix product per block.
+    ``keep=False`` drops the per-step mantissas of dL/dh_t and dL/dc_t (the log norms, parameter
+    gradients, loss and gain are kept): ``T h`` floats per trial less each.
+    """
+    kern = KERNELS[net.cell]
+    n, T, h, _, _ = net.shape
+    dh_m = np.empty((n, T, h)) if keep else None
+    dh_s = np.empty((n, T))
+    lstm = net.cell == "lstm"
+    dc_m = np.empty((n, T, h)) if keep and lstm else None
+    dc_s = np.empty((n, T)) if lstm else None
+    da_s, gh_s = np.empty((n, T)), np.empty((n, T))
+    sums = ParamSums()
+    last_s = np.full(n, -np.inf)
+    end: list[Scaled] = []
+    for blk in backward_blocks(net, fwd, loss):
+        b0, b1, rec = blk.b0, blk.b1, blk.rec
         kern.param_sums(sums, net, fwd, rec, b0, b1)
+        do_m, do_s = blk.do
         sums.add("W_qh", *block_sum(do_m, fwd.h[:, b0 + 1 : b1 + 1], do_s))
         sums.add("b_q", *vector_sum(do_m, do_s))
-        dh_m[:, b0:b1], dh_s[:, b0:b1] = rec[0]
-        if dc_m is not None and dc_s is not None:
-            dc_m[:, b0:b1], dc_s[:, b0:b1] = rec[1]
+        dh_s[:, b0:b1] = rec[0][1]
+        if dh_m is not None:
+            dh_m[:, b0:b1] = rec[0][0]
+        if dc_s is not None:
+            dc_s[:, b0:b1] = rec[1][1]
+        if dc_m is not None:
+            dc_m[:, b0:b1] = rec[1][0]
         da_s[:, b0:b1] = rec[-1][1] if lstm else rec[1][1]
+        gh_s[:, b0:b1] = rec[-1][1]
+        if blk.start_s is not None:
+            last_s = blk.start_s
+        if blk.end is not None:
+            end = blk.end
 
     with np.errstate(invalid="ignore"):
-        gain = np.where(np.isneginf(last_s), np.nan, joint_ln(chain)[:, -1] - last_s)
-    return GatedGradients(dh_m, dh_s, None, da_s, sums.sums, gated_loss_ln(fwd.e_s, loss), gain, dc_m, dc_s)
+        gain = np.where(np.isneginf(last_s), np.nan, joint_ln(end)[:, -1] - last_s)
+    return GatedGradients(
+        dh_m, dh_s, None, da_s, sums.sums, loss_ln(fwd.outputs(), loss), gain, dc_m, dc_s, gh_s
+    )
 
 
 def gated_bptt(net: GatedNetwork, loss: str) -> tuple[GatedForward, GatedGradients]:
@@ -584,16 +671,33 @@ class StepJacobians:
         """Per-step coefficients of steps t0+1..t1 (0-based indices t0..t1-1), ``(n, L, ...)``."""
         return self.kernel.coefficients(self.net, self.fwd, t0, t1)
 
+    def _parts(self, V: Array) -> list[Array]:
+        return [V[..., p * self.h : (p + 1) * self.h] for p in range(self.kernel.parts)]
+
     def _apply(self, t: int, V: Array, how: Callable[[Coefs, int, Array, list[Array]], list[Array]]) -> Array:
         if not 1 <= t <= self.fwd.pre.shape[1]:
             raise ValueError(f"step t must be in 1..{self.fwd.pre.shape[1]}, got {t}")
         co = self.coefficients(t - 1, t)
-        xs = [V[..., p * self.h : (p + 1) * self.h] for p in range(self.kernel.parts)]
-        return np.concatenate(how(co, 0, self.net.weight_hh_l0, xs), axis=-1)
+        return np.concatenate(how(co, 0, self.net.weight_hh_l0, self._parts(V)), axis=-1)
 
     def apply_T(self, t: int, V: Array) -> Array:
         """``J_t^T v`` for the rows ``v`` of ``V (n, k, D)``: one backward step, ``(n, k, D)``."""
         return self._apply(t, V, lambda co, k, W, xs: self.kernel.step_T(co, k, W, xs)[1])
+
+    def apply_T_with(self, co: Coefs, k: int, V: Array) -> Array:
+        """:meth:`apply_T` for step ``t0 + k + 1`` from ``co = coefficients(t0, t1)`` (computed
+        once for many steps)."""
+        return np.concatenate(self.kernel.step_T(co, k, self.net.weight_hh_l0, self._parts(V))[1], axis=-1)
+
+    def apply_T_scaled(self, t: int, rows: Rows, V: Array) -> list[Scaled]:
+        """:meth:`apply_T` for the trials ``rows`` in scaled arithmetic, every coefficient in log
+        form, exact however small the gates' derivatives (``sigma'(a)`` below 1e-308): ``J_t^T v``
+        part by part (LSTM ``[h, c]``, GRU ``[h]``), each a mantissa ``(b, k, h)`` (rows of unit
+        norm) and a log scale ``(b, k)``. ``V (b, k, D)`` holds the rows of those trials.
+        """
+        chain = [normalize(x) for x in self._parts(V)]
+        lc = self.kernel.log_coefficients(self.net, self.fwd, t - 1, rows)
+        return self.kernel.step_T_scaled(lc, self.net.weight_hh_l0[rows], chain)[1]
 
     def apply(self, t: int, V: Array) -> Array:
         """``J_t v`` for the rows ``v`` of ``V (n, k, D)``, ``(n, k, D)``."""
@@ -610,11 +714,20 @@ def gate_product_log10(net: GatedNetwork, fwd: GatedForward) -> Array:
     """``log10 prod_{s=t+1}^{T} f_s`` (LSTM forget gate; GRU: the update gate ``z_s``), median over units.
 
     ``(n, T)``, index 0 is t = 1 (0 at t = T): the factor by which the carried path (``c`` for
-    the LSTM, ``z * h`` for the GRU) scales a gradient from t = T back to t.
+    the LSTM, ``z * h`` for the GRU) scales a gradient from t = T back to t. Summed from t = T
+    backwards one block of ``BLOCK`` steps at a time (``O(BLOCK h)`` working memory).
     """
-    n, _, h, _, _ = net.shape
-    gate = fwd.pre[:, :, h : 2 * h]  # f (LSTM) and z (GRU) are both the second block
-    ln = log_sigmoid(gate)
-    tail = np.cumsum(ln[:, ::-1], axis=1)[:, ::-1]  # sum_{s>=t}, index t-1
-    after = np.concatenate([tail[:, 1:], np.zeros((n, 1, h))], axis=1)
-    return np.median(after, axis=-1) / LN10
+    n, T, h, _, _ = net.shape
+    out = np.empty((n, T))
+    carry = np.zeros((n, 1, h))  # sum of ln gate_s over the steps after the block
+    for b0 in range(((T - 1) // BLOCK) * BLOCK, -1, -BLOCK):
+        b1 = min(b0 + BLOCK, T)
+        gate = fwd.pre[:, b0:b1, h : 2 * h]  # f (LSTM) and z (GRU) are both the second block
+        ln = log_sigmoid(gate)
+        if b1 == T:  # the sums after step t: 0 at t = T, then ln g_T, ln g_T + ln g_{T-1}, ...
+            after = np.concatenate([np.zeros((n, 1, h)), np.cumsum(ln[:, :0:-1], axis=1)], axis=1)
+        else:
+            after = np.cumsum(np.concatenate([carry, ln[:, :0:-1]], axis=1), axis=1)
+        out[:, b0:b1] = np.median(after[:, ::-1], axis=-1) / LN10
+        carry = after[:, -1:] + ln[:, :1]
+    return out

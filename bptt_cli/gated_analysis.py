@@ -1,19 +1,22 @@
 """One gated-cell experiment end to end: the :class:`~bptt_cli.analysis.Analysis` of an LSTM or GRU.
 
 The same object as for the Elman cell (``grad_h_log10``, ``gain_log10``, ``grad_params_log10``
-keyed by PyTorch's parameter names, verdicts, ``summary()``), plus the LSTM's ``grad_c_log10``,
-the gate product that keeps the gradient alive and the step Jacobians for the theory quantities.
-``spectrum`` is that of the candidate block (``W_hg`` of the LSTM, ``W_hn`` of the GRU), the
-matrix that plays the Elman ``W_hh``'s role.
+keyed by PyTorch's parameter names, verdicts, ``summary()``, the theory quantities that apply,
+the memory used), plus the LSTM's ``grad_c_log10``, the gate product that keeps the gradient
+alive and the step Jacobians. ``spectrum`` is that of the candidate block (``W_hg`` of the LSTM,
+``W_hn`` of the GRU), the matrix that plays the Elman ``W_hh``'s role.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .analysis import Analysis
+from .analysis import Analysis, lyapunov_count
 from .gated import GatedForward, GatedGradients, StepJacobians, gate_product_log10, gated_bptt
+from .gated_memory import check_budget
 from .gated_network import GatedGiven, GatedNetwork, GatedSpec, build_gated_network
+from .gated_theory import gated_theory
+from .memory import MemoryUse, peak_rss_bytes
 from .scaled import LN10, Array
 from .spectra import spectrum
 
@@ -51,8 +54,22 @@ class GatedAnalysis(Analysis):
         return StepJacobians(self.gated_net, self.forward)
 
 
-def analyze_gated(spec: GatedSpec, given: GatedGiven | None = None, tolerance: float = 1.0) -> GatedAnalysis:
-    """Draw every trial of ``spec``, compute its exact BPTT gradients and the candidate block's spectrum."""
+def analyze_gated(
+    spec: GatedSpec, given: GatedGiven | None = None, tolerance: float = 1.0, *,
+    theory: bool = False, lyapunov: int | None = None, max_memory: int | None = None,
+) -> GatedAnalysis:
+    """Draw every trial of ``spec``, compute its exact BPTT gradients and the candidate block's spectrum.
+
+    ``theory=True`` adds the predictions of :mod:`bptt_cli.gated_theory` with the top
+    ``lyapunov`` Lyapunov exponents (default ``min(hidden, 4)``, at most the state size: ``2h``
+    for the LSTM, ``h`` for the GRU). Every state is stored: the run is refused (``BadInput``)
+    before anything is allocated if the estimate exceeds ``max_memory`` (bytes; default 1 GiB).
+    """
+    K = lyapunov_count(spec.cell, spec.hidden, lyapunov)
+    estimate = check_budget(spec, max_memory)
     net = build_gated_network(spec, given)
     fwd, grads = gated_bptt(net, spec.loss)
-    return GatedAnalysis(spec, net, grads, spectrum(net.W_hh), tolerance, fwd=fwd)
+    sp = spectrum(net.W_hh)
+    th = gated_theory(spec, net, fwd, grads, sp, K) if theory else None
+    memory = MemoryUse(None, estimate, max_memory, peak_rss_bytes())
+    return GatedAnalysis(spec, net, grads, sp, tolerance, th, (), memory, fwd=fwd)

@@ -17,24 +17,20 @@ from typing import Any
 import numpy as np
 
 from .errors import BadInput
-from .files import _load, load_series
+from .files import SizeAxes, check_array, fixed_sizes, load_arrays, load_series
 from .gated_network import GATED, GATES, PARAMS, GatedGiven
 from .scaled import Array
 
 TORCH_SUFFIXES = (".pt", ".pth")
 NDIM = {"weight_ih_l0": 2, "weight_hh_l0": 2, "bias_ih_l0": 1, "bias_hh_l0": 1, "W_qh": 2, "b_q": 1}
-
-
-def _checked(value: Any, name: str, path: Path) -> Array:
-    value = np.asarray(value)
-    if value.dtype.kind not in "biuf":
-        raise BadInput(f"{name} in {path} has dtype {value.dtype}; expected real numbers")
-    if value.ndim != NDIM[name]:
-        raise BadInput(f"{name} in {path} has shape {value.shape}; expected a {NDIM[name]}-D array")
-    value = value.astype(np.float64)
-    if not np.all(np.isfinite(value)):
-        raise BadInput(f"{name} in {path} contains {'NaN' if np.any(np.isnan(value)) else 'inf'}")
-    return value
+GATED_AXES: SizeAxes = (  # the rows of weight_*_l0 (G h) are checked against the cell separately
+    ("weight_hh_l0", (None, "hidden")),
+    ("weight_ih_l0", (None, "inputs_dim")),
+    ("W_qh", ("outputs_dim", "hidden")),
+    ("x", ("T", "inputs_dim")),
+    ("y", ("T", "outputs_dim")),
+    ("b_q", ("outputs_dim",)),
+)
 
 
 def read_state_dict(path: Path) -> dict[str, Any]:
@@ -75,7 +71,7 @@ def load_gated_weights(path: Path, cell: str) -> dict[str, Array]:
     if path.suffix.lower() in TORCH_SUFFIXES:
         arrays = read_state_dict(path)
     else:
-        loaded = _load(path)
+        loaded = load_arrays(path)
         if isinstance(loaded, np.ndarray):
             names = ", ".join(PARAMS)
             raise BadInput(f"{path} holds one array; --cell {cell} needs an .npz of PyTorch names ({names})")
@@ -85,7 +81,7 @@ def load_gated_weights(path: Path, cell: str) -> dict[str, Array]:
         if key not in PARAMS:
             why = " (bptt reads single-layer, one-direction networks, no proj_size)" if "_l" in key else ""
             raise BadInput(f"unknown array {key!r} in {path}{why}; expected some of {', '.join(PARAMS)}")
-        out[key] = _checked(value, key, path)
+        out[key] = check_array(np.asarray(value), key, path, NDIM[key])
     if "weight_hh_l0" not in out:
         raise BadInput(f"{path} has no weight_hh_l0 (the recurrent weights of the {cell.upper()})")
     G = len(GATES[cell])
@@ -122,28 +118,4 @@ def gated_given_from_files(
         arrays["x"] = load_series(inputs, "inputs")
     if targets:
         arrays["y"] = load_series(targets, "targets")
-    sizes: dict[str, tuple[int, str]] = {}
-
-    def fix(size: str, value: int, what: str) -> None:
-        if size in sizes and sizes[size][0] != value:
-            raise BadInput(f"{what} does not match {sizes[size][1]}: {size} {value} against {sizes[size][0]}")
-        sizes.setdefault(size, (value, what))
-
-    labels = {"x": "inputs", "y": "targets"}
-    for key, rows, cols in (
-        ("weight_hh_l0", None, "hidden"),
-        ("weight_ih_l0", None, "inputs_dim"),
-        ("W_qh", "outputs_dim", "hidden"),
-        ("x", "T", "inputs_dim"),
-        ("y", "T", "outputs_dim"),
-    ):
-        if key in arrays:
-            what = f"{labels.get(key, key)} of shape {arrays[key].shape}"
-            if rows is not None:
-                fix(rows, arrays[key].shape[0], what)
-            fix(cols, arrays[key].shape[1], what)
-    if "b_q" in arrays:
-        fix("outputs_dim", arrays["b_q"].shape[0], f"b_q of shape {arrays['b_q'].shape}")
-    if "T" in sizes and sizes["T"][0] < 1:
-        raise BadInput(f"{sizes['T'][1]} has no time steps")
-    return GatedGiven(**arrays), sizes
+    return GatedGiven(**arrays), fixed_sizes(arrays, GATED_AXES)

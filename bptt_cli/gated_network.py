@@ -23,7 +23,8 @@ import numpy as np
 
 from .ensembles import random_W_hh, rescale
 from .errors import BadInput
-from .network import Spec
+from .network import Network, Spec
+from .network import _child_rng as child_rng  # the Elman network's child streams serve both
 from .scaled import Array
 
 GATED = ("lstm", "gru")
@@ -125,10 +126,17 @@ class GatedNetwork:
     def params(self) -> dict[str, Array]:
         return {name: getattr(self, name) for name in PARAMS}
 
-
-def child_rng(seq: np.random.SeedSequence, j: int) -> np.random.Generator:
-    """Child stream ``j`` of a trial's ``SeedSequence`` (the scheme of :mod:`bptt_cli.network`)."""
-    return np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, j)))
+    def output_layer(self) -> Network:
+        """The output layer and the data as an Elman :class:`~bptt_cli.network.Network` (views, no
+        copies): ``W_qh``, ``b_q``, ``x``, ``y`` and the sizes are this network's; ``W_hh`` is the
+        candidate block and ``W_hx``, ``b_h`` its input rows. For the helpers of
+        :mod:`bptt_cli.bptt` that read only the output layer (``local_terms``).
+        """
+        h = self.shape[2]
+        k = CANDIDATE[self.cell]
+        rows = slice(k * h, (k + 1) * h)
+        return Network(self.W_hh, self.weight_ih_l0[:, rows], self.W_qh, self.bias_ih_l0[:, rows],
+                       self.b_q, self.x, self.y, self.seeds)
 
 
 def draw_gated_trial(spec: GatedSpec, given: GatedGiven, seq: np.random.SeedSequence) -> dict[str, Array]:
@@ -178,3 +186,9 @@ def build_gated_network(
         stacked["bias_ih_l0"] = stacked["bias_ih_l0"].copy()
         stacked["bias_ih_l0"][:, h : 2 * h] += spec.forget_bias
     return GatedNetwork(spec.cell, **stacked, seeds=seeds)
+
+
+def state_size(cell: str, h: int) -> int:
+    """``D``: the size of the state whose step Jacobians are multiplied: ``2h`` for the LSTM's
+    joint ``(h, c)``, else ``h``."""
+    return 2 * h if cell == "lstm" else h

@@ -109,8 +109,6 @@ def theory_record(th: Theory, i: int) -> dict[str, Any]:
     ``effective_memory``, ``nonnormality``, ``alignment`` of ``trials[i]`` (see the README).
     """
     mf = th.mean_field
-    dom = th.dominant
-    lam = complex(dom.eigenvalue[i])
     g = th.growth
     return {
         "rates": {
@@ -118,6 +116,8 @@ def theory_record(th: Theory, i: int) -> dict[str, Any]:
             "window": None if np.isnan(th.window[i, 0]) else [_lag(th.window[i, 0]), _lag(th.window[i, 1])],
             "observed_of": th.observed_of,
             "mean_field_reason": th.mean_field_reason,
+            "gelfand_reason": th.reasons.get("gelfand"),
+            "spectral_norm_bound_reason": th.reasons.get("spectral_norm_bound"),
         },
         "mean_field": None if mf is None else {
             "q_star": mf.q_star[i],
@@ -134,14 +134,26 @@ def theory_record(th: Theory, i: int) -> dict[str, Any]:
         "horizon": {"vanish": _lag(th.vanish[i]), "explode": _lag(th.explode[i])},
         "effective_memory": _lag(th.effective_memory[i]),
         "nonnormality": nonnormality_record(th.henrici[i], th.abscissa[i], g, i),
-        "alignment": {
-            "dimension": int(dom.dimension[i]),
-            "eigenvalue": [lam.real, lam.imag],
-            "ratio": dom.ratio[i],
-            "rate": dom.rate[i],
-            "projection": None if th.projection is None else th.projection[i],
-            "tan_log10": None if th.tan_log10 is None else th.tan_log10[i],
-        },
+        "alignment": alignment_record(th, i),
+    }
+
+
+def alignment_record(th: Theory, i: int) -> dict[str, Any]:
+    """Trial ``i``'s ``alignment`` object; every value ``null`` (and ``reason`` set) where it does
+    not apply (gated cells)."""
+    dom = th.dominant
+    if dom is None:
+        keys = ("dimension", "eigenvalue", "ratio", "rate", "projection", "tan_log10")
+        return {**dict.fromkeys(keys), "reason": th.reasons.get("alignment")}
+    lam = complex(dom.eigenvalue[i])
+    return {
+        "dimension": int(dom.dimension[i]),
+        "eigenvalue": [lam.real, lam.imag],
+        "ratio": dom.ratio[i],
+        "rate": dom.rate[i],
+        "projection": None if th.projection is None else th.projection[i],
+        "tan_log10": None if th.tan_log10 is None else th.tan_log10[i],
+        "reason": th.reasons.get("alignment"),
     }
 
 
@@ -161,7 +173,10 @@ def theory_summary(th: Theory) -> dict[str, Any]:
             "peak_growth_log10": _median(th.growth.peak_log10),
             "numerical_abscissa": _median(th.abscissa),
         },
-        "alignment": {"ratio": _median(th.dominant.ratio), "rate": _median(th.dominant.rate)},
+        "alignment": {
+            "ratio": None if th.dominant is None else _median(th.dominant.ratio),
+            "rate": None if th.dominant is None else _median(th.dominant.rate),
+        },
     }
 
 

@@ -15,7 +15,7 @@ spectrum, ``W_hh``, and ``bptt.segments`` for the Lyapunov exponents.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,7 +43,10 @@ class Theory:
     gradient was fitted; ``mean_field``: the fixed point and chi_1, or ``None`` with
     ``mean_field_reason``; ``vanish``, ``explode``, ``effective_memory (n,)``: lags;
     ``henrici``, ``abscissa (n,)``; ``growth``: peak transient growth; ``dominant`` and
-    ``projection``, ``tan_log10 (n, T)``: the alignment (``None`` when not computed).
+    ``projection``, ``tan_log10 (n, T)``: the alignment (``None`` when not computed);
+    ``reasons``: why a quantity is null for every trial (keys ``gelfand``,
+    ``spectral_norm_bound``, ``alignment``; gated cells, :mod:`bptt_cli.gated_theory`);
+    ``matrix``: the matrix of the spectral quantities (``W_hh``; ``W_hg``/``W_hn`` for gated cells).
     """
 
     rates: dict[str, Array]
@@ -58,9 +61,11 @@ class Theory:
     henrici: Array
     abscissa: Array
     growth: TransientGrowth
-    dominant: Dominant
+    dominant: Dominant | None
     projection: Array | None
     tan_log10: Array | None
+    reasons: dict[str, str] = field(default_factory=dict)
+    matrix: str = "W_hh"
 
 
 def mean_field_applies(spec: Spec, W_hh_from_file: bool) -> str | None:

@@ -56,10 +56,15 @@ def render_theory(an: Analysis, console: Console) -> None:
     window = f"lags {_lag(lo)}..{_lag(hi)}" if not np.all(np.isnan(hi)) else "< 2 nonzero lags"
     fitted = "ln||dL/dh_t||" if th.observed_of == "dL/dh_t" else "ln||last step's chain||"
     table.add_row("observed rate", _rate(_med(th.rates["observed"])), f"fit of {fitted}, {window}")
-    table.add_row("Gelfand rate", _rate(_med(th.rates["gelfand"])), "ln rho(W_hh)")
+    M = th.matrix
     gamma = "1/4" if an.spec.cell == "sigmoid" else "1"
-    bound = _rate(_med(th.rates["spectral_norm_bound"]))
-    table.add_row("spectral-norm bound", bound, f"ln(gamma ||W_hh||_2), gamma {gamma}")
+    for name, label, note in (
+        ("gelfand", "Gelfand rate", f"ln rho({M})"),
+        ("spectral_norm_bound", "spectral-norm bound", f"ln(gamma ||{M}||_2), gamma {gamma}"),
+    ):
+        reason = th.reasons.get(name)
+        value = _rate(_med(th.rates[name]))
+        table.add_row(label, value, note if reason is None else f"n/a: {reason}")
     mf = th.mean_field
     if mf is None:
         table.add_row("mean-field rate", "-", f"n/a: {th.mean_field_reason}")
@@ -82,16 +87,19 @@ def render_theory(an: Analysis, console: Console) -> None:
     table.add_row(
         "effective memory",
         "-" if np.all(np.isnan(memory)) else f"{float(np.nanmedian(memory)):g}",
-        "steps giving dL/dW_hh to 5% (last loss)",
+        "steps giving dL/dW_hh to 5% (last loss)" if M == "W_hh"
+        else "steps for dL/dweight_hh_l0 to 5% (last loss)",
     )
-    table.add_row("Henrici departure", f"{_med(th.henrici):.3f}", "0 for a normal W_hh, at most 1")
+    table.add_row("Henrici departure", f"{_med(th.henrici):.3f}", f"0 for a normal {M}, at most 1")
     g = th.growth
     k = float(np.median(g.k))
     up_to = float(np.min(g.up_to))
     how = {"all": "every k", "search": "searched", "sampled": "sampled"}[g.method[0]] if n == 1 else "median"
     reach = f"k <= {up_to:g}" if up_to < T else "k <= T"
-    table.add_row("peak ||W_hh^k||_2", pow10(_med(g.peak_log10)), f"at k {k:g} ({how}, {reach})")
-    table.add_row("numerical abscissa", f"{_med(th.abscissa):.4g}", "max eig((W_hh + W_hh^T)/2)")
+    table.add_row(f"peak ||{M}^k||_2", pow10(_med(g.peak_log10)), f"at k {k:g} ({how}, {reach})")
+    table.add_row("numerical abscissa", f"{_med(th.abscissa):.4g}", f"max eig(({M} + {M}^T)/2)")
+    if th.dominant is None and "alignment" in th.reasons:
+        table.add_row("alignment", "-", f"n/a: {th.reasons['alignment']}")
     console.print(table)
     render_alignment(an, console)
 
@@ -99,7 +107,7 @@ def render_theory(an: Analysis, console: Console) -> None:
 def render_alignment(an: Analysis, console: Console) -> None:
     """``||P g_t|| / ||g_t||`` and ``log10 tan theta_t`` at the reported steps, beside the rate."""
     th = an.theory
-    if th is None or th.projection is None or th.tan_log10 is None:
+    if th is None or th.dominant is None or th.projection is None or th.tan_log10 is None:
         return
     dom = th.dominant
     T = th.projection.shape[1]

@@ -78,6 +78,21 @@ def loss(
     return total / T if kind == "mean" else total
 
 
+def loss_early_weights(
+    cell: str, P: dict[str, np.ndarray], W_early: np.ndarray, j: int, x: np.ndarray, y: np.ndarray
+) -> float:
+    """The last loss with ``weight_hh_l0 = W_early`` at steps t = 1..j and ``P``'s at t > j:
+    its gradient in ``W_early`` is the part of dL/dweight_hh_l0 from steps 1..j."""
+    T, H = x.shape[0], P["weight_hh_l0"].shape[1]
+    h, c = np.zeros(H), np.zeros(H)
+    early = {**P, "weight_hh_l0": W_early}
+    for t in range(T):
+        h, c_new = step(cell, early if t < j else P, x[t], h, c if cell == "lstm" else None)
+        c = c_new if c_new is not None else c
+    e = P["W_qh"] @ h + P["b_q"] - y[T - 1]
+    return 0.5 * float(e @ e)
+
+
 def fd_grad(f: Callable[[np.ndarray], float], v: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """Central differences of ``f`` at ``v``, entry by entry."""
     g = np.zeros_like(v)

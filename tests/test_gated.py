@@ -8,6 +8,8 @@ trials one by one.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import gated_reference as ref
 import numpy as np
@@ -94,6 +96,16 @@ def test_trials_at_once_equal_trials_one_by_one(cell: str, loss: str) -> None:
             assert np.array_equal(one.params[name][1][0], together.params[name][1][i])
 
 
+def every_trial_slow(fast: Callable[..., Any]) -> Callable[..., Any]:
+    """``gated._fast`` as if no trial had kept every digit: every sub-block is redone scaled."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        result, ok = fast(*args, **kwargs)
+        return result, np.zeros_like(ok)
+
+    return run
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_scaled_path_equals_fast_path(cell: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Forcing every sub-block through the step-by-step scaled path changes nothing but rounding."""
@@ -101,7 +113,7 @@ def test_scaled_path_equals_fast_path(cell: str, monkeypatch: pytest.MonkeyPatch
         net = build_gated_network(GatedSpec(cell=cell, loss=loss, T=80, hidden=6, trials=2))
         _, fast = gated_bptt(net, loss)
         with monkeypatch.context() as m:
-            m.setattr(gated, "_fast", lambda *a, **k: None)
+            m.setattr(gated, "_fast", every_trial_slow(gated._fast))
             _, slow = gated_bptt(net, loss)
         np.testing.assert_allclose(slow.dL_dh_s, fast.dL_dh_s, rtol=0, atol=1e-12)
         np.testing.assert_allclose(slow.gain_ln, fast.gain_ln, rtol=0, atol=1e-12)
@@ -194,6 +206,46 @@ def test_saturated_gradient_far_below_float64_is_reported_exactly(cell: str, los
         ln = log_norm(m, s) if m.ndim == 3 else log_norm(m[..., None], s)
         assert abs(ln[0] / LN10 - mp[name]) < 1e-9, name
     assert np.isfinite(g.gain_ln[0]) and g.gain_ln[0] / LN10 < -400
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("loss", LOSSES)
+def test_mixed_batch_equals_trials_alone(cell: str, loss: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One trial needs the slow path (gates saturated: each step shrinks the chain by about
+    e^-60), one not: only the first is redone step by step, and the batch gives, bit for bit,
+    what each trial gives alone."""
+    T = 70
+    slow_trial = saturated_trial(cell, T)
+    fast_trial = random_trial(np.random.default_rng(2), cell, h=2, d=1, q=1, T=T, scale=0.5)
+    trials = [slow_trial, fast_trial]
+    both = GatedNetwork(
+        cell,
+        *(np.stack([P[k] for P, _, _ in trials]) for k in PARAMS),
+        np.stack([x for _, x, _ in trials]),
+        np.stack([y for _, _, y in trials]),
+    )
+    redone: list[int] = []
+    scaled = gated._scaled
+
+    def spy(*args: Any) -> Any:
+        redone.extend(int(i) for i in args[10])  # rows: the trials redone
+        return scaled(*args)
+
+    monkeypatch.setattr(gated, "_scaled", spy)
+    _, together = gated_bptt(both, loss)
+    assert set(redone) == {0} and len(redone) == -(-T // gated.SUB)  # every sub-block of trial 0
+    for i, (P, x, y) in enumerate(trials):
+        _, alone = gated_bptt(network(cell, P, x, y), loss)
+        fields = ("dL_dh_s", "dL_dh_m", "dL_da_s", "dL_dgh_s", "dL_dc_s", "dL_dc_m", "loss_ln", "gain_ln")
+        for field in fields:
+            a, b = getattr(together, field), getattr(alone, field)
+            assert (a is None) == (b is None) == (cell == "gru" and field in ("dL_dc_s", "dL_dc_m")), field
+            if a is not None:
+                assert np.array_equal(a[i], b[0], equal_nan=True), field
+        for name in PARAMS:
+            for j in (0, 1):
+                assert np.array_equal(together.params[name][j][i], alone.params[name][j][0]), name
+    assert together.gain_ln[0] / LN10 < -1000 < together.gain_ln[1] / LN10  # far below float64, finite
 
 
 def test_mpmath_oracle_agrees_with_finite_differences() -> None:
