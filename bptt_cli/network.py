@@ -107,7 +107,7 @@ def trial_seeds(seed: int, trials: int) -> list[np.random.SeedSequence]:
     return np.random.SeedSequence(seed).spawn(trials)
 
 
-def _child_rng(seq: np.random.SeedSequence, j: int) -> np.random.Generator:
+def child_rng(seq: np.random.SeedSequence, j: int) -> np.random.Generator:
     # Each quantity draws from its own stream, so that changing T or a size leaves the others alone.
     return np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, j)))
 
@@ -120,7 +120,7 @@ def draw_trial(spec: Spec, given: Given, seq: np.random.SeedSequence) -> dict[st
         value = getattr(given, name)
         if value is not None:
             return np.asarray(value, dtype=np.float64)
-        return draw(_child_rng(seq, j))
+        return draw(child_rng(seq, j))
 
     return {
         "W_hh": pick("W_hh", 0, lambda r: random_W_hh(r, h, spec.ensemble, spec.gain)),
