@@ -23,8 +23,11 @@ import numpy as np
 
 from .ensembles import random_W_hh, rescale
 from .errors import BadInput
-from .network import Network, Spec
-from .network import child_rng  # the Elman network's child streams serve both
+from .network import (
+    Network,
+    Spec,
+    child_rng,  # the Elman network's child streams serve both
+)
 from .scaled import Array
 
 GATED = ("lstm", "gru")
