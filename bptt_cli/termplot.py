@@ -224,15 +224,17 @@ def nice_ticks(lo: float, hi: float, most: int = 5) -> tuple[float, float, float
     1, 2 or 5 x 10^k that needs at most ``most`` steps."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError("nice_ticks needs finite bounds")
+    most = max(most, 2)
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
     exponent = math.floor(math.log10((hi - lo) / most))
-    for mult in (1.0, 2.0, 5.0, 10.0):
-        step = mult * 10.0**exponent
-        start, stop = math.floor(lo / step) * step, math.ceil(hi / step) * step
-        if round((stop - start) / step) <= most:
-            return start, stop, step
-    raise AssertionError("unreachable")  # pragma: no cover
+    while True:  # ends: a step of at least hi - lo needs at most 2 steps
+        for mult in (1.0, 2.0, 5.0):
+            step = mult * 10.0**exponent
+            start, stop = math.floor(lo / step) * step, math.ceil(hi / step) * step
+            if round((stop - start) / step) <= most:
+                return start, stop, step
+        exponent += 1
 
 
 def log_ticks(lo: float, hi: float, most: int = 5) -> tuple[float, float, list[float]]:
@@ -244,7 +246,7 @@ def log_ticks(lo: float, hi: float, most: int = 5) -> tuple[float, float, list[f
 
 
 def pow10_label(log10: float) -> str:
-    """The number ``10^log10`` as a tick label: ``1e-40`` for whole powers, else ``3.2e+05``;
+    """The number ``10^log10`` as a tick label: ``1e-40`` for whole powers, else ``3.2e+5``;
     any exponent (``1e-500`` too: it is only text)."""
     if abs(log10 - round(log10)) < 1e-9:
         return f"1e{round(log10):+d}"
