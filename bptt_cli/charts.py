@@ -30,7 +30,8 @@ def gradient_chart(
     """The chart of ``grad_h_log10 (n, T)`` (log10 ||dL/dh_t||, index 0 is t = 1) against t.
 
     ``predicted (T,)``: log10 of the theory's prediction at every t (drawn under the median);
-    ``width``: columns of the plot area (default: the console's width less the labels).
+    ``width``: columns of the plot area (default: the console's width less the labels);
+    ``height``: about this many rows (made one more than a multiple of the tick steps).
     """
     g = np.asarray(grad_h_log10, dtype=np.float64)
     n, T = g.shape
@@ -39,7 +40,10 @@ def gradient_chart(
     shown = [median] + ([q1, q3] if n > 1 else []) + ([predicted] if predicted is not None else [])
     finite = np.concatenate([v[np.isfinite(v)] for v in shown])
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
-    y0, y1, ticks = log_ticks(lo, hi)
+    y0, y1, ticks = log_ticks(lo, hi, most=6)
+    # a whole number of rows per tick step, so that every tick label sits on its value's row
+    steps = len(ticks) - 1
+    height = steps * max(1, round(height / steps)) + 1
     label_width = max(len(pow10_label(v)) for v in ticks)
     if width is None:
         width = max(20, console.width - label_width - 2 - len("  t") - 1)

@@ -56,6 +56,7 @@ STYLE: dict[str, Any] = {
     "savefig.dpi": DPI,
 }
 MEASURED, RHO, MEAN_FIELD, GATE = "#1f4e9c", "#d62728", "#2ca02c", "#9467bd"
+PREDICTED_BOUNDARY = "#22c55e"  # bright green: visible on the light and the dark cells
 PARAM_LABELS = {"W_hh": "$W_{hh}$", "W_hx": "$W_{hx}$", "W_qh": "$W_{qh}$", "b_h": "$b_h$", "b_q": "$b_q$"}
 AXIS_LABELS = {
     "T": "sequence length T (steps)",
@@ -503,14 +504,14 @@ def _heat_panel(
                 ax.text(j, i, text, ha="center", va="center", fontsize=size, color="white" if dark else "0.1")
     _boundary(ax, _verdict_grid(gain, unit), color="black", lw=2.2, ls="-")
     if np.isfinite(predicted).any():
-        _boundary(ax, _verdict_grid(predicted, unit), color="white", lw=1.6, ls=(0, (3, 3)))
+        _boundary(ax, _verdict_grid(predicted, unit), color=PREDICTED_BOUNDARY, lw=1.8, ls=(0, (3, 2)))
     ax.set_xticks(range(C), [cell_text(v) for v in col_values] if cols is not None else [""])
     ax.set_yticks(range(R), [cell_text(v) for v in row_values] if rows is not None else [""])
     ax.set_xlabel(_label(cols))
     ax.set_ylabel(_label(rows))
     ax.grid(False)
     ax.set_title((f"{title}: " if title else "") + "median log10 gain; verdict boundary |gain| = tolerance:\n"
-                 "measured (black), predicted (white dashes)", loc="left", fontsize=8.5)
+                 "measured (black), predicted (green dashes)", loc="left", fontsize=8.5)
     return image
 
 
