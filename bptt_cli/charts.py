@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.text import Text
 
 from .scaled import Array
-from .termplot import legend, line_chart, log_ticks, pow10_label
+from .termplot import legend, line_chart, log_ticks, pow10_label, tick_digits
 from .trialstats import over_trials
 
 MEDIAN = ("bold yellow", "o")
@@ -44,7 +44,12 @@ def gradient_chart(
     # a whole number of rows per tick step, so that every tick label sits on its value's row
     steps = len(ticks) - 1
     height = steps * max(1, round(height / steps)) + 1
-    label_width = max(len(pow10_label(v)) for v in ticks)
+    digits = tick_digits(ticks[1] - ticks[0])
+
+    def label(v: float) -> str:
+        return pow10_label(v, digits)
+
+    label_width = max(len(label(v)) for v in ticks)
     if width is None:
         width = max(20, console.width - label_width - 2 - len("  t") - 1)
     series: list[tuple[Array, str, str]] = []
@@ -64,7 +69,7 @@ def gradient_chart(
     text.append_text(
         line_chart(
             t, series, console, width=width, height=height, x_label="t", band=band,
-            y_range=(y0, y1), y_ticks=ticks, y_format=pow10_label, x_format=lambda v: f"{v:g}",
+            y_range=(y0, y1), y_ticks=ticks, y_format=label, x_format=lambda v: f"{v:g}",
         )
     )
     text.append("\n")

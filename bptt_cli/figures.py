@@ -56,6 +56,7 @@ STYLE: dict[str, Any] = {
     "savefig.dpi": DPI,
 }
 MEASURED, RHO, MEAN_FIELD, GATE = "#1f4e9c", "#d62728", "#2ca02c", "#9467bd"
+VERDICT_SIGN = {"vanishing": -1.0, "stable": 0.0, "exploding": 1.0}
 PREDICTED_BOUNDARY = "#22c55e"  # bright green: visible on the light and the dark cells
 PARAM_LABELS = {"W_hh": "$W_{hh}$", "W_hx": "$W_{hx}$", "W_qh": "$W_{qh}$", "b_h": "$b_h$", "b_q": "$b_q$"}
 AXIS_LABELS = {
@@ -107,6 +108,8 @@ def _settings(config: Mapping[str, Any], skip: Sequence[str] = ()) -> str:
             continue
         if key == "gain" and (config.get("radius") is not None or config.get("norm") is not None):
             continue
+        if key in ("ensemble", "gain") and config.get("weights") is not None:
+            continue
         if key in ("bias", "forget_bias") and value == 0:
             continue
         if key == "forget_bias" and config.get("cell") != "lstm":
@@ -136,7 +139,9 @@ def analysis_figure(record: Mapping[str, Any]) -> Figure:
     terms = [tr.get("grad_param_terms_log10") for tr in trials]
     tans = [(tr.get("alignment") or {}).get("tan_log10") for tr in trials]
     has_terms = all(t is not None for t in terms)
-    has_alignment = all(t is not None for t in tans) and T > 1
+    has_alignment = (
+        T > 1 and all(t is not None for t in tans) and any(v is not None for t in tans for v in t or ())
+    )
     with _rc():
         fig = _figure(ANALYZE_SIZE if (has_terms or has_alignment) else (10.0, 4.5))
         if has_terms or has_alignment:
@@ -207,8 +212,16 @@ def _gradient_panel(ax: Any, record: Mapping[str, Any], g: Array) -> None:
     gain, verdict, tol = summary.get("gain_log10"), summary.get("verdict"), summary.get("tolerance")
     title = "Gradient norm along the sequence"
     if verdict is not None:
-        title += f": {verdict}" + (f" (gain $10^{{{gain:+.2f}}}$ from t = T to 1, tolerance {tol:g})"
-                                   if gain is not None else "")
+        if gain is not None:
+            title += f": {verdict} (gain $10^{{{gain:+.2f}}}$ from t = T to 1, tolerance {tol:g})"
+        elif verdict == "vanishing":
+            title += ": vanishing (exactly zero by t = 1)"
+        else:
+            title += f": {verdict}"
+    zeros = int(np.sum(np.isneginf(median)))
+    if zeros:
+        ax.text(0.01, 0.02, f"exactly zero at {zeros} of the {T} steps (not drawn)", transform=ax.transAxes,
+                fontsize=8, color="0.3")
     ax.set_title(title, loc="left")
     ax.legend(loc="best", frameon=False)
 
@@ -481,6 +494,8 @@ def _heat_panel(
     gain = np.full((R, C), np.nan)
     predicted = np.full((R, C), np.nan)
     present = np.zeros((R, C), dtype=bool)
+    verdict = np.full((R, C), np.nan)  # the records' own verdicts (each with its tolerance)
+    predicted_verdict = np.full((R, C), np.nan)
     for i, rv in enumerate(row_values):
         for j, cv in enumerate(col_values):
             rec = record_at(rv, cv)
@@ -488,6 +503,9 @@ def _heat_panel(
                 present[i, j] = True
                 gain[i, j] = _gain(rec)
                 predicted[i, j] = _predicted_gain(rec)
+                verdict[i, j] = VERDICT_SIGN.get(rec["summary"].get("verdict"), np.nan)
+                tolerance = float(rec["summary"].get("tolerance", unit))
+                predicted_verdict[i, j] = _verdict_grid(np.array([[predicted[i, j]]]), tolerance)[0, 0]
     shown = np.where(np.isneginf(gain), -float(norm.vmax or 1.0), gain)
     cmap = matplotlib_cmap("RdBu_r")
     image = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=norm, origin="lower", aspect="auto",
@@ -502,9 +520,9 @@ def _heat_panel(
                     "zero" if math.isinf(g) else f"{g:+.1f}")
                 dark = math.isfinite(g) and abs(norm(g) - 0.5) > 0.3
                 ax.text(j, i, text, ha="center", va="center", fontsize=size, color="white" if dark else "0.1")
-    _boundary(ax, _verdict_grid(gain, unit), color="black", lw=2.2, ls="-")
+    _boundary(ax, verdict, color="black", lw=2.2, ls="-")
     if np.isfinite(predicted).any():
-        _boundary(ax, _verdict_grid(predicted, unit), color=PREDICTED_BOUNDARY, lw=1.8, ls=(0, (3, 2)))
+        _boundary(ax, predicted_verdict, color=PREDICTED_BOUNDARY, lw=1.8, ls=(0, (3, 2)))
     ax.set_xticks(range(C), [cell_text(v) for v in col_values] if cols is not None else [""])
     ax.set_yticks(range(R), [cell_text(v) for v in row_values] if rows is not None else [""])
     ax.set_xlabel(_label(cols))
@@ -563,6 +581,11 @@ def _curves_panel(
         cmap = matplotlib_cmap("tab10")
         colours = [cmap(k % 10) for k in range(len(values))]
     Ts = np.array([float(T) for T in T_axis.values])
+    panel = [r for v in values for T in T_axis.values
+             if (r := record_at(T, v) if T_is_rows else record_at(v, T)) is not None]
+    tolerances = {float(r["summary"]["tolerance"]) for r in panel}
+    if len(tolerances) == 1 and min(tolerances) > 0:  # this panel's own tolerance
+        unit = tolerances.pop()
     any_predicted = False
     for v, colour in zip(values, colours, strict=True):
         recs = [record_at(T, v) if T_is_rows else record_at(v, T) for T in T_axis.values]

@@ -245,13 +245,21 @@ def log_ticks(lo: float, hi: float, most: int = 5) -> tuple[float, float, list[f
     return start, stop, [start + k * step for k in range(count + 1)]
 
 
-def pow10_label(log10: float) -> str:
-    """The number ``10^log10`` as a tick label: ``1e-40`` for whole powers, else ``3.2e+5``;
-    any exponent (``1e-500`` too: it is only text)."""
+def pow10_label(log10: float, digits: int = 2) -> str:
+    """The number ``10^log10`` as a tick label: ``1e-40`` for whole powers, else ``3.2e+5``
+    (``digits`` significant digits); any exponent (``1e-500`` too: it is only text)."""
     if abs(log10 - round(log10)) < 1e-9:
         return f"1e{round(log10):+d}"
     exponent = math.floor(log10)
-    return f"{10 ** (log10 - exponent):.1f}e{exponent:+d}"
+    mantissa = 10 ** (log10 - exponent)
+    if round(mantissa, digits - 1) >= 10:
+        mantissa, exponent = mantissa / 10, exponent + 1
+    return f"{mantissa:.{digits - 1}f}e{exponent:+d}"
+
+
+def tick_digits(step: float) -> int:
+    """Significant digits that tell ticks ``step`` apart on a log10 axis (2 for a step of 0.1)."""
+    return 2 if step >= 0.1 else min(2 + math.ceil(-math.log10(step)) - 1, 6)
 
 
 def line_chart(
