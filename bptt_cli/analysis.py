@@ -81,6 +81,8 @@ class Analysis:
     theory: Theory | None = None  # the predictions beside the measurement (bptt_cli.theory)
     estimates: tuple[EstimatorResult, ...] = ()  # truncation and clipping (bptt_cli.truncation)
     memory: MemoryUse | None = None
+    # log10 norm of each parameter gradient's step-t term, (n, T) each (Elman only; bptt_cli.contributions)
+    param_terms_log10: dict[str, Array] | None = None
 
     @property
     def grad_h_log10(self) -> Array:
@@ -159,6 +161,7 @@ def analyze(
     (LSTM, GRU) gives a :class:`~bptt_cli.gated_analysis.GatedAnalysis`: it stores every state
     (``checkpoint`` ``auto`` or ``none``, no estimators), within ``max_memory`` (default 1 GiB).
     """
+    from .contributions import param_terms_log10
     from .memory import MemoryUse, Sizes, choose_checkpoint, peak_rss_bytes
     from .truncation import draw_batch, run_estimator
 
@@ -185,6 +188,7 @@ def analyze(
         run_estimator(net, cell, spec.loss, fwd, grads, est, batch)
         for est, batch in zip(estimators, batches, strict=True)
     )
+    terms = param_terms_log10(grads.dL_da_s, fwd.h_s, fwd.e_s, net.x, spec.loss)
     sp = spectrum(net.W_hh)
     th = None
     if theory:
@@ -194,4 +198,4 @@ def analyze(
         th = predict(spec, net, cell, fwd, grads, sp, K, from_file)
     del fwd
     memory = MemoryUse(plan.checkpoint_every, plan.estimated_bytes, max_memory, peak_rss_bytes())
-    return Analysis(spec, net, grads, sp, tolerance, th, estimates, memory)
+    return Analysis(spec, net, grads, sp, tolerance, th, estimates, memory, terms)

@@ -8,6 +8,7 @@ so ``bptt --help`` starts fast.
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 from pathlib import Path
@@ -35,9 +36,10 @@ TruncateMode = Literal["window", "chunk"]
 TruncateFormat = Literal["table", "json"]
 ParamName = Literal["W_hh", "W_hx", "W_qh", "b_h", "b_q"]
 SUFFIX_FORMATS: dict[str, Format] = {".json": "json", ".csv": "csv", ".txt": "table"}
+PLOT_HELP = "Also draw the results into this image (.png, .svg or .pdf); needs bptt-cli[plot]."
 # analyze's parameters that say how and where to report, not what to compute. Every other one is
 # passed to experiment.resolve, and is an axis of `bptt sweep` (whose command is built from analyze's).
-NOT_AXES = ("fmt", "output", "fail_on", "config")
+NOT_AXES = ("fmt", "output", "fail_on", "config", "plot")
 
 
 def _error(message: str) -> None:
@@ -155,14 +157,17 @@ def analyze(
     checkpoint: Annotated[str, typer.Option(metavar="auto|none|K", help="auto: store every state if that fits in --max-memory (default 1 GiB), else keep about sqrt(T) checkpoints; none: store every state; K: keep every K-th state (rounded up to a multiple of 256). Same numbers in every mode.")] = "auto",
     max_memory: Annotated[str | None, typer.Option(metavar="SIZE", help="Memory budget of the computation, e.g. 512M or 2G (powers of 1024); exit 2 if it cannot fit.")] = None,
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP, is_eager=True, callback=config_callback)] = None,
+    plot: Annotated[Path | None, typer.Option(metavar="FILE", help=PLOT_HELP)] = None,
 ) -> None:
     """Exact BPTT gradients ||dL/dh_t|| for t = T..1, parameter gradients and the spectrum of W_hh."""
     # Every parameter but the output ones goes to resolve_experiment, as for each point of `bptt sweep`
     # (this must stay the first statement: locals() then holds exactly the parameters).
     options = {name: value for name, value in locals().items() if name not in NOT_AXES}
     from .experiment import resolve as resolve_experiment
+    from .plotting import check_plot
 
     out_format = _check_output(output, fmt)
+    plot_format = check_plot(plot)
     exp = resolve_experiment(**options)
     an = exp.run()
     files = {**exp.report_config(an), "fail_on": fail_on}
@@ -173,11 +178,9 @@ def analyze(
         from .tables import render_analysis
 
         if output is None:
-            # NO_COLOR (non-empty) or TERM=dumb: no escape codes at all. Rich's own NO_COLOR
-            # support drops colours only and still writes bold/italic codes to a terminal.
-            plain = bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
-            console = Console(color_system=None) if plain else Console()
-            render_analysis(an, console, weights=None if weights is None else str(weights))
+            from .terminal import stdout_console
+
+            render_analysis(an, stdout_console(), weights=None if weights is None else str(weights))
         else:
             console = Console(record=True, file=io.StringIO(), width=100)
             render_analysis(an, console, weights=None if weights is None else str(weights))
@@ -187,6 +190,11 @@ def analyze(
 
         text = dumps(analysis_record(an, files)) + "\n" if out_format == "json" else analysis_csv(an)
         _emit(text, output)
+    if plot is not None and plot_format is not None:
+        from .plotting import write_plot
+        from .records import analysis_record, dumps
+
+        write_plot("analyze", json.loads(dumps(analysis_record(an, files))), plot, plot_format)
 
     if an.fails(fail_on):
         print(f"bptt: verdict {an.summary()['verdict']} matches --fail-on {fail_on}", file=sys.stderr)
@@ -206,13 +214,16 @@ def spectrum_command(
     T: Annotated[int, typer.Option("--T", min=1, help="Horizon of the peak transient growth max_k ||W^k||_2, k <= T.")] = 100,
     fmt: Annotated[Format | None, typer.Option("--format", help="table (default), json or csv.")] = None,
     output: Annotated[Path | None, typer.Option(help="Write to this file (atomically); format from the suffix.")] = None,
+    plot: Annotated[Path | None, typer.Option(metavar="FILE", help=PLOT_HELP)] = None,
 ) -> None:
     """Eigenvalues, singular values and non-normality of W_hh, beside the random-matrix prediction."""
     from .files import given_from_files
     from .network import Spec
+    from .plotting import check_plot
     from .spectral_report import spectrum_report
 
     out_format = _check_output(output, fmt)
+    plot_format = check_plot(plot)
     if gain is not None and (radius is not None or norm is not None):
         raise BadInput(f"--gain conflicts with --{'radius' if radius is not None else 'norm'}: give one of them")
     if weights is not None and (ensemble is not None or gain is not None):
@@ -233,7 +244,9 @@ def spectrum_command(
         from .theory_tables import render_spectrum
 
         if output is None:
-            render_spectrum(rep, Console())
+            from .terminal import stdout_console
+
+            render_spectrum(rep, stdout_console())
         else:
             console = Console(record=True, file=io.StringIO(), width=100)
             render_spectrum(rep, console)
@@ -243,6 +256,11 @@ def spectrum_command(
 
         text = dumps(spectrum_record(rep, {"weights": weights})) + "\n" if out_format == "json" else spectrum_csv(rep)
         _emit(text, output)
+    if plot is not None and plot_format is not None:
+        from .plotting import write_plot
+        from .records import dumps, spectrum_record
+
+        write_plot("spectrum", json.loads(dumps(spectrum_record(rep, {"weights": weights}))), plot, plot_format)
 
 
 DEFAULT_K = "1,2,5,10,20,50,100"
@@ -359,6 +377,22 @@ def _resolve_spec(
 # synchronisation (3.4x the CPU time at h = 256 on 2 cores). One thread unless the user says
 # otherwise; set before numpy is first imported (the commands import it lazily).
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@app.command("plot")
+def plot_command(
+    results: Annotated[Path, typer.Argument(metavar="RESULTS", help="JSON of bptt analyze or spectrum (--format json), or sweep records (.jsonl, .json, .csv).")],
+    plot: Annotated[Path, typer.Option(metavar="FILE", help="The image to write (.png, .svg or .pdf); needs bptt-cli[plot].")],
+    rows: Annotated[str | None, typer.Option(help="Sweep records: the axis of the heat map's rows (default as bptt sweep).")] = None,
+    cols: Annotated[str | None, typer.Option(help="Sweep records: the axis of the heat map's columns.")] = None,
+) -> None:
+    """Draw saved results into an image, without recomputing: the command is told by the record."""
+    from .plotting import check_plot, load_results, write_plot
+
+    plot_format = check_plot(plot)
+    assert plot_format is not None
+    kind, data = load_results(results)
+    write_plot(kind, data, plot, plot_format, rows, cols)
 
 
 # `bptt sweep` takes every option of analyze (but NOT_AXES) as an axis: its signature is built from analyze's.

@@ -4,12 +4,18 @@ A heat table has one axis as rows and another as columns; each cell is the point
 ``gain_log10`` over its trials, coloured by its verdict and marked ``v`` (vanishing), ``=``
 (stable), ``^`` (exploding) or ``?`` (undefined) so that it reads without colour too. Every
 combination of the other swept axes gets its own table.
+
+On a colour terminal (:func:`bptt_cli.terminal.fancy`) each cell's background is a colour
+scale on the gain: green within the tolerance, then one shade per decade of ``|gain| /
+tolerance`` (blue vanishing, red exploding, darker for more orders of magnitude), explained
+by a colour bar under the tables. Elsewhere the cells are plain text with their marks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +27,49 @@ from rich.text import Text
 from .errors import BadInput
 from .grid import Axis, PointKey, cell_text, point_key
 from .tables import VERDICT_STYLE, fmt
+from .terminal import fancy
 
 ROW_PREFERENCE = ("radius", "gain", "norm", "hidden", "bias", "inputs_dim", "outputs_dim")
 COL_PREFERENCE = ("T", "hidden", "cell", "ensemble", "loss")
 MARK = {"vanishing": "v", "stable": "=", "exploding": "^", "undefined": "?"}
+# background shades by decade of |gain| / tolerance: 1-10, 10-100, ..., beyond 10^5 (ColorBrewer Blues, Reds)
+VANISHING_SHADES = ("#c6dbef", "#9ecae1", "#6baed6", "#3182bd", "#08519c", "#08306b")
+EXPLODING_SHADES = ("#fcbba1", "#fc9272", "#fb6a4a", "#de2d26", "#a50f15", "#67000d")
+STABLE_SHADE = "#c7e9c0"
+LIGHT_SHADES = 3  # the first shades take black text, the darker ones white
+
+
+def decade(gain: float, tolerance: float) -> int:
+    """The colour bin of a gain: 0 within the tolerance, else ``k >= 1`` for ``|gain|`` in
+    ``(u 10^(k-1), u 10^k]`` (``u`` the tolerance, or 1 if it is 0), at most 6; an exact zero
+    (``-inf``) is in the last bin. Signed: negative for vanishing. NaN gives 0."""
+    if math.isnan(gain) or abs(gain) <= tolerance:
+        return 0
+    unit = tolerance if tolerance > 0 else 1.0
+    k = 6 if math.isinf(gain) else min(max(math.ceil(math.log10(abs(gain) / unit)), 1), 6)
+    return -k if gain < 0 else k
+
+
+def shade_style(k: int) -> str:
+    """The rich style of colour bin ``k`` (see :func:`decade`)."""
+    if k == 0:
+        return f"bold black on {STABLE_SHADE}"
+    shades = VANISHING_SHADES if k < 0 else EXPLODING_SHADES
+    fg = "black" if abs(k) <= LIGHT_SHADES else "white"
+    return f"bold {fg} on {shades[abs(k) - 1]}"
+
+
+def colour_bar(low: int, high: int, tolerance: float) -> Text:
+    """The colour scale from bin ``low`` to ``high`` (``low <= 0 <= high``), with the bin
+    edges in orders of magnitude between the swatches."""
+    unit = tolerance if tolerance > 0 else 1.0
+    text = Text("colour: log10 gain ", style="dim")
+    for k in range(low, high + 1):
+        text.append("  ", style=shade_style(k))
+        if k < high:
+            edge = -unit * 10 ** (-k - 1) if k < 0 else unit * 10**k
+            text.append(f" {edge:+g} ", style="dim")
+    return text
 
 
 @dataclass(frozen=True)
@@ -72,15 +117,24 @@ def layout(axes: Sequence[Axis], rows: str | None = None, cols: str | None = Non
     return Layout(r, c, tuple(a for a in swept if a.name not in used))
 
 
-def _cell(record: Mapping[str, Any] | None) -> Text:
+def _gain(record: Mapping[str, Any]) -> float:
+    summary = record["summary"]
+    gain = summary["gain_log10"]
+    if gain is None:  # null in a file read back: an exact zero (-inf) or undefined (NaN)
+        return float("nan") if summary["verdict"] == "undefined" else float("-inf")
+    return float(gain)
+
+
+def _cell(record: Mapping[str, Any] | None, shaded: bool = False) -> Text:
     if record is None:
         return Text("·", style="dim")
     summary = record["summary"]
     verdict = summary["verdict"]
-    gain = summary["gain_log10"]
-    if gain is None:  # null in a file read back: an exact zero (-inf) or undefined (NaN)
-        gain = float("nan") if verdict == "undefined" else float("-inf")
-    return Text(f"{fmt(gain, 1)} {MARK.get(verdict, '?')}", style=VERDICT_STYLE.get(verdict, ""))
+    gain = _gain(record)
+    style = VERDICT_STYLE.get(verdict, "")
+    if shaded and verdict != "undefined":
+        style = shade_style(decade(gain, float(summary["tolerance"])))
+    return Text(f"{fmt(gain, 1)} {MARK.get(verdict, '?')}", style=style)
 
 
 def _label(axis: Axis) -> str:
@@ -109,6 +163,7 @@ def render_sweep(
     if fixed:
         console.print("fixed: " + ", ".join(f"{k} {cell_text(v)}" for k, v in fixed.items()))
 
+    shaded = fancy(console)
     row_values = plan.rows.values if plan.rows else (None,)
     col_values = plan.cols.values if plan.cols else (None,)
     for combo in itertools.product(*(a.values for a in plan.others)):
@@ -127,7 +182,7 @@ def render_sweep(
                     point[plan.rows.name] = rv
                 if plan.cols:
                     point[plan.cols.name] = cv
-                cells.append(_cell(by_key.get(point_key(point))))
+                cells.append(_cell(by_key.get(point_key(point)), shaded))
             table.add_row(cell_text(rv) if plan.rows else "all", *cells)
         console.print(table)
     tolerances = next((a.values for a in axes if a.name == "tolerance"), ())
@@ -136,6 +191,13 @@ def render_sweep(
     console.print(
         f"v vanishing (< -{tol}), = stable, ^ exploding (> +{tol}), ? undefined, · not run", style="dim"
     )
+    bins = [
+        decade(_gain(r), float(r["summary"]["tolerance"])) for r in records
+        if r["summary"]["verdict"] != "undefined"
+    ]
+    if shaded and bins and len(tolerances) <= 1:
+        tolerance = float(records[0]["summary"]["tolerance"])
+        console.print(colour_bar(min(0, *bins), max(0, *bins), tolerance))
 
 
 @contextlib.contextmanager

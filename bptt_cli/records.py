@@ -73,6 +73,10 @@ def analysis_record(an: Analysis, config: dict[str, Any] | None = None) -> dict[
                 },
                 "grad_h_log10": an.grad_h_log10[i],
                 "grad_params_log10": {k: v[i] for k, v in params.items()},
+                **(
+                    {"grad_param_terms_log10": {k: v[i] for k, v in an.param_terms_log10.items()}}
+                    if an.param_terms_log10 is not None else {}
+                ),
                 **{k: v[i] for k, v in extra.items()},
                 **(theory_record(an.theory, i) if an.theory is not None else {}),
             }

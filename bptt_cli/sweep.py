@@ -71,6 +71,14 @@ def _sweep_options(
     cols: Annotated[
         str | None, typer.Option(help="Axis for the heat table's columns (default: T if swept).")
     ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Also draw the phase diagram (and the gain against T) into this image "
+            "(.png, .svg or .pdf); needs bptt-cli[plot].",
+        ),
+    ] = None,
 ) -> None:
     """The options of ``bptt sweep`` that are not ``analyze`` options (a template for the signature)."""
 
@@ -183,8 +191,10 @@ def run_sweep(
     fail_on: str | None = None,
     rows: str | None = None,
     cols: str | None = None,
+    plot: Path | None = None,
 ) -> None:
-    """Check everything, run the missing points, stream their records, then show the tables.
+    """Check everything, run the missing points, stream their records, then show the tables
+    (and draw the ``plot`` file).
 
     ``axes``: one per ``analyze`` option, in its order; ``defaults``: ``analyze``'s defaults.
     """
@@ -192,6 +202,7 @@ def run_sweep(
     from .experiment import resolve
     from .grid import describe, point_key, points
     from .heatmap import layout, progress
+    from .plotting import check_plot
     from .runner import PointFailed, running
     from .sweep_io import open_sink, read_records
 
@@ -199,6 +210,7 @@ def run_sweep(
     if resume and (output is None or out_format == "table"):
         raise BadInput("--resume needs --output FILE with records (.jsonl, .json or .csv)")
     plan = layout(axes, rows, cols)
+    plot_format = check_plot(plot)
     grid = points(axes)
     index = {point_key(p): i for i, p in enumerate(grid)}
     cost = []
@@ -264,6 +276,14 @@ def run_sweep(
 
     if not records_out or output is not None:
         _show(records, axes, defaults, plan, output if out_format == "table" else None)
+    if plot is not None and plot_format is not None and records:
+        import json
+
+        from .plotting import write_plot
+        from .records import dumps
+
+        ordered = sorted(records, key=order)
+        write_plot("sweep", json.loads(dumps(ordered)), plot, plot_format, rows, cols)
     if fail_on is not None:
         matched = [r for r in records if r["summary"]["verdict"] in FAIL_ON[fail_on]]
         matched.sort(key=lambda r: index[point_key(r["point"])])
@@ -306,7 +326,9 @@ def _show(
         render_sweep(records, axes, plan, console, fixed)
         write_atomic(path, console.export_text())
         return
-    console = Console()
+    from .terminal import stdout_console
+
+    console = stdout_console()
     if not console.is_terminal:
-        console = Console(width=max(console.width, 120))
+        console = stdout_console(width=max(console.width, 120))
     render_sweep(records, axes, plan, console, fixed)

@@ -136,6 +136,25 @@ def render_header(an: Analysis, console: Console, weights: str | None = None) ->
     console.print(header)
 
 
+def render_gradient_chart(an: Analysis, console: Console, gated: GatedRows | None) -> None:
+    """The chart of log10 ||dL/dh_t|| against t, with the prediction the step table prints in
+    its last column (``rho^(T-t)``, or the gate product for a gated cell), anchored at t = T."""
+    from .charts import gradient_chart, rho_prediction
+
+    g = an.grad_h_log10
+    if g.shape[1] < 2:
+        return
+    if gated is None:
+        rho = float(np.median(an.spectrum.spectral_radius))
+        predicted = rho_prediction(g, rho)
+        label = f"rho^(T-t), rho {rho:.3g}"
+    else:
+        anchor = rho_prediction(g, 1.0)  # the measured median at t = T, at every t
+        predicted = anchor + np.median(gated.product, axis=0)
+        label = gated.product_title.replace("log10 ", "") + ", from t=T"
+    console.print(gradient_chart(g, console, predicted, label))
+
+
 def render_analysis(an: Analysis, console: Console, weights: str | None = None) -> None:
     """Print the header, the step table, the parameter table, the estimators, the theory and
     the verdict. ``weights``: the file W_hh came from (``--weights``), if any.
@@ -169,6 +188,7 @@ def render_analysis(an: Analysis, console: Console, weights: str | None = None) 
             cells.append(fmt(float(np.median(gated.product[:, t - 1]))))
         steps.add_row(*cells)
     console.print(steps)
+    render_gradient_chart(an, console, gated)
 
     params = Table(title="Parameter gradients (Frobenius norm)", title_justify="left")
     for col in ("parameter", "shape", "||dL/dparam||", "log10"):

@@ -145,7 +145,7 @@ def _fmt_log(x: float) -> str:
 
 def render_spectrum(rep: SpectrumReport, console: Console, top: int = 8) -> None:
     """Header, the spectrum's summary beside the prediction, the eigenvalue plot, the leading values."""
-    from .termplot import complex_plane
+    from .termplot import complex_plane, legend
 
     spec, sp = rep.spec, rep.spectrum
     n, h = sp.eigenvalues.shape
@@ -190,6 +190,10 @@ def render_spectrum(rep: SpectrumReport, console: Console, top: int = 8) -> None
     what = "unit circle" + (", predicted radius" if len(circles) > 1 else "")
     console.print(Text(f"Eigenvalues in the complex plane ({n * h} points; {what})", style="italic"))
     console.print(complex_plane(sp.eigenvalues.ravel(), console, circles))
+    entries = [("eigenvalues", "bold yellow", "*", False), ("unit circle", "cyan", ".", False)]
+    if len(circles) > 1:
+        entries.append((f"predicted radius {rep.predicted_radius:.3g}", "magenta", ":", False))
+    console.print(legend(entries, console))
 
     title = "Largest eigenvalues, singular values" + (" (trial 0)" if n > 1 else "")
     values = Table(title=title, title_justify="left")

@@ -142,10 +142,20 @@ def test_spectrum_table_draws_the_disk() -> None:
     code, out, _ = invoke("spectrum", "--hidden", "300", "--ensemble", "gaussian", "--gain", "1")
     assert code == 0
     assert "circular law" in out and "Eigenvalues in the complex plane" in out
-    braille = [line for line in out.splitlines() if any("\u2801" <= ch <= "\u28ff" for ch in line)]
-    assert len(braille) >= 15
+    # not a terminal (and TERM=dumb): the ASCII fallback, one character per cell
+    assert not any("\u2800" <= ch <= "\u28ff" for ch in out)
+    plot_rows = [line for line in out.splitlines() if " |" in line and "*" in line]
+    assert len(plot_rows) >= 15
     assert max(len(line) for line in out.splitlines()) <= 100
     assert "\x1b[" not in out
+    # a colour terminal gets braille dots (FORCE_COLOR makes rich see one)
+    result = runner.invoke(
+        app, ["spectrum", "--hidden", "300", "--ensemble", "gaussian", "--gain", "1"],
+        env={"FORCE_COLOR": "1", "TERM": "xterm-256color"},
+    )
+    assert result.exit_code == 0
+    braille = [line for line in result.stdout.splitlines() if any("\u2801" <= ch <= "\u28ff" for ch in line)]
+    assert len(braille) >= 15
 
 
 def test_spectrum_matches_analyze_and_other_formats(tmp_path: Path) -> None:
