@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -59,22 +57,13 @@ def save_figure(fig: Figure, path: Path, fmt: str) -> None:
     a failure never leaves a half-written image (nor the temporary file)."""
     import matplotlib
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    from .records import atomic_open
+
     try:
-        with os.fdopen(fd, "wb") as f, matplotlib.rc_context({"svg.hashsalt": "bptt"}):
+        with atomic_open(path, binary=True) as f, matplotlib.rc_context({"svg.hashsalt": "bptt"}):
             fig.savefig(f, format=fmt, metadata=METADATA[fmt])
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
-        os.replace(tmp, path)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
         raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def record_kind(doc: Any) -> Kind:

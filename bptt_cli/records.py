@@ -13,8 +13,10 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -235,19 +237,31 @@ def analysis_csv(an: Analysis) -> str:
     return buf.getvalue()
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never half-written."""
+@contextmanager
+def atomic_open(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
+    """A file to write ``path`` through: a temporary file in the same directory, fsynced and
+    renamed over ``path`` when the block ends, removed if it fails. Never half-written; the new
+    file gets the permissions of any new file (``mkstemp`` alone would make it private)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through :func:`atomic_open`: never half-written."""
+    with atomic_open(path) as f:
+        f.write(text)
 
 
 def nonnormality_record(henrici: float, abscissa: float, growth: Any, i: int) -> dict[str, Any]:

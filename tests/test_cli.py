@@ -273,6 +273,9 @@ def test_output_file_by_suffix_atomic(tmp_path: Path, suffix: str) -> None:
     result = bptt("analyze", "--T", "10", "--hidden", "4", "--output", out)
     assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""
     assert [p.name for p in tmp_path.iterdir()] == [out.name], "no temporary file left behind"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask, "an ordinary new file, not a private one"
     text = out.read_text()
     if suffix == ".json":
         assert stable(json.loads(text)) == stable(bptt_json("--T", "10", "--hidden", "4"))

@@ -45,9 +45,10 @@ def trials_strategy(draw: st.DrawFn, max_T: int = 12, max_trials: int = 3) -> li
 
 
 def _no_relu_kinks(cell: str, r: ref.Reference) -> None:
-    """Finite differences across a relu kink are meaningless: keep every |a| > 1e-3."""
+    """Finite differences across a relu kink are meaningless: keep every |a| > 1e-2 (the
+    stencil moves h_t by up to 2e-4, which moves a pre-activation by up to ~1e-3)."""
     if cell == "relu":
-        assume(r.a.size == 0 or float(np.min(np.abs(r.a))) > 1e-3)
+        assume(r.a.size == 0 or float(np.min(np.abs(r.a))) > 1e-2)
 
 
 def _close(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float = 0.0) -> bool:
