@@ -55,3 +55,31 @@ def test_mixed_batch_equals_trials_alone(cell: str, loss: str) -> None:
     # (relu may kill every unit at some step: an exact zero there is right)
     if cell != "relu":
         assert np.isfinite(together.gain_ln[0]) and together.gain_ln[0] < -69 * 200 * np.log(10) + 1e3
+
+
+@pytest.mark.parametrize("checkpoint", [None, 256])
+def test_trial_groups_are_assembled_in_order(checkpoint: int | None) -> None:
+    """hidden 200: trials run in groups of 3 (their W_hh in cache); the assembled result equals
+    each trial run alone, bit for bit, in every field of the forward pass and the gradients."""
+    from bptt_cli.bptt import bptt, group_size
+    from bptt_cli.cells import CELLS as ALL
+    from bptt_cli.network import Spec, build_network
+
+    net = build_network(Spec(cell="tanh", loss="mean", T=300, hidden=200, trials=7, seed=5))
+    assert 1 < group_size(7, 200) < 7
+    fwd, grads = bptt(net, ALL["tanh"], "mean", checkpoint)
+    for i in range(7):
+        alone = net.replace(**{k: getattr(net, k)[i : i + 1] for k in (*PARAMS, "x", "y")})
+        f1, g1 = bptt(alone, ALL["tanh"], "mean", checkpoint)
+        assert np.array_equal(fwd.h_s[i], f1.h_s[0])
+        assert np.array_equal(grads.dL_dh_s[i], g1.dL_dh_s[0])
+        assert np.array_equal(grads.gain_ln[i], g1.gain_ln[0])
+        assert np.array_equal(grads.loss_ln[i], g1.loss_ln[0])
+        for name in PARAMS:
+            assert np.array_equal(grads.params[name][0][i], g1.params[name][0][0]), name
+        if checkpoint is None:
+            assert fwd.dphi is not None and f1.dphi is not None
+            assert np.array_equal(fwd.dphi.w[i], f1.dphi.w[0]) and np.array_equal(fwd.h_m[i], f1.h_m[0])
+        else:
+            assert fwd.checkpoints is not None and f1.checkpoints is not None
+            assert np.array_equal(fwd.checkpoints.m[i], f1.checkpoints.m[0])
