@@ -11,6 +11,7 @@ import io
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -96,14 +97,18 @@ def _root(
         raise typer.Exit()
 
 
-def _emit(text: str, output: Path | None) -> None:
-    from .records import write_atomic
+def _emit(text: str | Callable[[Callable[[str], object]], None], output: Path | None) -> None:
+    """Write ``text`` (or what a writer function writes, piece by piece) to stdout or
+    atomically to ``output``."""
+    from .records import atomic_open
 
+    write_all = (lambda write: write(text)) if isinstance(text, str) else text
     if output is None:
-        sys.stdout.write(text)
+        write_all(sys.stdout.write)
     else:
         try:
-            write_atomic(output, text)
+            with atomic_open(output) as f:
+                write_all(f.write)
         except OSError as e:  # permissions, a full disk, ...: the temporary file is already gone
             raise BadInput(f"cannot write {output}: {e.strerror or e}") from None
 
@@ -186,10 +191,18 @@ def analyze(
             render_analysis(an, console, weights=None if weights is None else str(weights))
             _emit(console.export_text(), output)
     else:
-        from .records import analysis_csv, analysis_record, dumps
+        from .records import analysis_csv, analysis_record, write_json
 
-        text = dumps(analysis_record(an, files)) + "\n" if out_format == "json" else analysis_csv(an)
-        _emit(text, output)
+        if out_format == "json":
+            record = analysis_record(an, files)
+
+            def write_record(write: Callable[[str], object]) -> None:
+                write_json(record, write)
+                write("\n")
+
+            _emit(write_record, output)
+        else:
+            _emit(analysis_csv(an), output)
     if plot is not None and plot_format is not None:
         from .plotting import write_plot
         from .records import analysis_record, dumps

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -49,6 +49,38 @@ def jsonable(obj: Any) -> Any:
 
 def dumps(obj: Any, indent: int | None = None) -> str:
     return json.dumps(jsonable(obj), allow_nan=False, indent=indent)
+
+
+CHUNK = 8192  # array entries formatted at a time by write_json
+
+
+def write_json(obj: Any, write: Callable[[str], object]) -> None:
+    """``obj`` as the JSON text ``dumps`` gives, written in pieces.
+
+    numpy arrays are formatted a chunk of entries at a time, so a record with millions of
+    numbers (``grad_h_log10`` at T = 1e6) never exists as one Python list or one string.
+    """
+    if isinstance(obj, dict):
+        write("{")
+        for j, (k, v) in enumerate(obj.items()):
+            write(("" if j == 0 else ", ") + json.dumps(str(k)) + ": ")
+            write_json(v, write)
+        write("}")
+    elif (isinstance(obj, np.ndarray) and obj.ndim > 1) or isinstance(obj, list | tuple):
+        write("[")
+        for j, v in enumerate(obj):
+            if j:
+                write(", ")
+            write_json(v, write)
+        write("]")
+    elif isinstance(obj, np.ndarray) and obj.ndim == 1 and obj.dtype.kind in "fiub":
+        write("[")
+        for j in range(0, len(obj), CHUNK):
+            values = jsonable(obj[j : j + CHUNK].tolist())
+            write(("" if j == 0 else ", ") + json.dumps(values, allow_nan=False)[1:-1])
+        write("]")
+    else:
+        write(json.dumps(jsonable(obj), allow_nan=False))
 
 
 def analysis_record(an: Analysis, config: dict[str, Any] | None = None) -> dict[str, Any]:

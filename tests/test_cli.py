@@ -631,3 +631,22 @@ def test_zero_W_hh_is_quiet_and_vanishing() -> None:
     assert rec["trials"][0]["spectrum"]["condition_number"] is None
     assert rec["trials"][0]["gain_log10"] is None  # J^T g = 0 exactly
     assert rec["summary"]["verdict"] == "vanishing"
+
+
+def test_streamed_json_is_the_same_text_as_dumps() -> None:
+    """write_json (analyze's large records, in pieces) writes exactly what json.dumps would."""
+    from bptt_cli.records import CHUNK, dumps, write_json
+
+    obj = {
+        "a": np.array([1.0, np.nan, -np.inf, 2.5e-300]),
+        "b": [np.float64(3.0), None, "x", Path("/tmp")],
+        "c": np.arange(2 * CHUNK + 5) / 7,
+        "d": np.zeros((3, 2)),
+        "e": np.array([1, 2], dtype=np.int64),
+        "f": np.array([True, False]),
+        "g": {"h": np.float32(1.5), 1: np.int32(4)},
+        "i": np.empty(0),
+    }
+    pieces: list[str] = []
+    write_json(obj, pieces.append)
+    assert "".join(pieces) == dumps(obj) and len(pieces) > 10
