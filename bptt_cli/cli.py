@@ -37,6 +37,21 @@ TruncateMode = Literal["window", "chunk"]
 TruncateFormat = Literal["table", "json"]
 ParamName = Literal["W_hh", "W_hx", "W_qh", "b_h", "b_q"]
 SUFFIX_FORMATS: dict[str, Format] = {".json": "json", ".csv": "csv", ".txt": "table"}
+
+# Options shared by analyze, truncate and spectrum (one declaration each)
+TOpt = Annotated[int | None, typer.Option("--T", min=1, help="Sequence length (default 100, or from --inputs/--targets).")]
+HiddenOpt = Annotated[int | None, typer.Option(min=1, help="Hidden size h (default 64, or from --weights).")]
+InputsDimOpt = Annotated[int | None, typer.Option(min=1, help="Input size d (default 8).")]
+OutputsDimOpt = Annotated[int | None, typer.Option(min=1, help="Output size q (default 8).")]
+EnsembleOpt = Annotated[EnsembleName | None, typer.Option(help="Random W_hh ensemble (default gaussian).")]
+GainOpt = Annotated[float | None, typer.Option(help="Scale of the ensemble: about its spectral radius (default 1).")]
+RadiusOpt = Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral radius.")]
+NormOpt = Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral norm.")]
+BiasOpt = Annotated[float, typer.Option(help="Standard deviation of b_h and b_q.")]
+SeedOpt = Annotated[int, typer.Option(min=0, help="Root seed; trial i uses SeedSequence(seed).spawn(trials)[i].")]
+WeightsOpt = Annotated[Path | None, typer.Option(help=".npz with W_hh [W_hx W_qh b_h b_q] or PyTorch nn.RNN names; .npy for W_hh.")]
+InputsOpt = Annotated[Path | None, typer.Option(help=".npy of inputs x_t, shape T x d.")]
+TargetsOpt = Annotated[Path | None, typer.Option(help=".npy of targets y_t, shape T x q.")]
 PLOT_HELP = "Also draw the results into this image (.png, .svg or .pdf); needs bptt-cli[plot]."
 # analyze's parameters that say how and where to report, not what to compute. Every other one is
 # passed to experiment.resolve, and is an axis of `bptt sweep` (whose command is built from analyze's).
@@ -132,23 +147,23 @@ def _check_output(output: Path | None, fmt: Format | None) -> Format:
 
 @app.command()
 def analyze(
-    T: Annotated[int | None, typer.Option("--T", min=1, help="Sequence length (default 100, or from --inputs/--targets).")] = None,
+    T: TOpt = None,
     cell: Annotated[CellName, typer.Option(help="Activation phi of the Elman cell (identity, tanh, relu, sigmoid), or a gated cell: lstm, gru (PyTorch's nn.LSTM, nn.GRU).")] = "identity",
     loss: Annotated[LossName, typer.Option(help="last: 1/2||o_T - y_T||^2; mean: average of 1/2||o_t - y_t||^2.")] = "last",
-    hidden: Annotated[int | None, typer.Option(min=1, help="Hidden size h (default 64, or from --weights).")] = None,
-    inputs_dim: Annotated[int | None, typer.Option(min=1, help="Input size d (default 8).")] = None,
-    outputs_dim: Annotated[int | None, typer.Option(min=1, help="Output size q (default 8).")] = None,
-    ensemble: Annotated[EnsembleName | None, typer.Option(help="Random W_hh ensemble (default gaussian).")] = None,
-    gain: Annotated[float | None, typer.Option(help="Scale of the ensemble: about its spectral radius (default 1).")] = None,
-    radius: Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral radius.")] = None,
-    norm: Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral norm.")] = None,
-    bias: Annotated[float, typer.Option(help="Standard deviation of b_h and b_q.")] = 0.0,
+    hidden: HiddenOpt = None,
+    inputs_dim: InputsDimOpt = None,
+    outputs_dim: OutputsDimOpt = None,
+    ensemble: EnsembleOpt = None,
+    gain: GainOpt = None,
+    radius: RadiusOpt = None,
+    norm: NormOpt = None,
+    bias: BiasOpt = 0.0,
     forget_bias: Annotated[float, typer.Option(help="lstm: added to the forget-gate rows of bias_ih_l0 (ignored by the other cells).")] = 0.0,
     trials: Annotated[int, typer.Option(min=1, help="Independent random draws.")] = 1,
-    seed: Annotated[int, typer.Option(min=0, help="Root seed; trial i uses SeedSequence(seed).spawn(trials)[i].")] = 0,
-    weights: Annotated[Path | None, typer.Option(help=".npz with W_hh [W_hx W_qh b_h b_q] or PyTorch nn.RNN names; .npy for W_hh.")] = None,
-    inputs: Annotated[Path | None, typer.Option(help=".npy of inputs x_t, shape T x d.")] = None,
-    targets: Annotated[Path | None, typer.Option(help=".npy of targets y_t, shape T x q.")] = None,
+    seed: SeedOpt = 0,
+    weights: WeightsOpt = None,
+    inputs: InputsOpt = None,
+    targets: TargetsOpt = None,
     tolerance: Annotated[float, typer.Option(help="Orders of magnitude of gain counted as stable.")] = 1.0,
     fmt: Annotated[Format | None, typer.Option("--format", help="table (default), json or csv.")] = None,
     output: Annotated[Path | None, typer.Option(help="Write to this file (atomically); format from the suffix.")] = None,
@@ -216,13 +231,13 @@ def analyze(
 
 @app.command("spectrum")
 def spectrum_command(
-    hidden: Annotated[int | None, typer.Option(min=1, help="Hidden size h (default 64, or from --weights).")] = None,
-    ensemble: Annotated[EnsembleName | None, typer.Option(help="Random W_hh ensemble (default gaussian).")] = None,
-    gain: Annotated[float | None, typer.Option(help="Scale of the ensemble: about its spectral radius (default 1).")] = None,
-    radius: Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral radius.")] = None,
-    norm: Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral norm.")] = None,
+    hidden: HiddenOpt = None,
+    ensemble: EnsembleOpt = None,
+    gain: GainOpt = None,
+    radius: RadiusOpt = None,
+    norm: NormOpt = None,
     trials: Annotated[int, typer.Option(min=1, help="Independent random draws.")] = 1,
-    seed: Annotated[int, typer.Option(min=0, help="Root seed; trial i uses SeedSequence(seed).spawn(trials)[i].")] = 0,
+    seed: SeedOpt = 0,
     weights: Annotated[Path | None, typer.Option(help=".npz with W_hh (or weight_hh_l0), or .npy of W_hh.")] = None,
     T: Annotated[int, typer.Option("--T", min=1, help="Horizon of the peak transient growth max_k ||W^k||_2, k <= T.")] = 100,
     fmt: Annotated[Format | None, typer.Option("--format", help="table (default), json or csv.")] = None,
@@ -282,22 +297,22 @@ DEFAULT_KEEP_PROBS = "0.9,0.7,0.5,0.3"
 
 @app.command()
 def truncate(
-    T: Annotated[int | None, typer.Option("--T", min=1, help="Sequence length (default 100, or from --inputs/--targets).")] = None,
+    T: TOpt = None,
     cell: Annotated[ElmanCellName, typer.Option(help="Activation phi of the Elman cell.")] = "identity",
     loss: Annotated[LossName, typer.Option(help="mean (default here: the chapter's objective, 1/T sum_t l_t) or last.")] = "mean",
-    hidden: Annotated[int | None, typer.Option(min=1, help="Hidden size h (default 64, or from --weights).")] = None,
-    inputs_dim: Annotated[int | None, typer.Option(min=1, help="Input size d (default 8).")] = None,
-    outputs_dim: Annotated[int | None, typer.Option(min=1, help="Output size q (default 8).")] = None,
-    ensemble: Annotated[EnsembleName | None, typer.Option(help="Random W_hh ensemble (default gaussian).")] = None,
-    gain: Annotated[float | None, typer.Option(help="Scale of the ensemble: about its spectral radius (default 1).")] = None,
-    radius: Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral radius.")] = None,
-    norm: Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral norm.")] = None,
-    bias: Annotated[float, typer.Option(help="Standard deviation of b_h and b_q.")] = 0.0,
+    hidden: HiddenOpt = None,
+    inputs_dim: InputsDimOpt = None,
+    outputs_dim: OutputsDimOpt = None,
+    ensemble: EnsembleOpt = None,
+    gain: GainOpt = None,
+    radius: RadiusOpt = None,
+    norm: NormOpt = None,
+    bias: BiasOpt = 0.0,
     trials: Annotated[int, typer.Option(min=1, help="Independent random draws of the network (medians in the table).")] = 1,
-    seed: Annotated[int, typer.Option(min=0, help="Root seed; trial i uses SeedSequence(seed).spawn(trials)[i].")] = 0,
-    weights: Annotated[Path | None, typer.Option(help=".npz with W_hh [W_hx W_qh b_h b_q] or PyTorch nn.RNN names; .npy for W_hh.")] = None,
-    inputs: Annotated[Path | None, typer.Option(help=".npy of inputs x_t, shape T x d.")] = None,
-    targets: Annotated[Path | None, typer.Option(help=".npy of targets y_t, shape T x q.")] = None,
+    seed: SeedOpt = 0,
+    weights: WeightsOpt = None,
+    inputs: InputsOpt = None,
+    targets: TargetsOpt = None,
     K: Annotated[str | None, typer.Option("--K", metavar="K1,K2,...", help=f"Truncation lengths of regular truncation (default {DEFAULT_K}, those below T).")] = None,
     truncate_mode: Annotated[TruncateMode, typer.Option(help="window: each loss term keeps its last K steps (the chapter's regular truncation); chunk: chunks of K steps, gradient detached between chunks.")] = "window",
     keep_prob: Annotated[str, typer.Option(metavar="P1,P2,...", help="Keep probabilities of randomized truncation.")] = DEFAULT_KEEP_PROBS,
