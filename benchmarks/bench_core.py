@@ -46,6 +46,7 @@ from collections.abc import Callable  # noqa: E402
 from functools import partial  # noqa: E402
 
 import numpy as np  # noqa: E402
+from timing import interleaved  # noqa: E402
 
 from bptt_cli.bptt import bptt  # noqa: E402
 from bptt_cli.cells import CELLS  # noqa: E402
@@ -128,16 +129,6 @@ def blas_rates(h: int) -> tuple[float, float, float]:
         A @ v
     gemv_s = (time.perf_counter() - t0) / reps
     return gemm, 2 * h**2 / gemv_s / 1e9, gemv_s
-
-
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def startup(repeats: int) -> dict[str, float]:

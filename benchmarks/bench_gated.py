@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from functools import partial
 
 import numpy as np
 from scipy.special import expit
+from timing import interleaved
 
 from bptt_cli.gated import gated_bptt
 from bptt_cli.gated_network import GatedNetwork, GatedSpec, build_gated_network
@@ -122,16 +122,6 @@ def torch_autograd(net: GatedNetwork, loss: str) -> None:  # pragma: no cover - 
     out, _ = rnn(torch.from_numpy(net.x[0]))
     e = 0.5 * ((out @ Wq.T + bq - torch.from_numpy(net.y[0])) ** 2).sum(dim=1)
     (e.mean() if loss == "mean" else e[-1]).backward()
-
-
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:

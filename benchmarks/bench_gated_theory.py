@@ -14,30 +14,20 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 import tracemalloc
-from collections.abc import Callable
-from typing import Any
+
+from timing import best
 
 from bptt_cli.analysis import analyze
 from bptt_cli.gated import backward, gated_bptt
 from bptt_cli.gated_memory import gated_bytes
-from bptt_cli.gated_network import GatedSpec, build_gated_network
-from bptt_cli.gated_theory import gated_effective_memory, gated_lyapunov, state_size
+from bptt_cli.gated_network import GatedSpec, build_gated_network, state_size
+from bptt_cli.gated_theory import gated_effective_memory, gated_lyapunov
 from bptt_cli.horizons import horizons
 from bptt_cli.lyapunov import window
 from bptt_cli.nonnormal import henrici, numerical_abscissa, transient_growth
 from bptt_cli.rates import observed_rate
 from bptt_cli.spectra import spectrum
-
-
-def best(f: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = f()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
 
 
 def main() -> None:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
-from collections.abc import Callable
-from typing import Any
+
+from timing import best
 
 from bptt_cli.alignment import alignment, dominant_subspace
 from bptt_cli.bptt import backward, bptt
@@ -26,15 +25,6 @@ from bptt_cli.network import Spec, build_network
 from bptt_cli.nonnormal import henrici, numerical_abscissa, transient_growth
 from bptt_cli.rates import observed_rate
 from bptt_cli.spectra import spectrum
-
-
-def best(f: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = f()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
 
 
 def main() -> None:
