@@ -16,7 +16,7 @@ import platform
 from timing import best
 
 from bptt_cli.alignment import alignment, dominant_subspace
-from bptt_cli.bptt import backward, bptt
+from bptt_cli.bptt import backward, bptt, stored_blocks
 from bptt_cli.cells import CELLS
 from bptt_cli.horizons import effective_memory, horizons
 from bptt_cli.lyapunov import lyapunov_exponents, stored_dphi
@@ -66,10 +66,10 @@ def bench_size(h: int, T: int, args: argparse.Namespace) -> None:
     )
     rows["horizons"], _ = best(lambda: horizons(grads.dL_dh_s), r)
     rows["effective memory"], mem = best(
-        lambda: effective_memory(chain.dL_da_m, chain.dL_da_s, fwd.h_m, fwd.h_s, *chain.params["W_hh"]), r
+        lambda: effective_memory(stored_blocks(fwd, chain), chain.dL_da_s, fwd.h_s, *chain.params["W_hh"]), r
     )
     rows["dominant subspace"], dom = best(lambda: dominant_subspace(net.W_hh, sp.eigenvalues), r)
-    rows["alignment"], _ = best(lambda: alignment(grads.dL_dh_m, dom), r)
+    rows["alignment"], _ = best(lambda: alignment(stored_blocks(fwd, grads), T, dom), r)
     rows["Henrici"], _ = best(lambda: henrici(net.W_hh, sp.eigenvalues), r)
     rows["numerical abscissa"], _ = best(lambda: numerical_abscissa(net.W_hh), r)
     rows["peak ||W^k||"], growth = best(lambda: transient_growth(net.W_hh, T, sp.spectral_norm), r)
