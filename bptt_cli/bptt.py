@@ -391,17 +391,6 @@ def segments(net: Network, cell: Cell, fwd: Forward) -> Iterator[Segment]:
         yield Segment(t0, t1, seg_m[:, : L + 1], seg_s[:, : L + 1], dphi, e_m[:, :L], e_s[:, :L])
 
 
-def output_grad(fwd: Forward, loss: str) -> tuple[Array, Array]:
-    """``dL/do_t`` for t = 1..T as ``(m (n, T, q), s (n, T))`` (stored forward passes only).
-
-    ``last``: ``L = 1/2 ||o_T - y_T||^2``; ``mean``: ``L = (1/T) sum_t 1/2 ||o_t - y_t||^2``.
-    """
-    if fwd.e_m is None:
-        raise ValueError("output_grad needs a stored forward pass (e_m is None when checkpointed)")
-    T = fwd.e_s.shape[1]
-    return _output_grad_block(fwd.e_m, fwd.e_s, loss, T, T)
-
-
 def _output_grad_block(e_m: Array, e_s: Array, loss: str, T: int, b1: int) -> tuple[Array, Array]:
     """``dL/do_t`` for the indices of ``e_m (n, L, q)``, the last of which is ``b1 - 1``."""
     if loss == "mean":

@@ -95,7 +95,7 @@ class GatedForward:
 
     def outputs(self) -> Forward:
         """The output errors (and ``h_s``) as an Elman :class:`~bptt_cli.bptt.Forward`, for the
-        helpers of :mod:`bptt_cli.bptt` that read only those (``loss_ln``, ``output_grad``)."""
+        helpers of :mod:`bptt_cli.bptt` that read only those (``loss_ln``)."""
         return Forward(None, self.h_s, None, self.e_m, self.e_s)
 
 
