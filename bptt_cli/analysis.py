@@ -145,6 +145,48 @@ def lyapunov_count(cell: str, h: int, lyapunov: int | None) -> int:
     return K
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What :func:`plan` settled before anything is drawn or allocated.
+
+    ``lyapunov``: how many exponents; ``checkpoint``: the Elman cell's memory mode
+    (:class:`bptt_cli.memory.Plan`; ``None`` for gated cells, which store every state);
+    ``estimated_bytes``; ``batches``: draws per pass of each estimator.
+    """
+
+    lyapunov: int
+    checkpoint: Any
+    estimated_bytes: int
+    batches: tuple[int, ...]
+
+
+def plan(
+    spec: Spec, lyapunov: int | None = None, checkpoint: str = "auto", max_memory: int | None = None,
+    estimators: Sequence[Estimator] = (),
+) -> Plan:
+    """Every check of an experiment that needs no computation: the Lyapunov count, the memory
+    mode and budget, the estimators' memory, what gated cells cannot do. :class:`BadInput`
+    if one fails. ``bptt sweep`` runs it on every point before it writes anything."""
+    K = lyapunov_count(spec.cell, spec.hidden, lyapunov)
+    if isinstance(spec, GatedSpec):
+        from .gated_memory import check_budget
+
+        if estimators or checkpoint.strip().lower() not in ("auto", "none"):
+            raise BadInput(
+                f"--truncate, --clip and --checkpoint K are not available for --cell {spec.cell} "
+                "(it stores every state)"
+            )
+        return Plan(K, None, check_budget(spec, max_memory), ())
+    from .memory import Sizes, choose_checkpoint
+    from .truncation import draw_batch
+
+    n, T, h, d, q = spec.trials, spec.T, spec.hidden, spec.inputs_dim, spec.outputs_dim
+    mode = choose_checkpoint(checkpoint, Sizes(n, T, h, d, q, BLOCK), max_memory)
+    room = None if max_memory is None else max(0, max_memory - mode.estimated_bytes)
+    batches = tuple(draw_batch(est, n, T, h, d, BLOCK, room) for est in estimators)
+    return Plan(K, mode, mode.estimated_bytes, batches)
+
+
 def analyze(
     spec: Spec, given: Given | GatedGiven | None = None, tolerance: float = 1.0, *,
     theory: bool = False, lyapunov: int | None = None,
@@ -162,31 +204,23 @@ def analyze(
     (``checkpoint`` ``auto`` or ``none``, no estimators), within ``max_memory`` (default 1 GiB).
     """
     from .contributions import param_terms_log10
-    from .memory import MemoryUse, Sizes, choose_checkpoint, peak_rss_bytes
-    from .truncation import draw_batch, run_estimator
+    from .memory import MemoryUse, peak_rss_bytes
+    from .truncation import run_estimator
 
+    settled = plan(spec, lyapunov, checkpoint, max_memory, estimators)
     if isinstance(spec, GatedSpec):
         from .gated_analysis import analyze_gated
 
-        if estimators or checkpoint.strip().lower() not in ("auto", "none"):
-            raise BadInput(
-                f"--truncate, --clip and --checkpoint K are not available for --cell {spec.cell} "
-                "(it stores every state)"
-            )
         assert given is None or isinstance(given, GatedGiven)
         return analyze_gated(spec, given, tolerance, theory=theory, lyapunov=lyapunov, max_memory=max_memory)
     assert given is None or isinstance(given, Given)
     net = build_network(spec, given)
-    n, T, h, d, q = net.shape
-    K = lyapunov_count(spec.cell, h, lyapunov)
-    plan = choose_checkpoint(checkpoint, Sizes(n, T, h, d, q, BLOCK), max_memory)
-    room = None if max_memory is None else max(0, max_memory - plan.estimated_bytes)
-    batches = [draw_batch(est, n, T, h, d, BLOCK, room) for est in estimators]
+    K, mode = settled.lyapunov, settled.checkpoint
     cell = CELLS[spec.cell]
-    fwd, grads = bptt(net, cell, spec.loss, plan.checkpoint_every)
+    fwd, grads = bptt(net, cell, spec.loss, mode.checkpoint_every)
     estimates = tuple(
         run_estimator(net, cell, spec.loss, fwd, grads, est, batch)
-        for est, batch in zip(estimators, batches, strict=True)
+        for est, batch in zip(estimators, settled.batches, strict=True)
     )
     terms = param_terms_log10(grads.dL_da_s, fwd.h_s, fwd.e_s, net.x, spec.loss)
     sp = spectrum(net.W_hh)
@@ -197,5 +231,5 @@ def analyze(
         from_file = given is not None and given.W_hh is not None
         th = predict(spec, net, cell, fwd, grads, sp, K, from_file)
     del fwd
-    memory = MemoryUse(plan.checkpoint_every, plan.estimated_bytes, max_memory, peak_rss_bytes())
+    memory = MemoryUse(mode.checkpoint_every, mode.estimated_bytes, max_memory, peak_rss_bytes())
     return Analysis(spec, net, grads, sp, tolerance, th, estimates, memory, terms)

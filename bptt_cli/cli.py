@@ -59,6 +59,7 @@ NOT_AXES = ("fmt", "output", "fail_on", "config", "plot")
 
 
 def _error(message: str) -> None:
+    message = message.replace(": Value error, ", ": ")  # the choice checker's own prefix
     print(f"bptt: error: {message}", file=sys.stderr)
 
 
@@ -79,6 +80,11 @@ class _OneLineErrors(TyperGroup):
         except (typer.Abort, KeyboardInterrupt):
             _error("interrupted")
             status = ExitStatus.INTERRUPTED
+        except BrokenPipeError:  # the reader went away: no message, and no second error at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            status = ExitStatus.BROKEN_PIPE
+        except typer.Exit as e:  # typer's own exit inside a command
+            status = e.exit_code
         sys.exit(int(status) if isinstance(status, int) else 0)
 
 
@@ -191,6 +197,11 @@ def analyze(
     exp = resolve_experiment(**options)
     an = exp.run()
     files = {**exp.report_config(an), "fail_on": fail_on}
+    if plot is not None and plot_format is not None:  # first: a reader that stops early keeps it
+        from .plotting import write_plot
+        from .records import analysis_record, dumps
+
+        write_plot("analyze", json.loads(dumps(analysis_record(an, files))), plot, plot_format)
 
     if out_format == "table":
         from rich.console import Console
@@ -218,11 +229,6 @@ def analyze(
             _emit(write_record, output)
         else:
             _emit(analysis_csv(an), output)
-    if plot is not None and plot_format is not None:
-        from .plotting import write_plot
-        from .records import analysis_record, dumps
-
-        write_plot("analyze", json.loads(dumps(analysis_record(an, files))), plot, plot_format)
 
     if an.fails(fail_on):
         print(f"bptt: verdict {an.summary()['verdict']} matches --fail-on {fail_on}", file=sys.stderr)
@@ -266,6 +272,12 @@ def spectrum_command(
         radius=radius, norm=norm, trials=trials, seed=seed, T=T,
     )
     rep = spectrum_report(spec, given if weights is not None else None)
+    if plot is not None and plot_format is not None:  # first: a reader that stops early keeps it
+        from .plotting import write_plot
+        from .records import dumps, spectrum_record
+
+        write_plot("spectrum", json.loads(dumps(spectrum_record(rep, {"weights": weights}))), plot, plot_format)
+
     if out_format == "table":
         from rich.console import Console
 
@@ -284,11 +296,6 @@ def spectrum_command(
 
         text = dumps(spectrum_record(rep, {"weights": weights})) + "\n" if out_format == "json" else spectrum_csv(rep)
         _emit(text, output)
-    if plot is not None and plot_format is not None:
-        from .plotting import write_plot
-        from .records import dumps, spectrum_record
-
-        write_plot("spectrum", json.loads(dumps(spectrum_record(rep, {"weights": weights}))), plot, plot_format)
 
 
 DEFAULT_K = "1,2,5,10,20,50,100"
@@ -351,7 +358,9 @@ def truncate(
         from .truncation_report import render_comparison
 
         if output is None:
-            render_comparison(an, param, Console())
+            from .terminal import stdout_console
+
+            render_comparison(an, param, stdout_console())
         else:
             console = Console(record=True, file=io.StringIO(), width=120)
             render_comparison(an, param, console)

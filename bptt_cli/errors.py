@@ -12,6 +12,7 @@ class ExitStatus(IntEnum):
     VERDICT_MATCHED = 1  # --fail-on matched
     BAD_INPUT = 2
     INTERRUPTED = 130
+    BROKEN_PIPE = 141  # stdout closed early (e.g. `| head`), as for a program killed by SIGPIPE
 
 
 class BadInput(ValueError):

@@ -188,9 +188,9 @@ def resolve(
         files["targets"],
         forget_bias,
     )
-    from .analysis import lyapunov_count
+    from .analysis import plan
 
-    lyapunov_count(spec.cell, spec.hidden, lyapunov)  # checked before any point runs
+    plan(spec, lyapunov, checkpoint, budget, estimators)  # every cheap check, before any point runs
     options = {
         "truncate": truncate,
         "truncate_mode": truncate_mode,

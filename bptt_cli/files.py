@@ -166,6 +166,10 @@ def given_from_files(
 
     W_hh = arrays.get("W_hh")
     if W_hh is not None and W_hh.shape[0] != W_hh.shape[1]:
-        raise BadInput(f"W_hh must be square, got shape {W_hh.shape}")
+        rows, cols = W_hh.shape
+        gated = {4 * cols: "an LSTM's (4h x h): add --cell lstm",
+                 3 * cols: "a GRU's (3h x h): add --cell gru"}
+        hint = f"; that is {gated[rows]}" if rows in gated else ""
+        raise BadInput(f"W_hh must be square, got shape {W_hh.shape}{hint}")
     sizes = fixed_sizes(arrays, ELMAN_AXES)
     return Given(**arrays), sizes

@@ -160,6 +160,7 @@ def point_key(point: Mapping[str, Any]) -> PointKey:
 
 
 def describe(point: Mapping[str, Any], axes: Sequence[Axis]) -> str:
-    """``cell=tanh T=100 radius=0.9``: the point's values on the swept axes."""
+    """``point cell=tanh T=100 radius=0.9``: the point's values on the swept axes (``the single
+    point`` without any)."""
     parts = [f"{a.flag.lstrip('-')}={cell_text(point.get(a.name))}" for a in axes if a.swept]
-    return " ".join(parts) or "the single point"
+    return "point " + " ".join(parts) if parts else "the single point"

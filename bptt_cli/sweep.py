@@ -218,7 +218,7 @@ def run_sweep(
         try:
             spec = resolve(**p).spec
         except BadInput as e:
-            raise BadInput(f"point {describe(p, axes)}: {e}") from None
+            raise BadInput(f"{describe(p, axes)}: {e}") from None
         cost.append(spec.trials * (spec.T * spec.hidden**2 + 10 * spec.hidden**3))
 
     existing = None
@@ -229,7 +229,7 @@ def run_sweep(
         if foreign:
             raise BadInput(
                 f"cannot resume from {output}: {len(foreign)} of its records are not points of this sweep "
-                f"(e.g. {describe(foreign[0]['point'] or {}, axes)} with other fixed settings); "
+                f"({describe(foreign[0]['point'] or {}, axes)} of the file has other fixed settings); "
                 "use another --output"
             )
         seen: set[Any] = set()
@@ -252,19 +252,22 @@ def run_sweep(
 
     try:
         with running([grid[i] for i in todo], n_workers, scheduler) as results:
-            sink = open_sink(out_format, output, existing, order) if records_out else None
+            sink = None  # opened with the first record: a sweep that fails first leaves the file alone
             try:
                 with progress(len(grid), len(kept)) as advance:
                     for record in results:
                         records.append(record)
-                        if sink is not None:
+                        if records_out:
+                            sink = sink or open_sink(out_format, output, existing, order)
                             sink.add(record)
                         advance()
+                if records_out and sink is None:  # nothing was left to run
+                    sink = open_sink(out_format, output, existing, order)
             finally:
                 if sink is not None:
                     sink.close()
     except PointFailed as e:
-        raise BadInput(f"point {describe(e.point, axes)}: {e}") from None
+        raise BadInput(f"{describe(e.point, axes)}: {e}") from None
     except KeyboardInterrupt:
         if output is not None and records_out:
             print(

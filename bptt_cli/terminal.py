@@ -28,11 +28,27 @@ def plain_environment() -> bool:
     return bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
 
 
+PIPE_WIDTH = 120  # columns when stdout is not a terminal and COLUMNS is unset (rich's 80 wraps)
+
+
+class _StdoutConsole(Console):
+    """A console whose reader going away (``| head``) is a :class:`BrokenPipeError`, which the
+    command line turns into exit status 141, rather than rich's own ``SystemExit(1)`` (the
+    status of a ``--fail-on`` match)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
 def stdout_console(**kwargs: Any) -> Console:
-    """A console on stdout that writes no escape codes in a plain environment."""
+    """A console on stdout that writes no escape codes in a plain environment, and is
+    ``PIPE_WIDTH`` wide when piped (unless ``COLUMNS`` says otherwise)."""
     if plain_environment():
         kwargs.setdefault("color_system", None)
-    return Console(**kwargs)
+    console = _StdoutConsole(**kwargs)
+    if "width" not in kwargs and not console.is_terminal and "COLUMNS" not in os.environ:
+        console = _StdoutConsole(width=PIPE_WIDTH, **kwargs)
+    return console
 
 
 def fancy(console: Console) -> bool:

@@ -650,3 +650,32 @@ def test_streamed_json_is_the_same_text_as_dumps() -> None:
     pieces: list[str] = []
     write_json(obj, pieces.append)
     assert "".join(pieces) == dumps(obj) and len(pieces) > 10
+
+
+def test_reader_going_away_is_exit_141_and_the_plot_is_still_written(tmp_path: Path) -> None:
+    """``bptt analyze ... --plot g.png | head -1``: exit 141 (as SIGPIPE), not 1 (a --fail-on
+    match), no message, and the image was written before the tables."""
+    pytest.importorskip("matplotlib")
+    import subprocess
+
+    png = tmp_path / "g.png"
+    proc = subprocess.Popen(
+        [installed_bptt(), "analyze", "--T", "300", "--trials", "3", "--plot", str(png)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=plain_env(),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and err == ""
+    assert png.stat().st_size > 10_000
+
+
+def test_piped_tables_are_not_wrapped_at_80_columns() -> None:
+    env = plain_env()
+    env.pop("COLUMNS", None)
+    proc = run_process(installed_bptt(), "analyze", "--T", "100", "--trials", "3", env=env)
+    assert proc.returncode == 0
+    step_rows = [line for line in proc.stdout.splitlines() if line.startswith("│ 100 ")]
+    assert step_rows and "[" in step_rows[0] and "]" in step_rows[0]  # median [q1, q3] on one line

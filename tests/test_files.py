@@ -312,3 +312,11 @@ def test_radius_rescales_given_W_hh_and_nilpotent_refused(tmp_path: Path) -> Non
     assert rec["trials"][0]["spectrum"]["eigenvalues"] == [[2.0, 0.0], [-1.0, 0.0]]
     np.save(tmp_path / "n.npy", np.array([[0.0, 1.0], [0.0, 0.0]]))
     assert_bad_input(bptt("analyze", "--weights", tmp_path / "n.npy", "--radius", "2"), "nilpotent")
+
+
+def test_gated_weights_without_a_gated_cell_say_which_cell(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "lstm.npz"
+    np.savez(path, weight_hh_l0=rng.standard_normal((16, 4)), weight_ih_l0=rng.standard_normal((16, 3)))
+    message = assert_bad_input(bptt("analyze", "--weights", path), "square", "(16, 4)")
+    assert "--cell lstm" in message

@@ -420,3 +420,19 @@ def test_csv_columns_widen_when_a_record_brings_new_keys(
     stdout.add(second)
     stdout.close()
     assert capsys.readouterr().out == out.read_text().rsplit("3,", 1)[0]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_a_rejected_sweep_leaves_the_output_file_alone(tmp_path: Path, suffix: str) -> None:
+    """The memory budget and the gated cells' limits are checked for every point before the
+    output is opened: an existing file keeps its records."""
+    out = tmp_path / f"k{suffix}"
+    out.write_text("keep me\n")
+    for args in (
+        ["--cell", "lstm", "--T", "10,1000000", "--hidden", "256"],
+        ["--T", "1000", "--max-memory", "1K"],
+        ["--cell", "identity,lstm", "--truncate", "10", "--T", "20"],
+    ):
+        result = invoke("sweep", *args, "--workers", "1", "--output", str(out))
+        assert result.exit_code == 2 and result.stderr.startswith("bptt: error:"), args
+        assert out.read_text() == "keep me\n", args

@@ -91,7 +91,7 @@ def test_points_are_the_product_in_axis_order() -> None:
     assert grid[0] == {"T": 10, "cell": "identity", "radius": 0.5}
     assert grid[-1] == {"T": 20, "cell": "identity", "radius": 1.5}
     assert len({point_key(p) for p in grid}) == 6
-    assert describe(grid[1], axes) == "T=10 radius=1.0"
+    assert describe(grid[1], axes) == "point T=10 radius=1.0"
 
 
 def test_point_key_is_the_same_after_a_json_or_csv_round_trip() -> None:
