@@ -183,7 +183,7 @@ def render_sweep(
                 if plan.cols:
                     point[plan.cols.name] = cv
                 cells.append(_cell(by_key.get(point_key(point)), shaded))
-            table.add_row(cell_text(rv) if plan.rows else "all", *cells)
+            table.add_row(("default" if rv is None else cell_text(rv)) if plan.rows else "all", *cells)
         console.print(table)
     tolerances = next((a.values for a in axes if a.name == "tolerance"), ())
     tol = cell_text(tolerances[0]) if len(tolerances) == 1 else "tolerance"
