@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner, Result
 
 from bptt_cli.cli import app
@@ -86,3 +87,24 @@ def run_process(
     return subprocess.run(
         list(args), capture_output=True, text=True, env=env or plain_env(), timeout=timeout, check=False
     )
+
+
+def run_in_pty(args: list[str], env: dict[str, str]) -> bytes:
+    """What ``args`` writes to a pseudo-terminal (stdout and stderr), checked to exit 0."""
+    pty = pytest.importorskip("pty")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=60)
+    os.close(master)
+    assert proc.returncode == 0, out
+    return out

@@ -19,7 +19,16 @@ from typing import Any
 import numpy as np
 import pytest
 import reference as ref
-from clitools import assert_bad_input, bptt, bptt_json, installed_bptt, plain_env, run_process, stable
+from clitools import (
+    assert_bad_input,
+    bptt,
+    bptt_json,
+    installed_bptt,
+    plain_env,
+    run_in_pty,
+    run_process,
+    stable,
+)
 
 import bptt_cli
 from bptt_cli.analysis import analyze
@@ -472,38 +481,16 @@ def test_no_escape_codes_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) ->
     assert "\x1b" not in result.stdout
 
 
-def _run_in_pty(args: list[str], env: dict[str, str]) -> bytes:
-    pty = pytest.importorskip("pty")
-    import subprocess
-
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(args, stdout=slave, stderr=slave, env=env)
-    os.close(slave)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    proc.wait(timeout=60)
-    os.close(master)
-    assert proc.returncode == 0, out
-    return out
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_terminal_colour_and_NO_COLOR() -> None:
     """On a real terminal the verdict is coloured; with NO_COLOR (or TERM=dumb) no escape
     codes at all (no colour, no bold)."""
     args = [installed_bptt(), "analyze", "--T", "20", "--hidden", "4"]
-    coloured = _run_in_pty(args, plain_env(TERM="xterm-256color", COLUMNS="120"))
+    coloured = run_in_pty(args, plain_env(TERM="xterm-256color", COLUMNS="120"))
     assert b"\x1b[" in coloured  # the harness does see a terminal
     for extra in ({"NO_COLOR": "1"}, {"TERM": "dumb"}):
         env = plain_env(TERM="xterm-256color", COLUMNS="120") | extra
-        out = _run_in_pty(args, env)
+        out = run_in_pty(args, env)
         assert b"\x1b" not in out, (extra, out[:200])
         assert b"Gradient of the loss" in out
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import reference as ref
-from clitools import bptt, bptt_json, installed_bptt, plain_env
+from clitools import bptt, bptt_json, installed_bptt, plain_env, run_in_pty
 from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
@@ -237,26 +236,8 @@ def test_plain_environments_have_no_escape_codes_even_when_forced(env: dict[str,
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_real_terminal_gets_braille_and_colour() -> None:
-    pty = pytest.importorskip("pty")
-    import subprocess
-
     def run(env: dict[str, str]) -> str:
-        master, slave = pty.openpty()
-        args = [installed_bptt(), "analyze", "--T", "30", "--hidden", "4"]
-        proc = subprocess.Popen(args, stdout=slave, stderr=slave, env=env)
-        os.close(slave)
-        out = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        proc.wait(timeout=60)
-        os.close(master)
-        return out.decode("utf-8")
+        return run_in_pty([installed_bptt(), "analyze", "--T", "30", "--hidden", "4"], env).decode("utf-8")
 
     env = plain_env(TERM="xterm-256color", COLUMNS="100", PYTHONIOENCODING="utf-8")
     out = run(env)
