@@ -232,6 +232,10 @@ def nice_ticks(lo: float, hi: float, most: int = 5) -> tuple[float, float, float
         for mult in (1.0, 2.0, 5.0):
             step = mult * 10.0**exponent
             start, stop = math.floor(lo / step) * step, math.ceil(hi / step) * step
+            # lo / step can round to a multiple of step just inside [lo, hi] (a subnormal lo):
+            # one step more keeps the range covered
+            start -= step if start > lo else 0.0
+            stop += step if stop < hi else 0.0
             if round((stop - start) / step) <= most:
                 return start, stop, step
         exponent += 1

@@ -7,6 +7,9 @@ mpmath) can check them, and compared with the step-by-step core at the real thre
 
 from __future__ import annotations
 
+from fractions import Fraction
+
+import mpmath as mp
 import numpy as np
 import pytest
 import reference as ref
@@ -49,18 +52,34 @@ def test_powers_are_matrix_powers() -> None:
         block.powers(M, None, 6)
 
 
-def non_normal(h: int) -> np.ndarray:
-    """``V D V^-1`` with eigenvalues in [0.5, 0.95] and a wildly ill-conditioned ``V``: entries
-    near 1e17 whose powers cancel down to below 1, so that squaring loses every digit."""
+def non_normal(h: int = 10) -> np.ndarray:
+    """``V D V^-1``, exactly in float64: ``V`` unit upper triangular with integer entries up to
+    300 (so ``V^-1`` is an integer matrix too), ``D = diag(j / 16)`` with eigenvalues in
+    [0.375, 0.9375]. Entries near 1e15 whose products cancel: squaring loses most digits."""
     rng = np.random.default_rng(0)
-    V = np.eye(h) + np.triu(rng.standard_normal((h, h)), 1) * 1e3
-    return V @ np.diag(np.linspace(0.5, 0.95, h)) @ np.linalg.inv(V)
+    V = np.eye(h, dtype=object) + np.triu(rng.integers(-300, 301, (h, h)), 1).astype(object)
+    V_inv = np.eye(h, dtype=object)
+    for j in range(h):  # back-substitution in integers
+        for i in range(j - 1, -1, -1):
+            V_inv[i, j] = -sum(V[i, m] * V_inv[m, j] for m in range(i + 1, j + 1))
+    D = np.diag([Fraction(j, 16) for j in range(16 - h, 16)])
+    exact = V.dot(D).dot(V_inv)
+    M = exact.astype(float)
+    assert all(Fraction(float(e)) == e for e in exact.flat)  # representable: M is V D V^-1
+    return M
 
 
 def test_a_strongly_non_normal_matrix_is_refused() -> None:
-    """The check of M^k against k matrix-vector products refuses it (it then goes step by step)."""
-    pw = block.powers(non_normal(8)[None], None, 32)
+    """The check of M^k against k matrix-vector products refuses it (it then goes step by step);
+    mpmath confirms that repeated squaring really lost digits (far more than the check's 1e-10)."""
+    M = non_normal()
+    pw = block.powers(M[None], None, 32)
     assert not pw.usable[0]
+    with mp.workdps(60):
+        exact = np.array((mp.matrix(M.tolist()) ** 32).tolist(), dtype=float)
+    squared = pw.P_m[0] * np.exp(pw.P_s[0])
+    assert np.linalg.norm(squared - exact) > 100 * block.CHECK_TOL * np.linalg.norm(exact)
+    assert block.powers(M[None] / 4, None, 32).usable[0] == pw.usable[0]  # scale-free (exact / 4)
 
 
 @pytest.mark.usefixtures("everywhere")
@@ -120,11 +139,11 @@ def _same(a: Network, b: Network, loss: str, **kw: object) -> None:
 @pytest.mark.parametrize("loss", LOSSES)
 def test_forced_block_products_checkpointed_and_batched_bit_for_bit(loss: str) -> None:
     """T not a multiple of the sub-block; one trial's W_hh refused by the check (non-normal)."""
-    spec = Spec(cell="identity", loss=loss, T=1000 + POWER_K // 2 + 3, hidden=8, inputs_dim=2,
+    spec = Spec(cell="identity", loss=loss, T=1000 + POWER_K // 2 + 3, hidden=10, inputs_dim=2,
                 outputs_dim=2, trials=3, gain=1.1, seed=4)
     net = build_network(spec)
     W = net.W_hh.copy()
-    W[1] = non_normal(8) * 1e-17  # refused by the check; scaled to keep the states in range
+    W[1] = non_normal() * 2.0**-56  # refused by the check; scaled (exactly) to keep the states in range
     net = net.replace(W_hh=W)
     assert not forward(net, CELLS["identity"]).powers.usable[1]  # type: ignore[union-attr]
     _same(net, net, loss, checkpoint_every=256)
