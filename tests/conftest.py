@@ -12,9 +12,15 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-# The default profile keeps CI fast; HYPOTHESIS_PROFILE=stress for a long search by hand.
+# The default profile keeps CI fast and repeatable (the same examples on every run, so a clean
+# checkout cannot go red on a newly drawn case); HYPOTHESIS_PROFILE=stress for a long random
+# search by hand, whose finds become @example lines.
 settings.register_profile(
-    "default", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "default",
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
     "stress", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
