@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .bptt import BackwardBlock
-from .scaled import LN10, Array
+from .scaled import LN10, Array, pow2_scale
 
 START_SEED = 20130103
 INVERSE_ITERATIONS = 2
@@ -86,7 +86,8 @@ def dominant_subspace(W: Array, eigenvalues: NDArray[np.complex128]) -> Dominant
         lam = complex(eigenvalues[i, 0])
         if lam == 0:
             continue
-        q = _invariant_basis(W[i], lam)
+        scale = pow2_scale(W[i])  # the same subspace, from entries below 1 (no overflow)
+        q = _invariant_basis(W[i] / scale, lam / scale)
         if q is None:
             vals, vecs = np.linalg.eig(W[i].T)
             x = vecs[:, np.argmin(np.abs(vals - lam))]

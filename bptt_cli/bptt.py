@@ -155,9 +155,22 @@ class Segment:
     e_s: Array
 
 
+def finite_input(A: Array, what: str, b0: int) -> Array:
+    """``A (n, L, k)``, a quantity of steps ``b0+1..b0+L`` formed from the inputs and weights in
+    plain float64, if it is finite. Entries beyond float64's range cannot be carried further
+    (for tanh and sigmoid not even ``ln phi'`` would fit): that is bad input, named."""
+    finite = np.isfinite(A).all(axis=(0, 2))
+    if not finite.all():
+        t = b0 + 1 + int(np.argmin(finite))
+        raise BadInput(f"{what} overflows float64 at t = {t}: rescale the inputs or the weights")
+    return A
+
+
 def _drive(net: Network, b0: int, b1: int) -> Array:
     """``W_hx x_t + b_h`` for indices ``b0..b1-1`` as plain floats, ``(n, L, h)``."""
-    return np.matmul(net.x[:, b0:b1], np.swapaxes(net.W_hx, -1, -2)) + net.b_h[:, None, :]
+    with np.errstate(over="ignore", invalid="ignore"):  # checked
+        U = np.matmul(net.x[:, b0:b1], np.swapaxes(net.W_hx, -1, -2)) + net.b_h[:, None, :]
+    return finite_input(U, "the input drive W_hx x_t + b_h", b0)
 
 
 def kept_every_digit(ln_norm: Array, start: Array) -> NDArray[np.bool_]:
@@ -309,7 +322,9 @@ def _run(
 def _output_error(net: Network, h_m: Array, h_s: Array, b0: int, b1: int) -> tuple[Array, Array]:
     """``o_t - y_t`` for indices ``b0..b1-1`` from ``h_m (n, L, h)`` = h_{b0+1}..h_{b1}."""
     Wh = np.matmul(h_m, np.swapaxes(net.W_qh, -1, -2))
-    return add(Wh, h_s, *normalize(net.b_q[:, None, :] - net.y[:, b0:b1]))
+    with np.errstate(over="ignore", invalid="ignore"):  # checked
+        offset = finite_input(net.b_q[:, None, :] - net.y[:, b0:b1], "b_q - y_t", b0)
+    return add(Wh, h_s, *normalize(offset))
 
 
 def _errors(net: Network, h_m: Array, h_s: Array, t0: int, t1: int, block: int,

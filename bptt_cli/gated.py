@@ -57,6 +57,7 @@ from .bptt import (
     Gradients,
     ParamSums,
     block_sum,
+    finite_input,
     kept_every_digit,
     local_terms,
     loss_ln,
@@ -207,7 +208,9 @@ class Kernel(Protocol):
 
 def _input_drive(net: GatedNetwork, b0: int, b1: int) -> Array:
     """``W_ih x_t + b_ih`` for indices ``b0..b1-1``, ``(n, L, G h)``."""
-    return np.matmul(net.x[:, b0:b1], np.swapaxes(net.weight_ih_l0, -1, -2)) + net.bias_ih_l0[:, None, :]
+    with np.errstate(over="ignore", invalid="ignore"):  # checked
+        U = np.matmul(net.x[:, b0:b1], np.swapaxes(net.weight_ih_l0, -1, -2)) + net.bias_ih_l0[:, None, :]
+    return finite_input(U, "the input drive W_ih x_t + b_ih", b0)
 
 
 def _output_errors(net: GatedNetwork, h: Array) -> Scaled:

@@ -132,7 +132,7 @@ def gated_lyapunov(
         used = slice(0, max(0, min(c1, first_used) - c0))  # steps c0 .. first_used-1
         logs += np.sum(diag[:, used], axis=1)
         c1 = c0
-    return Lyapunov(logs / max(steps, 1), transient, steps)
+    return Lyapunov.from_sums(logs, steps, transient)
 
 
 def _qr_step(jac: StepJacobians, co: dict[str, Array], k: int, t: int, Q: Array) -> tuple[Array, Array]:

@@ -36,14 +36,20 @@ REL_FLOOR = -700.0  # nonzero |phi'| more than e^700 below the step's largest ar
 
 @dataclass(frozen=True)
 class Lyapunov:
-    """``exponents (n, K)``: natural log per step, in QR column order (decreasing up to
-    finite-time noise), ``-inf`` for an exactly singular product; ``transient`` steps
-    discarded, ``steps`` averaged (the steps t = T - transient, ..., T - transient - steps + 1).
+    """``exponents (n, K)``: natural log per step, largest first, ``-inf`` for an exactly
+    singular product; ``transient`` steps discarded, ``steps`` averaged (the steps
+    t = T - transient, ..., T - transient - steps + 1).
     """
 
     exponents: Array
     transient: int
     steps: int
+
+    @classmethod
+    def from_sums(cls, logs: Array, steps: int, transient: int) -> Lyapunov:
+        """From the sums of ``ln |R_ii|`` over ``steps`` steps ``(n, K)``: QR's columns come
+        out in decreasing order only up to finite-time noise, so they are sorted."""
+        return cls(-np.sort(-logs / max(steps, 1), axis=1), transient, steps)
 
 
 def window(T: int, h: int, K: int) -> tuple[int, int]:
@@ -110,7 +116,7 @@ def lyapunov_exponents(
                 c1 = c0
             if t0 <= stop:
                 break
-    return Lyapunov((logs + scale[:, None]) / max(steps, 1), transient, steps)
+    return Lyapunov.from_sums(logs + scale[:, None], steps, transient)
 
 
 def _relative_dphi(dphi: Dphi | None, n: int, L: int) -> tuple[Array | None, Array]:

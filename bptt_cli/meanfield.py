@@ -34,7 +34,7 @@ import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 
 from .cells import Cell
-from .scaled import Array
+from .scaled import Array, pow2_scale
 
 NODES = 200  # Gauss-Hermite nodes (even: relu's kink at 0 falls between nodes)
 PANEL_NODES = 10  # Gauss-Legendre nodes per panel of the composite rule
@@ -115,7 +115,7 @@ def fixed_point(cell: Cell, sigma_w2: Array, offset: Array) -> Array:
 
     def excess(ln_q: Array) -> Array:  # ln r(q): decreasing in ln q
         q = np.exp(ln_q)
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", over="ignore"):  # r = inf is still r > 1
             return np.log(sigma_w2 * second_moment(cell, q) + offset) - ln_q
 
     lo = np.full(sigma_w2.shape, LN_Q_RANGE[0])
@@ -147,7 +147,9 @@ class MeanField:
     gaussian ensemble), ``input_variance`` ``sigma_u^2`` the mean square of ``W_hx x_t`` over
     units and steps, ``bias_variance`` ``sigma_b^2`` the mean square of ``b_h``: the
     network's own statistics, not the nominal ones. ``rate = 1/2 ln chi_1`` per step
-    (natural log); ``q_star`` may be ``0`` or ``inf`` (see :func:`fixed_point`).
+    (natural log); ``q_star`` may be ``0`` or ``inf`` (see :func:`fixed_point`). A trial whose
+    statistics lie beyond float64's range (entries near 1e154 and more) has NaN ``q_star``,
+    ``chi_1`` and ``rate``: the theory's Gaussian moments are not computed there.
     """
 
     weight_variance: Array
@@ -168,11 +170,20 @@ def mean_field(cell: Cell, W_hh: Array, W_hx: Array, b_h: Array, x: Array) -> Me
     ``W_hh (n, h, h)``, ``W_hx (n, h, d)``, ``b_h (n, h)``, ``x (n, T, d)``.
     """
     h = W_hh.shape[-1]
-    sigma_w2 = np.einsum("nij,nij->n", W_hh, W_hh) / h
+    # each matrix divided by a power of two first (exact), the square of its scale put back
+    # last: a statistic is inf only when it really lies beyond float64
+    s_hh, s_hx, s_x, s_b = (pow2_scale(A) for A in (W_hh, W_hx, x, b_h[:, None, :]))
+    W_hh, W_hx, x = W_hh / s_hh[:, None, None], W_hx / s_hx[:, None, None], x / s_x[:, None, None]
+    b_h = b_h / s_b[:, None]
     # mean over t and units of (W_hx x_t)_i^2 = trace(W_hx^T W_hx x^T x) / (h T), in O(d^2 (h + T))
     gram_w = np.matmul(np.swapaxes(W_hx, -1, -2), W_hx)  # (n, d, d)
     gram_x = np.matmul(np.swapaxes(x, -1, -2), x)  # (n, d, d)
-    sigma_u2 = np.einsum("nij,nij->n", gram_w, gram_x) / (h * x.shape[-2])
-    sigma_b2 = np.mean(b_h * b_h, axis=-1)
-    q = fixed_point(cell, sigma_w2, sigma_b2 + sigma_u2)
-    return MeanField(sigma_w2, sigma_u2, sigma_b2, q, chi_1(cell, sigma_w2, q))
+    with np.errstate(over="ignore"):
+        sigma_w2 = np.einsum("nij,nij->n", W_hh, W_hh) / h * s_hh**2
+        sigma_u2 = np.einsum("nij,nij->n", gram_w, gram_x) / (h * x.shape[-2]) * (s_hx * s_x) ** 2
+        sigma_b2 = np.mean(b_h * b_h, axis=-1) * s_b**2
+        offset = sigma_b2 + sigma_u2
+    ok = np.isfinite(sigma_w2) & np.isfinite(offset)
+    q = fixed_point(cell, np.where(ok, sigma_w2, 1.0), np.where(ok, offset, 0.0))
+    chi = chi_1(cell, np.where(ok, sigma_w2, 1.0), q)
+    return MeanField(sigma_w2, sigma_u2, sigma_b2, np.where(ok, q, np.nan), np.where(ok, chi, np.nan))

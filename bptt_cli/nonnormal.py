@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from .scaled import LN10, Array
+from .scaled import LN10, Array, pow2_scale
 
 SCAN_MAX_T = 4096  # every k <= T is evaluated when T <= SCAN_MAX_T and h^3 T <= SCAN_BUDGET
 SCAN_BUDGET = 2**27
@@ -35,8 +35,11 @@ START_SEED = 20130102
 def henrici(W: Array, eigenvalues: NDArray[np.complex128]) -> Array:
     """Relative departure from normality of every ``W (n, h, h)``, ``(n,)`` in ``[0, 1]``.
 
-    ``eigenvalues (n, h)`` complex. The zero matrix (normal) gives 0.
+    ``eigenvalues (n, h)`` complex. The zero matrix (normal) gives 0. Scale-free: computed on
+    ``W / 2^e`` (:func:`bptt_cli.scaled.pow2_scale`), so any ``W`` in float64's range works.
     """
+    scale = pow2_scale(W)
+    W, eigenvalues = W / scale[:, None, None], eigenvalues / scale[:, None]
     fro2 = np.einsum("nij,nij->n", W, W)
     eig2 = np.sum(np.abs(eigenvalues) ** 2, axis=-1)
     dep2 = np.maximum(fro2 - eig2, 0.0)
@@ -48,24 +51,30 @@ def numerical_abscissa(W: Array) -> Array:
     """``max eig((W + W^T) / 2)`` of every ``W (n, h, h)``, ``(n,)``.
 
     All eigenvalues by numpy up to ``h = 512``; above, only the largest, by scipy (whose import
-    costs more than the whole computation for small ``h``).
+    costs more than the whole computation for small ``h``). Computed on ``W / 2^e`` and scaled
+    back, so ``W + W^T`` cannot overflow.
     """
     h = W.shape[-1]
+    scale = pow2_scale(W)
+    W = W / scale[:, None, None]
     sym = 0.5 * (W + np.swapaxes(W, -1, -2))
     if h <= 512:
-        return np.asarray(np.linalg.eigvalsh(sym)[..., -1], dtype=np.float64)
+        return scale * np.linalg.eigvalsh(sym)[..., -1]
     from scipy.linalg import eigh  # type: ignore[import-untyped]
 
-    return np.array([eigh(s, eigvals_only=True, subset_by_index=[h - 1, h - 1])[0] for s in sym])
+    return scale * np.array([eigh(s, eigvals_only=True, subset_by_index=[h - 1, h - 1])[0] for s in sym])
 
 
 def _normalize(M: Array, s: Array) -> tuple[Array, Array]:
-    """Scale each ``M[i] (h, h)`` to unit Frobenius norm, adding ``ln`` of the norm to ``s``."""
+    """Scale each ``M[i] (h, h)`` to unit Frobenius norm, adding ``ln`` of the norm to ``s``
+    (taken after an exact power-of-two scaling: entries up to float64's maximum)."""
+    scale = pow2_scale(M)
+    M = M / scale[..., None, None]
     fro = np.sqrt(np.einsum("...ij,...ij->...", M, M))
     zero = fro == 0
     M = M / np.where(zero, 1.0, fro)[..., None, None]
     with np.errstate(divide="ignore"):
-        return M, np.where(zero, -np.inf, s + np.log(np.where(zero, 1.0, fro)))
+        return M, np.where(zero, -np.inf, s + np.log(scale) + np.log(np.where(zero, 1.0, fro)))
 
 
 def norm2(M: Array) -> Array:
@@ -150,16 +159,18 @@ def transient_growth(W: Array, T: int, spectral_norm: Array | None = None) -> Tr
     """Peak transient growth ``max_{k <= T} ||W^k||_2`` of every ``W (n, h, h)``.
 
     Rule: when ``T <= SCAN_MAX_T`` and ``h^3 T <= SCAN_BUDGET`` every power is formed
-    (``T`` matrix products). Otherwise, within ``GROWTH_BUDGET`` flops (``2 h^3`` per
-    product): ``W^(2^j)`` by repeated squaring for ``2^j <= T``, then ``W^T`` from its binary
-    expansion, then a ternary search in the bracket around the best of these, each ``W^k`` a
-    product of the squares. Both stop as soon as ``||W^k||_2 <= 1`` in every trial (see
-    :class:`TransientGrowth`).
+    (``T`` matrix products). Otherwise: ``W^(2^j)`` by repeated squaring for ``2^j <= T``,
+    then ``W^T`` from its binary expansion (always: at most ``2 log2 T`` products, so the
+    powers up to ``k = T`` are always looked at), then, within ``GROWTH_BUDGET`` flops
+    (``2 h^3`` per product), a ternary search in the bracket around the best of these, each
+    ``W^k`` a product of the squares. Both stop as soon as ``||W^k||_2 <= 1`` in every trial
+    (see :class:`TransientGrowth`).
     """
     h = W.shape[-1]
     if T <= SCAN_MAX_T and h**3 * T <= SCAN_BUDGET:
         return _scan(W, T)
-    return _search(W, T, max(int(GROWTH_BUDGET // (2 * h**3)), 1))
+    to_T = (T.bit_length() - 1) + (bin(T).count("1") - 1)  # the squarings, then W^T
+    return _search(W, T, max(int(GROWTH_BUDGET // (2 * h**3)), to_T, 1))
 
 
 def _scan(W: Array, T: int) -> TransientGrowth:
