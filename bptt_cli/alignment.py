@@ -86,7 +86,7 @@ def dominant_subspace(W: Array, eigenvalues: NDArray[np.complex128]) -> Dominant
         lam = complex(eigenvalues[i, 0])
         if lam == 0:
             continue
-        scale = pow2_scale(W[i])  # the same subspace, from entries below 1 (no overflow)
+        scale = float(pow2_scale(W[i]))  # the same subspace, from entries below 1 (no overflow)
         q = _invariant_basis(W[i] / scale, lam / scale)
         if q is None:
             vals, vecs = np.linalg.eig(W[i].T)
