@@ -514,10 +514,18 @@ def run_estimator(
 ) -> EstimatorResult:
     """Run ``est`` on every trial and measure it against the full gradients ``grads``.
 
-    ``batch``: draws per pass (random; default :func:`draw_batch`).
+    ``batch``: draws per pass (random; default :func:`draw_batch`). A window or chunk of
+    ``K >= T`` truncates nothing: the estimate is full BPTT itself (``T - 1`` backward steps,
+    zero error exactly), not recomputed.
     """
     n, T, h, d, _ = net.shape
     full = grads.params
+    memory = memory_full = None
+    if est.kind == "chunk":
+        memory, memory_full = 8 * h * (2 * min(est.K, T) + 1), 8 * h * (2 * T + 1)
+    if est.kind in MODES and est.K >= T:
+        acc = {name: _exact(full[name]) for name in PARAMS}
+        return EstimatorResult(est, acc, np.full(n, float(max(T - 1, 0))), max(T - 1, 0), memory, memory_full)
     if est.kind == "clip":
         clipped, scale_ln, norm_ln = clip_gradients(full, est.clip)
         acc = {}
@@ -540,9 +548,6 @@ def run_estimator(
     for name in PARAMS:
         if name not in acc:  # not on the chain: the estimate is the full gradient itself
             acc[name] = _exact(full[name])
-    memory = memory_full = None
-    if est.kind == "chunk":
-        memory, memory_full = 8 * h * (2 * min(est.K, T) + 1), 8 * h * (2 * T + 1)
     return EstimatorResult(
         est, acc, np.mean(np.concatenate(steps, axis=1), axis=1), max(T - 1, 0), memory, memory_full
     )
