@@ -372,26 +372,31 @@ def truncate(
         _emit(dumps(comparison_record(an, param, settings)) + "\n", output)
 
 
-def _int_list(text: str, flag: str) -> list[int]:
-    """``1,2,5`` -> [1, 2, 5]; anything else is a :class:`BadInput` naming ``flag``."""
+def _int_list(text: str, flag: str, least: int = 1) -> list[int]:
+    """``1,2,5`` -> [1, 2, 5] (a repeated value once); anything else, or a value below
+    ``least``, is a :class:`BadInput` naming ``flag``."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise BadInput(f"{flag} must be a comma-separated list of integers, got {text!r}") from None
     if not values:
         raise BadInput(f"{flag} needs at least one value")
-    return values
+    for v in values:
+        if v < least:
+            raise BadInput(f"{flag}: {v} is below {least}")
+    return list(dict.fromkeys(values))
 
 
 def _float_list(text: str, flag: str) -> list[float]:
-    """``0.9,0.5`` -> [0.9, 0.5]; anything else is a :class:`BadInput` naming ``flag``."""
+    """``0.9,0.5`` -> [0.9, 0.5] (a repeated value once); anything else is a :class:`BadInput`
+    naming ``flag``."""
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise BadInput(f"{flag} must be a comma-separated list of numbers, got {text!r}") from None
     if not values:
         raise BadInput(f"{flag} needs at least one value")
-    return values
+    return list(dict.fromkeys(values))
 
 
 def _resolve_spec(

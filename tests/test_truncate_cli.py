@@ -182,11 +182,15 @@ def test_truncate_table_and_options(tmp_path: Path) -> None:
                                  "--output", str(target)])
     assert result.exit_code == 0 and result.stdout == ""
     assert [r["label"] for r in json.loads(target.read_text())["rows"]] == ["full", "window:3", "random:0.5"]
+    # a repeated value is one estimator, one row
+    out = run_json("truncate", "--T", "30", "--K", "3,5,3", "--keep-prob", "0.5,0.5", "--draws", "5")
+    assert [r["label"] for r in out["rows"]] == ["full", "window:3", "window:5", "random:0.5"]
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--K", "1,x"], "--K"), (["--K", "0"], "--truncate K"), (["--keep-prob", "0.5,0"], "--keep-prob"),
+    [(["--K", "1,x"], "--K"), (["--K", "5,0"], "--K: 0 is below 1"),
+     (["--keep-prob", "0.5,0"], "--keep-prob"),
      (["--keep-prob", "a"], "--keep-prob"), (["--format", "csv"], "--format"), (["--draws", "0"], "--draws")],
 )
 def test_truncate_bad_values(args: list[str], message: str) -> None:
