@@ -91,7 +91,7 @@ def network_spec(
     from .gated_network import GATED, GatedSpec
 
     if not math.isfinite(forget_bias):
-        raise BadInput(f"forget bias must be a finite number, got {forget_bias}")
+        raise BadInput(f"--forget-bias must be a finite number, got {forget_bias}")
     if gain is not None and (radius is not None or norm is not None):
         other = "radius" if radius is not None else "norm"
         raise BadInput(f"--gain conflicts with --{other}: give one of them")
@@ -162,7 +162,7 @@ def resolve(
     from .truncation import estimators_from_options
 
     if not (math.isfinite(tolerance) and tolerance >= 0):
-        raise BadInput(f"tolerance must be a finite number >= 0, got {tolerance}")
+        raise BadInput(f"--tolerance must be a finite number >= 0, got {tolerance}")
     estimators = estimators_from_options(truncate, truncate_mode, keep_prob, draws, clip)
     budget = None if max_memory is None else parse_size(max_memory)
     files = {

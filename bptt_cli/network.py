@@ -39,22 +39,25 @@ class Spec:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        def flag(name: str) -> str:  # messages name the command-line option
+            return "--" + name.replace("_", "-")
+
         for name, choices in (("cell", CELLS), ("loss", LOSSES), ("ensemble", ENSEMBLES)):
             if getattr(self, name) not in choices:
                 raise BadInput(
-                    f"unknown {name} {getattr(self, name)!r} (choose from {', '.join(choices)})"
+                    f"unknown {flag(name)} {getattr(self, name)!r} (choose from {', '.join(choices)})"
                 )
         for name in ("T", "hidden", "inputs_dim", "outputs_dim", "trials"):
             if getattr(self, name) < 1:
-                raise BadInput(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise BadInput(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
         if self.seed < 0:
-            raise BadInput(f"seed must be non-negative, got {self.seed}")
+            raise BadInput(f"--seed must be non-negative, got {self.seed}")
         if self.radius is not None and self.norm is not None:
-            raise BadInput("radius and norm conflict: give at most one of them")
+            raise BadInput("--radius and --norm conflict: give at most one of them")
         for name in ("gain", "radius", "norm", "bias"):
             value = getattr(self, name)
             if value is not None and not (np.isfinite(value) and value >= 0):
-                raise BadInput(f"{name} must be a finite number >= 0, got {value}")
+                raise BadInput(f"{flag(name)} must be a finite number >= 0, got {value}")
 
 
 @dataclass(frozen=True)

@@ -166,8 +166,8 @@ def test_bad_weights_files_are_one_line(tmp_path: Path) -> None:
     assert "conflicts with --weights" in bad_input(
         "--cell", "gru", "--weights", tmp_path / "lstm.npz", "--gain", 2
     )
-    assert "forget bias" in bad_input("--cell", "lstm", "--forget-bias", "nan")
-    assert "forget bias" in bad_input("--cell", "tanh", "--forget-bias", "inf")
+    assert "--forget-bias" in bad_input("--cell", "lstm", "--forget-bias", "nan")
+    assert "--forget-bias" in bad_input("--cell", "tanh", "--forget-bias", "inf")
     assert "overflow" in bad_input("--cell", "lstm", "--weights", save_huge(tmp_path))
 
 
