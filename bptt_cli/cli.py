@@ -7,7 +7,6 @@ so ``bptt --help`` starts fast.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
@@ -204,16 +203,13 @@ def analyze(
         write_plot("analyze", json.loads(dumps(analysis_record(an, files))), plot, plot_format)
 
     if out_format == "table":
-        from rich.console import Console
-
         from .tables import render_analysis
+        from .terminal import stdout_console, text_console
 
         if output is None:
-            from .terminal import stdout_console
-
             render_analysis(an, stdout_console(), weights=None if weights is None else str(weights))
         else:
-            console = Console(record=True, file=io.StringIO(), width=100)
+            console = text_console(100)
             render_analysis(an, console, weights=None if weights is None else str(weights))
             _emit(console.export_text(), output)
     else:
@@ -279,16 +275,13 @@ def spectrum_command(
         write_plot("spectrum", json.loads(dumps(spectrum_record(rep, {"weights": weights}))), plot, plot_format)
 
     if out_format == "table":
-        from rich.console import Console
-
+        from .terminal import stdout_console, text_console
         from .theory_tables import render_spectrum
 
         if output is None:
-            from .terminal import stdout_console
-
             render_spectrum(rep, stdout_console())
         else:
-            console = Console(record=True, file=io.StringIO(), width=100)
+            console = text_console(100)
             render_spectrum(rep, console)
             _emit(console.export_text(), output)
     else:
@@ -353,16 +346,13 @@ def truncate(
         "keep_prob": probs, "draws": draws, "param": param, "checkpoint": checkpoint, "max_memory": budget,
     }
     if out_format == "table":
-        from rich.console import Console
-
+        from .terminal import stdout_console, text_console
         from .truncation_report import render_comparison
 
         if output is None:
-            from .terminal import stdout_console
-
             render_comparison(an, param, stdout_console())
         else:
-            console = Console(record=True, file=io.StringIO(), width=120)
+            console = text_console(120)
             render_comparison(an, param, console)
             _emit(console.export_text(), output)
     else:
