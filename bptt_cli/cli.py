@@ -258,7 +258,7 @@ def spectrum_command(
         raise BadInput(f"--gain conflicts with --{'radius' if radius is not None else 'norm'}: give one of them")
     if weights is not None and (ensemble is not None or gain is not None):
         raise BadInput(f"--{'ensemble' if ensemble is not None else 'gain'} conflicts with --weights: W_hh comes from the file")
-    given, fixed = given_from_files(weights, None, None)
+    given, fixed = given_from_files(weights, None, None, command="spectrum")
     if hidden is not None and "hidden" in fixed and fixed["hidden"][0] != hidden:
         raise BadInput(f"--hidden {hidden} conflicts with {fixed['hidden'][1]}")
     defaults = Spec()
