@@ -206,11 +206,13 @@ def analyze(
         from .tables import render_analysis
         from .terminal import stdout_console, text_console
 
+        source = None if weights is None else str(weights)
+        drawn = exp.drawn if any(exp.files.values()) else None  # named when files gave the rest
         if output is None:
-            render_analysis(an, stdout_console(), weights=None if weights is None else str(weights))
+            render_analysis(an, stdout_console(), weights=source, drawn=drawn)
         else:
             console = text_console(100)
-            render_analysis(an, console, weights=None if weights is None else str(weights))
+            render_analysis(an, console, weights=source, drawn=drawn)
             _emit(console.export_text(), output)
     else:
         from .records import analysis_csv, analysis_record, write_json
@@ -341,19 +343,24 @@ def truncate(
     estimators += [Estimator("random", keep_prob=p, draws=draws) for p in probs]
     budget = None if max_memory is None else parse_size(max_memory)
     an = run_analysis(spec, given, 1.0, checkpoint=checkpoint, max_memory=budget, estimators=estimators)
+    from .experiment import drawn_arrays
+
+    drawn = drawn_arrays(given)
     settings = {
-        "weights": weights, "inputs": inputs, "targets": targets, "K": Ks, "truncate_mode": truncate_mode,
+        "weights": weights, "inputs": inputs, "targets": targets, "drawn": drawn, "K": Ks, "truncate_mode": truncate_mode,
         "keep_prob": probs, "draws": draws, "param": param, "checkpoint": checkpoint, "max_memory": budget,
     }
     if out_format == "table":
         from .terminal import stdout_console, text_console
         from .truncation_report import render_comparison
 
+        source = None if weights is None else str(weights)
+        named = drawn if weights or inputs or targets else None  # named when files gave the rest
         if output is None:
-            render_comparison(an, param, stdout_console())
+            render_comparison(an, param, stdout_console(), source, named)
         else:
             console = text_console(120)
-            render_comparison(an, param, console)
+            render_comparison(an, param, console, source, named)
             _emit(console.export_text(), output)
     else:
         from .records import dumps

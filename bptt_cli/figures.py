@@ -115,6 +115,10 @@ def _settings(config: Mapping[str, Any], skip: Sequence[str] = ()) -> str:
         if key == "forget_bias" and config.get("cell") != "lstm":
             continue
         parts.append(f"{key.replace('_', ' ')} {cell_text(value)}")
+    drawn = config.get("drawn")
+    from_files = any(config.get(k) is not None for k in ("weights", "inputs", "targets"))
+    if drawn and from_files and "drawn" not in skip:
+        parts.append(f"drawn at random: {' '.join(drawn)}")
     return ", ".join(parts)
 
 

@@ -96,10 +96,18 @@ def gated_rows(an: Analysis) -> GatedRows | None:
     )
 
 
-def render_header(an: Analysis, console: Console, weights: str | None = None) -> None:
+def drawn_note(drawn: list[str], seed: int) -> str:
+    """``W_qh, b_q drawn (seed 0): not in the files``: what a run with files drew at random."""
+    return f"{', '.join(drawn)} drawn at random (seed {seed}): not in the files"
+
+
+def render_header(
+    an: Analysis, console: Console, weights: str | None = None, drawn: list[str] | None = None
+) -> None:
     """The model, sizes, W_hh, spectrum and trials, one per line.
 
-    ``weights``: the file W_hh came from (``--weights``), if any.
+    ``weights``: the file W_hh came from (``--weights``), if any; ``drawn``: the arrays drawn at
+    random, to be named on a line of their own (the caller passes them when files gave others).
     """
     spec, sp = an.spec, an.spectrum
     n, T, h, d, q = an.net.shape
@@ -121,6 +129,8 @@ def render_header(an: Analysis, console: Console, weights: str | None = None) ->
     header.add_row("sizes", f"hidden {h}, inputs {d}, outputs {q}")
     W = "W_hh" if gated is None else "weight_hh_l0"
     header.add_row(W, Text(source))
+    if drawn:
+        header.add_row("drawn", Text(drawn_note(drawn, spec.seed)))
     if gated is not None and gated.forget_bias is not None:
         header.add_row("forget bias", gated.forget_bias)
     block = "W_hh" if gated is None else gated.block
@@ -155,13 +165,16 @@ def render_gradient_chart(an: Analysis, console: Console, gated: GatedRows | Non
     console.print(gradient_chart(g, console, predicted, label))
 
 
-def render_analysis(an: Analysis, console: Console, weights: str | None = None) -> None:
+def render_analysis(
+    an: Analysis, console: Console, weights: str | None = None, drawn: list[str] | None = None
+) -> None:
     """Print the header, the step table, the parameter table, the estimators, the theory and
-    the verdict. ``weights``: the file W_hh came from (``--weights``), if any.
+    the verdict. ``weights``: the file W_hh came from (``--weights``), if any; ``drawn``: the
+    arrays drawn at random, named in the header (see :func:`render_header`).
     """
     from .truncation_report import render_estimates
 
-    render_header(an, console, weights)
+    render_header(an, console, weights, drawn)
     gated = gated_rows(an)
     T = an.net.shape[1]
     rho = float(np.median(an.spectrum.spectral_radius))

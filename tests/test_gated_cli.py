@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 import subprocess
@@ -83,8 +85,29 @@ def test_csv_has_no_spectral_prediction_for_gated_cells() -> None:
     result = bptt("analyze", "--cell", "gru", "--T", 5, "--hidden", 3, "--format", "csv")
     assert result.exit_code == 0, result.stderr
     rows = [line.split(",") for line in result.stdout.splitlines()]
-    assert rows[0] == ["trial", "t", "lag", "grad_h_log10", "ratio_log10", "predicted_log10"]
+    elman = ["trial", "t", "lag", "grad_h_log10", "ratio_log10", "predicted_log10"]
+    assert rows[0] == [*elman, "gate_product_log10"]
     assert len(rows) == 6 and all(r[5] == "" and r[3] != "" for r in rows[1:])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_csv_has_the_gated_columns_of_the_json(cell: str) -> None:
+    """The LSTM's CSV had only the Elman columns: dL/dc_t and the gate product were JSON-only."""
+    args = ("--cell", cell, "--T", 40, "--hidden", 4, "--trials", 2, "--forget-bias", 1)
+    result = bptt("analyze", *args, "--format", "csv")
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    rec = bptt_json(*args)
+    names = ["grad_c_log10", "gate_product_log10"] if cell == "lstm" else ["gate_product_log10"]
+    assert list(rows[0])[6:] == names
+    assert len(rows) == 2 * 40
+    for row in rows:
+        i, t = int(row["trial"]), int(row["t"])
+        for name in names:
+            expected = rec["trials"][i][name][t - 1]
+            assert (row[name] == "") if expected is None else (float(row[name]) == expected), (name, i, t)
+    last = [r for r in rows if r["t"] == "40"]
+    assert all(float(r["gate_product_log10"]) == 0.0 for r in last)  # an empty product at t = T
 
 
 def save_state_dict(

@@ -293,3 +293,59 @@ def test_a_typical_models_state_dict_against_torch_autograd(tmp_path: Path, kind
         measured = trial["grad_params_log10"][name]
         assert measured == pytest.approx(math.log10(float(grad.norm())), abs=1e-11), name
     assert json.dumps(records[0]["config"]["weights"]).endswith('model.pt"')
+
+
+# ------------------------------------------------------- item: what was drawn at random
+ELMAN_ARRAYS = ["W_hh", "W_hx", "W_qh", "b_h", "b_q", "x", "y"]
+
+
+def test_the_arrays_drawn_at_random_are_stated(tmp_path: Path) -> None:
+    """W_qh, b_q (and x, y) missing from the files used to be drawn silently."""
+    np.save(tmp_path / "w.npy", 0.5 * np.eye(3))
+    assert bptt_json("--T", 4)["config"]["drawn"] == ELMAN_ARRAYS
+    rec = bptt_json("--weights", tmp_path / "w.npy", "--T", 4)
+    assert rec["config"]["drawn"] == ["W_hx", "W_qh", "b_h", "b_q", "x", "y"]
+    rng = np.random.default_rng(4)
+    p = _elman(rng)
+    np.savez(tmp_path / "all.npz", **p)
+    data = _data(tmp_path, rng)
+    assert bptt_json("--weights", tmp_path / "all.npz", *data)["config"]["drawn"] == []
+    assert bptt_json(*data, "--hidden", H)["config"]["drawn"] == ["W_hh", "W_hx", "W_qh", "b_h", "b_q"]
+    table = bptt("analyze", "--weights", tmp_path / "w.npy", "--T", 4).stdout
+    header = [line.rstrip() for line in table.splitlines() if line.startswith("drawn")]
+    assert header == ["drawn     W_hx, W_qh, b_h, b_q, x, y drawn at random (seed 0): not in the files"]
+    assert "drawn" not in bptt("analyze", "--T", 4).stdout  # nothing from files: everything is drawn
+    assert not any(
+        line.startswith("drawn")
+        for line in bptt("analyze", "--weights", tmp_path / "all.npz", *data).stdout.splitlines()
+    )
+    # truncate and sweep say the same
+    truncated = json.loads(
+        bptt("truncate", "--weights", tmp_path / "w.npy", "--T", 4, "--format", "json").stdout
+    )
+    assert truncated["config"]["drawn"] == ["W_hx", "W_qh", "b_h", "b_q", "x", "y"]
+    out = bptt("truncate", "--weights", tmp_path / "w.npy", "--T", 4).stdout
+    assert "W_hh      from" in out and "drawn     W_hx" in out
+    sweep = bptt("sweep", "--weights", tmp_path / "w.npy", "--T", "3,4", "--format", "jsonl", "--workers", 1)
+    records = [json.loads(line) for line in sweep.stdout.splitlines() if line.strip()]
+    assert [r["config"]["drawn"] for r in records] == [["W_hx", "W_qh", "b_h", "b_q", "x", "y"]] * 2
+
+
+def test_a_gated_file_without_a_head_says_the_head_is_drawn(tmp_path: Path) -> None:
+    rnn, head = _lstm_parts(np.random.default_rng(8))
+    np.savez(tmp_path / "bare.npz", weight_hh_l0=rnn["weight_hh_l0"], weight_ih_l0=rnn["weight_ih_l0"])
+    rec = bptt_json("--cell", "lstm", "--weights", tmp_path / "bare.npz", "--T", 4)
+    assert rec["config"]["drawn"] == ["W_qh", "b_q", "x", "y"]  # no biases in a file: zeros, not drawn
+    np.savez(tmp_path / "model.npz", **_model_dict("lstm", rnn, head))
+    assert bptt_json("--cell", "lstm", "--weights", tmp_path / "model.npz", "--T", 4)["config"]["drawn"] == [
+        "x",
+        "y",
+    ]
+    line = next(
+        text
+        for text in bptt(
+            "analyze", "--cell", "lstm", "--weights", tmp_path / "bare.npz", "--T", 4
+        ).stdout.splitlines()
+        if text.startswith("drawn")
+    )
+    assert "W_qh, b_q, x, y drawn at random (seed 0)" in line
