@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -246,3 +247,34 @@ def test_shipped_gated_config_names_analyze_options_and_runs() -> None:
                 "--cell", cell, "--forget-bias", fb, "--T", min(config["T"]), "--hidden", config["hidden"]
             )
             assert rec["summary"]["verdict"] in ("vanishing", "stable", "exploding")
+
+
+@pytest.mark.parametrize(("cell", "T"), [("lstm", 300), ("gru", 300), ("lstm", 1000)])
+def test_gated_step_table_fits_80_columns_with_trials(cell: str, T: int) -> None:
+    """With --trials the gated step table used to truncate its header (``||dL/dh_t…``) and wrap
+    every row onto three lines at 80 columns."""
+    from clitools import bptt as run
+
+    from bptt_cli.tables import report_steps
+
+    result = run("analyze", "--cell", cell, "--T", T, "--hidden", 16, "--trials", 8, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.stderr
+    table = result.stdout.split("Gradient of the loss w.r.t. the hidden state")[1].split("against t")[0]
+    lines = table.splitlines()[1:-1]
+    assert lines and all(len(line) <= 80 for line in lines), max(map(len, lines))
+    assert "…" not in table and "||dL/dh_t||" in table and ("||dL/dc_t||" in table) == (cell == "lstm")
+    rows = [line for line in lines if re.match(r"\|\s+\d+ \|", line)]
+    assert [int(r.split("|")[1]) for r in rows] == report_steps(T)  # one line per step
+    assert all("[" in r and "]" in r for r in rows)  # median [quartiles] of log10 ||dL/dh_t||
+
+
+def test_gated_chart_draws_the_top_lyapunov_line() -> None:
+    """The chart's 'prediction' was the median unit's gate product, about twice as steep as the
+    measurement; it is the top Lyapunov exponent's line, or, without exponents, the gate product
+    named as one median unit's."""
+    out = bptt("analyze", "--cell", "lstm", "--forget-bias", 1, "--T", 200, "--hidden", 8).stdout
+    rec = bptt_json("--cell", "lstm", "--forget-bias", 1, "--T", 200, "--hidden", 8)
+    top = rec["trials"][0]["lyapunov"]["exponents"][0]
+    assert f".. Lyapunov lambda_1 {top:+.3g}" in out
+    plain = bptt("analyze", "--cell", "gru", "--T", 50, "--hidden", 4, "--lyapunov", 0).stdout
+    assert ".. median unit's prod z_s, s>t" in plain
