@@ -7,7 +7,6 @@ so ``bptt --help`` starts fast.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
@@ -204,17 +203,16 @@ def analyze(
         write_plot("analyze", json.loads(dumps(analysis_record(an, files))), plot, plot_format)
 
     if out_format == "table":
-        from rich.console import Console
-
         from .tables import render_analysis
+        from .terminal import stdout_console, text_console
 
+        source = None if weights is None else str(weights)
+        drawn = exp.drawn if any(exp.files.values()) else None  # named when files gave the rest
         if output is None:
-            from .terminal import stdout_console
-
-            render_analysis(an, stdout_console(), weights=None if weights is None else str(weights))
+            render_analysis(an, stdout_console(), weights=source, drawn=drawn)
         else:
-            console = Console(record=True, file=io.StringIO(), width=100)
-            render_analysis(an, console, weights=None if weights is None else str(weights))
+            console = text_console(100)
+            render_analysis(an, console, weights=source, drawn=drawn)
             _emit(console.export_text(), output)
     else:
         from .records import analysis_csv, analysis_record, write_json
@@ -262,7 +260,7 @@ def spectrum_command(
         raise BadInput(f"--gain conflicts with --{'radius' if radius is not None else 'norm'}: give one of them")
     if weights is not None and (ensemble is not None or gain is not None):
         raise BadInput(f"--{'ensemble' if ensemble is not None else 'gain'} conflicts with --weights: W_hh comes from the file")
-    given, fixed = given_from_files(weights, None, None)
+    given, fixed = given_from_files(weights, None, None, command="spectrum")
     if hidden is not None and "hidden" in fixed and fixed["hidden"][0] != hidden:
         raise BadInput(f"--hidden {hidden} conflicts with {fixed['hidden'][1]}")
     defaults = Spec()
@@ -279,16 +277,13 @@ def spectrum_command(
         write_plot("spectrum", json.loads(dumps(spectrum_record(rep, {"weights": weights}))), plot, plot_format)
 
     if out_format == "table":
-        from rich.console import Console
-
+        from .terminal import stdout_console, text_console
         from .theory_tables import render_spectrum
 
         if output is None:
-            from .terminal import stdout_console
-
             render_spectrum(rep, stdout_console())
         else:
-            console = Console(record=True, file=io.StringIO(), width=100)
+            console = text_console(100)
             render_spectrum(rep, console)
             _emit(console.export_text(), output)
     else:
@@ -348,22 +343,24 @@ def truncate(
     estimators += [Estimator("random", keep_prob=p, draws=draws) for p in probs]
     budget = None if max_memory is None else parse_size(max_memory)
     an = run_analysis(spec, given, 1.0, checkpoint=checkpoint, max_memory=budget, estimators=estimators)
+    from .experiment import drawn_arrays
+
+    drawn = drawn_arrays(given)
     settings = {
-        "weights": weights, "inputs": inputs, "targets": targets, "K": Ks, "truncate_mode": truncate_mode,
+        "weights": weights, "inputs": inputs, "targets": targets, "drawn": drawn, "K": Ks, "truncate_mode": truncate_mode,
         "keep_prob": probs, "draws": draws, "param": param, "checkpoint": checkpoint, "max_memory": budget,
     }
     if out_format == "table":
-        from rich.console import Console
-
+        from .terminal import stdout_console, text_console
         from .truncation_report import render_comparison
 
+        source = None if weights is None else str(weights)
+        named = drawn if weights or inputs or targets else None  # named when files gave the rest
         if output is None:
-            from .terminal import stdout_console
-
-            render_comparison(an, param, stdout_console())
+            render_comparison(an, param, stdout_console(), source, named)
         else:
-            console = Console(record=True, file=io.StringIO(), width=120)
-            render_comparison(an, param, console)
+            console = text_console(120)
+            render_comparison(an, param, console, source, named)
             _emit(console.export_text(), output)
     else:
         from .records import dumps

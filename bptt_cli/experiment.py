@@ -10,7 +10,7 @@ whatever ``analyze`` computes beyond this path, a sweep would not see.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,18 +59,31 @@ class Experiment:
             estimators=self.estimators,
         )
 
+    @property
+    def drawn(self) -> list[str]:
+        """The arrays drawn at random from the seed (:func:`drawn_arrays`)."""
+        return drawn_arrays(self.given)
+
     def report_config(self, an: Analysis) -> dict[str, Any]:
         """What ``config`` in the JSON output holds beside ``spec`` and ``tolerance``: the input
-        files, the number of Lyapunov exponents computed, the estimator and memory options."""
+        files, the arrays drawn at random, the number of Lyapunov exponents computed, the
+        estimator and memory options."""
         th = an.theory
         count = th.lyapunov.exponents.shape[1] if th is not None and th.lyapunov is not None else 0
         return {
             **self.files,
+            "drawn": self.drawn,
             "lyapunov": count,
             **self.estimator_options,
             "checkpoint": self.checkpoint,
             "max_memory": self.max_memory,
         }
+
+
+def drawn_arrays(given: Given | GatedGiven) -> list[str]:
+    """The arrays not given in a file, so drawn at random from the seed (``W_qh``, ..., ``x``,
+    ``y``; PyTorch's names for a gated cell), in the order of the dataclass's fields."""
+    return [f.name for f in fields(given) if getattr(given, f.name) is None]
 
 
 def network_spec(

@@ -97,12 +97,15 @@ def _caption(fig: Figure, text: str) -> None:
     fig.text(0.01, 0.04 / height, "\n".join(lines), fontsize=7.5, color="0.3", ha="left", va="bottom")
 
 
+SETTING_KEYS = ("cell", "loss", "T", "hidden", "inputs_dim", "outputs_dim", "ensemble", "gain", "radius",
+                "norm", "bias", "forget_bias", "trials", "seed", "tolerance", "weights", "inputs", "targets")
+GATED_CELLS = ("lstm", "gru")
+
+
 def _settings(config: Mapping[str, Any], skip: Sequence[str] = ()) -> str:
     """``cell identity, loss last, T 200, ...``: the resolved settings worth naming."""
-    keys = ("cell", "loss", "T", "hidden", "inputs_dim", "outputs_dim", "ensemble", "gain", "radius",
-            "norm", "bias", "forget_bias", "trials", "seed", "tolerance", "weights", "inputs", "targets")
     parts = []
-    for key in keys:
+    for key in SETTING_KEYS:
         value = config.get(key)
         if key in skip or value is None:
             continue
@@ -115,7 +118,34 @@ def _settings(config: Mapping[str, Any], skip: Sequence[str] = ()) -> str:
         if key == "forget_bias" and config.get("cell") != "lstm":
             continue
         parts.append(f"{key.replace('_', ' ')} {cell_text(value)}")
+    drawn = config.get("drawn")
+    from_files = any(config.get(k) is not None for k in ("weights", "inputs", "targets"))
+    if drawn and from_files and "drawn" not in skip:
+        parts.append(f"drawn at random: {' '.join(drawn)}")
     return ", ".join(parts)
+
+
+def _sweep_settings(records: Sequence[Mapping[str, Any]], swept: Sequence[str]) -> str:
+    """The settings of a sweep's caption: the first record's (:func:`_settings`, less the swept
+    axes), except a setting whose resolved value differs between the records although it is not
+    swept (a default that depends on the cell: ``ensemble`` gaussian for the Elman cells, uniform
+    for lstm and gru), which is listed with the cells of each value."""
+    configs = [r.get("config") or {} for r in records]
+    varying = [
+        key for key in SETTING_KEYS if key not in swept
+        and len({cell_text(v) for c in configs if (v := c.get(key)) is not None}) > 1
+    ]
+    parts = [_settings(configs[0], [*swept, *varying])]
+    for key in varying:
+        groups: dict[str, list[str]] = {}
+        for c in configs:
+            if c.get(key) is not None:
+                cells = groups.setdefault(cell_text(c[key]), [])
+                if str(c.get("cell")) not in cells:
+                    cells.append(str(c.get("cell")))
+        listed = ", ".join(f"{value} ({', '.join(cells)})" for value, cells in groups.items())
+        parts.append(f"{key.replace('_', ' ')} {listed}")
+    return ", ".join(p for p in parts if p)
 
 
 def _finite(values: Array) -> Array:
@@ -196,9 +226,19 @@ def _gradient_panel(ax: Any, record: Mapping[str, Any], g: Array) -> None:
     else:
         product = log10_array([tr["gate_product_log10"] for tr in trials])
         anchor = over_trials(grad_T[:, None], (0.5,))[0, 0]
-        gate = "f" if config.get("cell") == "lstm" else "z"
-        ax.plot(t, _finite(anchor + over_trials(product, (0.5,))[0]), "--", color=GATE, lw=1.4,
-                label=rf"gate product ${gate}_{{t+1}} \cdots {gate}_T$ (median unit), from t = T")
+        tops = [((tr.get("lyapunov") or {}).get("exponents") or [None])[0] for tr in trials]
+        if all(x is not None for x in tops):
+            # the top Lyapunov exponent of the trajectory's step Jacobians: the measured rate
+            top = np.array(tops, dtype=np.float64)
+            line = over_trials(grad_T[:, None] + lag[None, :] * (top / LN10)[:, None], (0.5,))[0]
+            line[-1] = anchor
+            ax.plot(t, _finite(line), "--", color=RHO, lw=1.4,
+                    label=rf"top Lyapunov exponent: $e^{{\lambda_1 (T-t)}}$ ($\lambda_1$ = "
+                          rf"{np.median(top):.3g} per step), from t = T")
+        gate, name = ("f", "forget") if config.get("cell") == "lstm" else ("z", "update")
+        ax.plot(t, _finite(anchor + over_trials(product, (0.5,))[0]), ":", color=GATE, lw=1.6,
+                label=rf"{name}-gate product ${gate}_{{t+1}} \cdots {gate}_T$ of the median unit, from t = T"
+                      "\n(one typical unit's gate, not the rate of the norm)")
         if trials[0].get("grad_c_log10") is not None:
             c = over_trials(log10_array([tr["grad_c_log10"] for tr in trials]), (0.5,))[0]
             ax.plot(t, _finite(c), color="#ff7f0e", lw=1.2,
@@ -223,7 +263,8 @@ def _gradient_panel(ax: Any, record: Mapping[str, Any], g: Array) -> None:
         ax.text(0.01, 0.02, f"exactly zero at {zeros} of the {T} steps (not drawn)", transform=ax.transAxes,
                 fontsize=8, color="0.3")
     ax.set_title(title, loc="left")
-    ax.legend(loc="best", frameon=False)
+    # a gated cell's lines all fall from the top right: its lower right corner is free
+    ax.legend(loc="lower right" if gated else "best", frameon=False)
 
 
 def _terms_panel(ax: Any, terms: Sequence[Mapping[str, Any]], T: int, loss: str) -> None:
@@ -436,7 +477,7 @@ def sweep_figure(
             heat = fig.add_subplot(grid[i, 0])
             image = _heat_panel(heat, plan.rows, plan.cols, record_at, norm, unit, title)
             fig.colorbar(image, ax=heat, label="log10 gain (orders of magnitude; symlog scale)",
-                         ticks=_symlog_ticks(unit, top), format=lambda v, _: f"{v:+g}" if v else "0")
+                         ticks=_symlog_ticks(unit, top), format=_signed)
             if curve_T is not None:
                 other = plan.cols if curve_T is plan.rows else plan.rows
                 _curves_panel(fig.add_subplot(grid[i, 1]), curve_T, other, record_at, curve_T is plan.rows,
@@ -451,13 +492,16 @@ def sweep_figure(
         how = []
         if "identity" in cells:
             how.append("(T-1) log10 rho (identity cell: the chapter's powers of W_hh^T)")
-        if cells - {"identity"}:
-            how.append("(T-1)/2 log10 chi_1 (mean field; other cells)")
-        predicted_note = f"; predicted: {' and '.join(how)}" if predicted_all else ""
+        if cells - {"identity", *GATED_CELLS}:
+            how.append("(T-1)/2 log10 chi_1 (mean field; the other Elman cells)")
+        gated = [c for c in GATED_CELLS if c in cells]
+        if gated:
+            how.append(f"none for {', '.join(gated)} (no mean-field theory of gated cells)")
+        predicted_note = f"; predicted: {', '.join(how)}" if predicted_all else ""
         _caption(
             fig,
             f"bptt {records[0].get('version', __version__)} sweep: "
-            f"{_settings(records[0].get('config') or {}, swept)}; "
+            f"{_sweep_settings(records, swept)}; "
             f"gain = median over trials of log10 ||dL/dh_1|| / ||dL/dh_T||{predicted_note}",
         )
     return fig
@@ -527,10 +571,21 @@ def _heat_panel(
     ax.set_yticks(range(R), [cell_text(v) for v in row_values] if rows is not None else [""])
     ax.set_xlabel(_label(cols))
     ax.set_ylabel(_label(rows))
+    if rows is not None and not _numeric(rows.values):
+        ax.invert_yaxis()  # categories top-down, in the order of the terminal's table (numbers grow upwards)
     ax.grid(False)
     ax.set_title((f"{title}: " if title else "") + "median log10 gain; verdict boundary |gain| = tolerance:\n"
                  "measured (black), predicted (green dashes)", loc="left", fontsize=8.5)
     return image
+
+
+def _numeric(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
+def _signed(v: float, _: Any = None) -> str:
+    """A tick label on a log10-gain axis: the number itself (``+1000``, ``-1``, ``0``)."""
+    return f"{v:+g}" if v else "0"
 
 
 def matplotlib_cmap(name: str) -> Any:
@@ -598,11 +653,16 @@ def _curves_panel(
         if okp.any():
             any_predicted = True
             ax.plot(Ts[okp], predicted[okp], "--", color=colour, lw=1.0, alpha=0.9)
-    ax.axhspan(-unit, unit, color="#2ca02c", alpha=0.12, lw=0, label=f"stable: |gain| <= {unit:g}")
+    ax.axhspan(-unit, unit, color="#2ca02c", alpha=0.12, lw=0,
+               label=f"stable: |log10 gain| <= tolerance {unit:g}")
     ax.axhline(0.0, color="0.4", lw=0.7)
     if Ts.size and Ts.min() > 0 and Ts.max() / Ts.min() >= 100:
         ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=unit, base=10)
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.yaxis.set_major_formatter(FuncFormatter(_signed))  # +1000, not 10^3: the axis is log10 gain itself
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(_label(T_axis))
     ax.set_ylabel("log10 gain (symlog: linear within the tolerance)")
     note = "; dashed: predicted" if any_predicted else ""

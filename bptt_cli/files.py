@@ -33,11 +33,19 @@ def check_array(value: np.ndarray, name: str, path: Path, ndim: int | None = Non
         raise BadInput(f"{name} in {path} has dtype {value.dtype}; expected real numbers")
     if value.ndim != ndim:
         raise BadInput(f"{name} in {path} has shape {value.shape}; expected a {ndim}-D array")
-    value = value.astype(np.float64)
-    if not np.all(np.isfinite(value)):
-        bad = "NaN" if np.any(np.isnan(value)) else "inf"
-        raise BadInput(f"{name} in {path} contains {bad}")
-    return value
+    with np.errstate(over="ignore", invalid="ignore"):  # a wider float beyond float64: said below
+        as64 = value.astype(np.float64)
+    if not np.all(np.isfinite(as64)):
+        if np.any(np.isnan(value)):
+            raise BadInput(f"{name} in {path} contains NaN")
+        if not np.all(np.isfinite(value)):
+            raise BadInput(f"{name} in {path} contains inf")
+        largest = np.format_float_scientific(np.max(np.abs(value)), precision=3, trim="-")
+        raise BadInput(
+            f"{name} in {path} ({value.dtype}) holds values beyond float64's range (up to {largest} in "
+            f"magnitude, float64 stops at 1.8e308); bptt computes in float64"
+        )
+    return as64
 
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -78,26 +86,40 @@ def load_arrays(path: Path) -> np.ndarray | dict[str, np.ndarray]:
 
 
 def load_weights(path: Path) -> dict[str, Array]:
-    """Parameters from ``path``: a ``.npy`` with ``W_hh`` alone, or a ``.npz`` of named arrays.
+    """Parameters from ``path``: a ``.npy`` with ``W_hh`` alone, or a ``.npz`` (or PyTorch ``.pt``)
+    of named arrays.
 
-    Accepted names: ``W_hh``, ``W_hx``, ``W_qh``, ``b_h``, ``b_q`` and PyTorch's
-    ``weight_hh_l0``, ``weight_ih_l0``, ``bias_hh_l0``, ``bias_ih_l0``.
+    Accepted names: ``W_hh``, ``W_hx``, ``W_qh``, ``b_h``, ``b_q`` or PyTorch nn.RNN's
+    ``weight_hh_l0``, ``weight_ih_l0``, ``bias_hh_l0``, ``bias_ih_l0`` (the two biases, of one
+    shape, summed into ``b_h``), also under a module prefix with a Linear head
+    (:func:`bptt_cli.statedict.unprefix`). A name given both ways is bad input, whatever the order
+    of the arrays in the file.
     """
-    loaded = load_arrays(path)
+    from .statedict import layer_reason, read_weights_file, unprefix
+
+    loaded = read_weights_file(path)
     if isinstance(loaded, np.ndarray):
         return {"W_hh": check_array(loaded, "W_hh", path)}
-    out: dict[str, Array] = {}
-    for key, value in loaded.items():
-        name = TORCH_NAMES.get(key, key)
-        if name not in NAMES:
+    arrays = unprefix(loaded, path)
+    for key in arrays:
+        if key not in NAMES and key not in TORCH_NAMES:
             known = ", ".join((*NAMES, *TORCH_NAMES))
-            raise BadInput(f"unknown array {key!r} in {path} (expected some of {known})")
-        value = check_array(value, name, path)
-        if name in out:
-            if key not in ("bias_hh_l0", "bias_ih_l0") or out[name].shape != value.shape:
-                raise BadInput(f"{path} gives {name} twice (as {key!r} and another name)")
-            value = out[name] + value
-        out[name] = value
+            raise BadInput(f"unknown array {key!r} in {path}{layer_reason(key)} (expected some of {known})")
+    for key, name in TORCH_NAMES.items():
+        if key in arrays and name in arrays:
+            raise BadInput(
+                f"{path} gives {name} twice (as {name!r} and as PyTorch's {key!r}): give one of them"
+            )
+    checked = {k: check_array(v, k, path, NDIM[TORCH_NAMES.get(k, k)]) for k, v in arrays.items()}
+    if "bias_ih_l0" in checked and "bias_hh_l0" in checked:
+        ih, hh = checked.pop("bias_ih_l0"), checked.pop("bias_hh_l0")
+        if ih.shape != hh.shape:
+            raise BadInput(
+                f"bias_ih_l0 of shape {ih.shape} and bias_hh_l0 of shape {hh.shape} in {path} must have "
+                "the same shape (PyTorch's two biases, summed into b_h)"
+            )
+        checked["b_h"] = ih + hh
+    out = {TORCH_NAMES.get(key, key): value for key, value in checked.items()}
     if "W_hh" not in out:
         raise BadInput(f"{path} has no W_hh (or weight_hh_l0)")
     return out
@@ -151,12 +173,14 @@ def fixed_sizes(arrays: Mapping[str, Array], axes: SizeAxes) -> dict[str, tuple[
 
 
 def given_from_files(
-    weights: Path | None, inputs: Path | None, targets: Path | None
+    weights: Path | None, inputs: Path | None, targets: Path | None, command: str = "analyze"
 ) -> tuple[Given, dict[str, tuple[int, str]]]:
     """Load the files and check their shapes against each other.
 
     Returns the arrays and the sizes they fix (``hidden``, ``inputs_dim``,
     ``outputs_dim``, ``T``), each as ``(size, description of the array that fixes it)``.
+    ``command``: the command reading them (``analyze`` or ``spectrum``), for the hint given
+    with a gated cell's weights.
     """
     arrays = load_weights(weights) if weights else {}
     if inputs:
@@ -167,9 +191,18 @@ def given_from_files(
     W_hh = arrays.get("W_hh")
     if W_hh is not None and W_hh.shape[0] != W_hh.shape[1]:
         rows, cols = W_hh.shape
-        gated = {4 * cols: "an LSTM's (4h x h): add --cell lstm",
-                 3 * cols: "a GRU's (3h x h): add --cell gru"}
-        hint = f"; that is {gated[rows]}" if rows in gated else ""
+        gated = {
+            4 * cols: ("an LSTM's (4h x h)", "lstm", "W_hg"),
+            3 * cols: ("a GRU's (3h x h)", "gru", "W_hn"),
+        }
+        hint = ""
+        if rows in gated:
+            kind, cell, block = gated[rows]
+            hint = f"; that is {kind}: " + (
+                f"add --cell {cell}" if command != "spectrum" else
+                f"bptt spectrum reads a square W_hh (bptt analyze --cell {cell} --weights {weights} "
+                f"reports the spectrum of its candidate block {block})"
+            )
         raise BadInput(f"W_hh must be square, got shape {W_hh.shape}{hint}")
     sizes = fixed_sizes(arrays, ELMAN_AXES)
     return Given(**arrays), sizes

@@ -3,7 +3,9 @@
 Names and layouts are PyTorch's: ``weight_ih_l0 (G h, d)``, ``weight_hh_l0 (G h, h)``,
 ``bias_ih_l0``, ``bias_hh_l0 (G h)`` with ``G = 4`` (LSTM) or 3 (GRU), and optionally the output
 layer ``W_qh (q, h)``, ``b_q (q)``; so ``numpy.savez(path, **{k: v.numpy() for k, v in
-rnn.state_dict().items()})`` and ``torch.save(rnn.state_dict(), path)`` both load directly. A file
+rnn.state_dict().items()})`` and ``torch.save(rnn.state_dict(), path)`` both load directly, and so
+does a model's state_dict with one recurrent sub-module and a Linear head
+(:func:`bptt_cli.statedict.unprefix`: ``lstm.weight_ih_l0``, ..., ``fc.weight``, ``fc.bias``). A file
 without biases (``bias=False``) means zero biases. ``.npz`` files are read with
 ``allow_pickle=False`` and ``.pt`` files with ``torch.load(..., weights_only=True)``: a weights
 file can never run code. Every problem is one :class:`~bptt_cli.errors.BadInput` line.
@@ -12,16 +14,15 @@ file can never run code. Every problem is one :class:`~bptt_cli.errors.BadInput`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from .errors import BadInput
-from .files import SizeAxes, check_array, fixed_sizes, load_arrays, load_series
+from .files import SizeAxes, check_array, fixed_sizes, load_series
 from .gated_network import GATED, GATES, PARAMS, GatedGiven
 from .scaled import Array
+from .statedict import layer_reason, read_weights_file, unprefix
 
-TORCH_SUFFIXES = (".pt", ".pth")
 NDIM = {"weight_ih_l0": 2, "weight_hh_l0": 2, "bias_ih_l0": 1, "bias_hh_l0": 1, "W_qh": 2, "b_q": 1}
 GATED_AXES: SizeAxes = (  # the rows of weight_*_l0 (G h) are checked against the cell separately
     ("weight_hh_l0", (None, "hidden")),
@@ -33,53 +34,20 @@ GATED_AXES: SizeAxes = (  # the rows of weight_*_l0 (G h) are checked against th
 )
 
 
-def read_state_dict(path: Path) -> dict[str, Any]:
-    """The tensors of a PyTorch state_dict file as numpy arrays (float tensors as float64).
-
-    Needs the optional ``torch`` extra; loads with ``weights_only=True`` on the CPU.
-    """
-    try:
-        import torch
-    except ImportError:
-        raise BadInput(
-            f"reading {path} needs PyTorch, which is not installed: pip install 'bptt-cli[torch]' "
-            "(or save the state_dict with numpy.savez as .npz)"
-        ) from None
-    try:
-        loaded = torch.load(path, weights_only=True, map_location="cpu")
-    except OSError as e:
-        raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
-    except Exception as e:  # torch raises many kinds for a bad or unsafe file
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise BadInput(f"{path} is not a state_dict that loads with weights_only=True: {first}") from None
-    if not isinstance(loaded, dict):
-        raise BadInput(f"{path} holds a {type(loaded).__name__}, not a state_dict (save rnn.state_dict())")
-    out = {}
-    for key, value in loaded.items():
-        if not isinstance(value, torch.Tensor):
-            raise BadInput(f"{key!r} in {path} is a {type(value).__name__}, not a tensor")
-        value = value.detach().cpu()
-        out[str(key)] = (value.double() if value.is_floating_point() else value).numpy()
-    return out
-
-
 def load_gated_weights(path: Path, cell: str) -> dict[str, Array]:
     """Parameters of an LSTM (``cell = "lstm"``) or GRU from ``path``, shapes checked against the cell.
 
     Missing biases are zeros (PyTorch's ``bias=False``); other missing arrays are drawn at random.
     """
-    if path.suffix.lower() in TORCH_SUFFIXES:
-        arrays = read_state_dict(path)
-    else:
-        loaded = load_arrays(path)
-        if isinstance(loaded, np.ndarray):
-            names = ", ".join(PARAMS)
-            raise BadInput(f"{path} holds one array; --cell {cell} needs an .npz of PyTorch names ({names})")
-        arrays = loaded
+    loaded = read_weights_file(path)
+    if isinstance(loaded, np.ndarray):
+        names = ", ".join(PARAMS)
+        raise BadInput(f"{path} holds one array; --cell {cell} needs an .npz of PyTorch names ({names})")
+    arrays = unprefix(loaded, path)
     out: dict[str, Array] = {}
     for key, value in arrays.items():
         if key not in PARAMS:
-            why = " (bptt reads single-layer, one-direction networks, no proj_size)" if "_l" in key else ""
+            why = layer_reason(key)
             raise BadInput(f"unknown array {key!r} in {path}{why}; expected some of {', '.join(PARAMS)}")
         out[key] = check_array(np.asarray(value), key, path, NDIM[key])
     if "weight_hh_l0" not in out:

@@ -8,7 +8,11 @@ combination of the other swept axes gets its own table.
 On a colour terminal (:func:`bptt_cli.terminal.fancy`) each cell's background is a colour
 scale on the gain: green within the tolerance, then one shade per decade of ``|gain| /
 tolerance`` (blue vanishing, red exploding, darker for more orders of magnitude), explained
-by a colour bar under the tables. Elsewhere the cells are plain text with their marks.
+by a colour bar under the tables. The palette follows the terminal's colour system: the
+ColorBrewer shades on a true-colour terminal, the nearest entries of the xterm palette on a
+256-colour one, and on an 8/16-colour terminal (``standard``, ``windows``, e.g. ``TERM=xterm``)
+the three basic colours blue, green and red alone, one per verdict (the light shades would all
+come out white there). Elsewhere the cells are plain text with their marks.
 """
 
 from __future__ import annotations
@@ -36,6 +40,14 @@ MARK = {"vanishing": "v", "stable": "=", "exploding": "^", "undefined": "?"}
 VANISHING_SHADES = ("#c6dbef", "#9ecae1", "#6baed6", "#3182bd", "#08519c", "#08306b")
 EXPLODING_SHADES = ("#fcbba1", "#fc9272", "#fb6a4a", "#de2d26", "#a50f15", "#67000d")
 STABLE_SHADE = "#c7e9c0"
+# the same scales in the xterm 256-colour palette (rich's own nearest match turns the light green
+# into khaki): 153 #afd7ff ... 17 #00005f, 151 #afd7af, 224 #ffd7d7 ... 52 #5f0000
+VANISHING_256 = tuple(f"color({i})" for i in (153, 111, 75, 33, 25, 17))
+EXPLODING_256 = tuple(f"color({i})" for i in (224, 217, 210, 196, 124, 52))
+STABLE_256 = "color(151)"
+# 8/16 colours: one basic colour per verdict (the eight every colour terminal has)
+BASIC = {-1: "bold white on blue", 0: "bold black on green", 1: "bold white on red"}
+COARSE_SYSTEMS = ("standard", "windows")
 LIGHT_SHADES = 3  # the first shades take black text, the darker ones white
 
 
@@ -50,22 +62,32 @@ def decade(gain: float, tolerance: float) -> int:
     return -k if gain < 0 else k
 
 
-def shade_style(k: int) -> str:
-    """The rich style of colour bin ``k`` (see :func:`decade`)."""
+def shade_style(k: int, system: str | None = "truecolor") -> str:
+    """The rich style of colour bin ``k`` (see :func:`decade`) on a terminal of colour system
+    ``system`` (rich's ``Console.color_system``: ``truecolor``, ``256``, ``standard``, ``windows``)."""
+    if system in COARSE_SYSTEMS:
+        return BASIC[(k > 0) - (k < 0)]
+    vanishing, stable, exploding = (
+        (VANISHING_256, STABLE_256, EXPLODING_256) if system == "256"
+        else (VANISHING_SHADES, STABLE_SHADE, EXPLODING_SHADES)
+    )
     if k == 0:
-        return f"bold black on {STABLE_SHADE}"
-    shades = VANISHING_SHADES if k < 0 else EXPLODING_SHADES
+        return f"bold black on {stable}"
+    shades = vanishing if k < 0 else exploding
     fg = "black" if abs(k) <= LIGHT_SHADES else "white"
     return f"bold {fg} on {shades[abs(k) - 1]}"
 
 
-def colour_bar(low: int, high: int, tolerance: float) -> Text:
+def colour_bar(low: int, high: int, tolerance: float, system: str | None = "truecolor") -> Text:
     """The colour scale from bin ``low`` to ``high`` (``low <= 0 <= high``), with the bin
-    edges in orders of magnitude between the swatches."""
+    edges in orders of magnitude between the swatches (on an 8/16-colour terminal, one swatch
+    per verdict, the edges ``-tolerance`` and ``+tolerance``)."""
     unit = tolerance if tolerance > 0 else 1.0
+    if system in COARSE_SYSTEMS:
+        low, high = max(low, -1), min(high, 1)
     text = Text("colour: log10 gain ", style="dim")
     for k in range(low, high + 1):
-        text.append("  ", style=shade_style(k))
+        text.append("  ", style=shade_style(k, system))
         if k < high:
             edge = -unit * 10 ** (-k - 1) if k < 0 else unit * 10**k
             text.append(f" {edge:+g} ", style="dim")
@@ -125,16 +147,21 @@ def _gain(record: Mapping[str, Any]) -> float:
     return float(gain)
 
 
-def _cell(record: Mapping[str, Any] | None, shaded: bool = False) -> Text:
+def _cell(record: Mapping[str, Any] | None, shaded: bool = False, system: str | None = None) -> Text:
     if record is None:
-        return Text("·", style="dim")
+        return Text(not_run_mark(shaded), style="dim")
     summary = record["summary"]
     verdict = summary["verdict"]
     gain = _gain(record)
     style = VERDICT_STYLE.get(verdict, "")
     if shaded and verdict != "undefined":
-        style = shade_style(decade(gain, float(summary["tolerance"])))
+        style = shade_style(decade(gain, float(summary["tolerance"])), system)
     return Text(f"{fmt(gain, 1)} {MARK.get(verdict, '?')}", style=style)
+
+
+def not_run_mark(fancy_glyphs: bool) -> str:
+    """The mark of a point not run (yet): a middle dot, or ``.`` in plain ASCII."""
+    return "·" if fancy_glyphs else "."
 
 
 def _label(axis: Axis) -> str:
@@ -182,22 +209,21 @@ def render_sweep(
                     point[plan.rows.name] = rv
                 if plan.cols:
                     point[plan.cols.name] = cv
-                cells.append(_cell(by_key.get(point_key(point)), shaded))
+                cells.append(_cell(by_key.get(point_key(point)), shaded, console.color_system))
             table.add_row(("default" if rv is None else cell_text(rv)) if plan.rows else "all", *cells)
         console.print(table)
     tolerances = next((a.values for a in axes if a.name == "tolerance"), ())
     tol = cell_text(tolerances[0]) if len(tolerances) == 1 else "tolerance"
     console.print("cells: median over the trials of log10 ||dL/dh_1|| / ||dL/dh_T||", style="dim")
-    console.print(
-        f"v vanishing (< -{tol}), = stable, ^ exploding (> +{tol}), ? undefined, · not run", style="dim"
-    )
+    marks = f"v vanishing (< -{tol}), = stable, ^ exploding (> +{tol}), ? undefined"
+    console.print(f"{marks}, {not_run_mark(shaded)} not run", style="dim")
     bins = [
         decade(_gain(r), float(r["summary"]["tolerance"])) for r in records
         if r["summary"]["verdict"] != "undefined"
     ]
     if shaded and bins and len(tolerances) <= 1:
         tolerance = float(records[0]["summary"]["tolerance"])
-        console.print(colour_bar(min(0, *bins), max(0, *bins), tolerance))
+        console.print(colour_bar(min(0, *bins), max(0, *bins), tolerance, console.color_system))
 
 
 @contextlib.contextmanager

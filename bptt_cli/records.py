@@ -248,11 +248,15 @@ CSV_COLUMNS = ("trial", "t", "lag", "grad_h_log10", "ratio_log10", "predicted_lo
 def analysis_csv(an: Analysis) -> str:
     """One row per trial and step t: ``log10 ||dL/dh_t||``, its ratio to t = T and ``rho^(T-t)``.
 
+    Gated cells add ``grad_c_log10`` (LSTM: ``log10 ||dL/dc_t||``) and ``gate_product_log10``
+    (the forget- or update-gate product over s = t+1..T, median over units), the JSON's arrays.
     Exact zeros are empty cells; so is ``predicted_log10`` for the gated cells (no spectral prediction).
     """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    # grad_c_log10 (LSTM), gate_product_log10, in that order (no gated import for the Elman cells)
+    extra = gated_trial_arrays(an) if an.spec.cell in GATED else {}
+    writer.writerow((*CSV_COLUMNS, *extra))
     g = an.grad_h_log10
     n, T = g.shape
     lag = T - np.arange(1, T + 1)
@@ -262,9 +266,10 @@ def analysis_csv(an: Analysis) -> str:
         predicted = np.where(lag[None, :] == 0, 0.0, predicted)
     if an.spec.cell in GATED:
         predicted = np.full_like(g, np.nan)
+    columns = [g, ratio, predicted, *(np.asarray(v, dtype=np.float64) for v in extra.values())]
     for i in range(n):
         for k in range(T):
-            row = (g[i, k], ratio[i, k], predicted[i, k])
+            row = [c[i, k] for c in columns]
             writer.writerow([i, k + 1, lag[k], *("" if not np.isfinite(v) else repr(float(v)) for v in row)])
     return buf.getvalue()
 

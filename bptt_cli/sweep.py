@@ -310,12 +310,9 @@ def _show(
     path: Path | None,
 ) -> None:
     """The heat tables on stdout, or into ``path`` (written atomically)."""
-    import io
-
-    from rich.console import Console
-
     from .heatmap import render_sweep
     from .records import write_atomic
+    from .terminal import stdout_console, text_console
 
     fixed = {
         a.flag.lstrip("-"): a.values[0]
@@ -325,12 +322,10 @@ def _show(
         and (a.values[0] != defaults.get(a.name) or a.name in ("trials", "seed"))
     }
     if path is not None:
-        console = Console(record=True, file=io.StringIO(), width=120)
+        console = text_console(120)
         render_sweep(records, axes, plan, console, fixed)
         write_atomic(path, console.export_text())
         return
-    from .terminal import stdout_console
-
     console = stdout_console()
     if not console.is_terminal:
         console = stdout_console(width=max(console.width, 120))

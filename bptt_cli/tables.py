@@ -92,14 +92,22 @@ def gated_rows(an: Analysis) -> GatedRows | None:
         forget_bias=f"{forget_bias:g} (added to the forget rows of bias_ih_l0)" if lstm else None,
         grad_c=an.grad_c_log10,
         product=an.gate_product_log10,
-        product_title="log10 prod f_s, s>t" if lstm else "log10 prod z_s, s>t",
+        product_title="log10\nprod f_s,\ns>t" if lstm else "log10\nprod z_s,\ns>t",
     )
 
 
-def render_header(an: Analysis, console: Console, weights: str | None = None) -> None:
+def drawn_note(drawn: list[str], seed: int) -> str:
+    """``W_qh, b_q drawn (seed 0): not in the files``: what a run with files drew at random."""
+    return f"{', '.join(drawn)} drawn at random (seed {seed}): not in the files"
+
+
+def render_header(
+    an: Analysis, console: Console, weights: str | None = None, drawn: list[str] | None = None
+) -> None:
     """The model, sizes, W_hh, spectrum and trials, one per line.
 
-    ``weights``: the file W_hh came from (``--weights``), if any.
+    ``weights``: the file W_hh came from (``--weights``), if any; ``drawn``: the arrays drawn at
+    random, to be named on a line of their own (the caller passes them when files gave others).
     """
     spec, sp = an.spec, an.spectrum
     n, T, h, d, q = an.net.shape
@@ -121,6 +129,8 @@ def render_header(an: Analysis, console: Console, weights: str | None = None) ->
     header.add_row("sizes", f"hidden {h}, inputs {d}, outputs {q}")
     W = "W_hh" if gated is None else "weight_hh_l0"
     header.add_row(W, Text(source))
+    if drawn:
+        header.add_row("drawn", Text(drawn_note(drawn, spec.seed)))
     if gated is not None and gated.forget_bias is not None:
         header.add_row("forget bias", gated.forget_bias)
     block = "W_hh" if gated is None else gated.block
@@ -136,9 +146,21 @@ def render_header(an: Analysis, console: Console, weights: str | None = None) ->
     console.print(header)
 
 
+def top_lyapunov(an: Analysis) -> float | None:
+    """The median over trials of the top Lyapunov exponent (natural log per step), if computed."""
+    lyap = an.theory.lyapunov if an.theory is not None else None
+    if lyap is None or lyap.exponents.shape[1] == 0:
+        return None
+    top = float(quantiles(lyap.exponents[:, 0], (0.5,))[0])
+    return top if math.isfinite(top) else None
+
+
 def render_gradient_chart(an: Analysis, console: Console, gated: GatedRows | None) -> None:
-    """The chart of log10 ||dL/dh_t|| against t, with the prediction the step table prints in
-    its last column (``rho^(T-t)``, or the gate product for a gated cell), anchored at t = T."""
+    """The chart of log10 ||dL/dh_t|| against t with the theory's line, anchored at t = T: the
+    chapter's ``rho^(T-t)`` (the step table's last column) for an Elman cell; for a gated cell
+    the top Lyapunov exponent's ``exp(lambda_1 (T-t))``, which predicts the measured rate (the
+    table's gate product is one median unit's and falls faster), or without exponents
+    (``--lyapunov 0``) that gate product, labelled as such."""
     from .charts import gradient_chart, rho_prediction
 
     g = an.grad_h_log10
@@ -150,39 +172,54 @@ def render_gradient_chart(an: Analysis, console: Console, gated: GatedRows | Non
         label = f"rho^(T-t), rho {rho:.3g}"
     else:
         anchor = rho_prediction(g, 1.0)  # the measured median at t = T, at every t
-        predicted = anchor + np.median(gated.product, axis=0)
-        label = gated.product_title.replace("log10 ", "") + ", from t=T"
+        top = top_lyapunov(an)
+        if top is not None:
+            lag = g.shape[1] - np.arange(1, g.shape[1] + 1)
+            predicted = anchor + lag * (top / math.log(10))
+            label = f"Lyapunov lambda_1 {top:+.3g}"  # the line e^(lambda_1 (T-t))
+        else:
+            predicted = anchor + np.median(gated.product, axis=0)
+            label = "median unit's " + gated.product_title.replace("log10\n", "").replace("\n", " ")
     console.print(gradient_chart(g, console, predicted, label))
 
 
-def render_analysis(an: Analysis, console: Console, weights: str | None = None) -> None:
+def render_analysis(
+    an: Analysis, console: Console, weights: str | None = None, drawn: list[str] | None = None
+) -> None:
     """Print the header, the step table, the parameter table, the estimators, the theory and
-    the verdict. ``weights``: the file W_hh came from (``--weights``), if any.
+    the verdict. ``weights``: the file W_hh came from (``--weights``), if any; ``drawn``: the
+    arrays drawn at random, named in the header (see :func:`render_header`).
     """
     from .truncation_report import render_estimates
 
-    render_header(an, console, weights)
+    render_header(an, console, weights, drawn)
     gated = gated_rows(an)
     T = an.net.shape[1]
     rho = float(np.median(an.spectrum.spectral_radius))
     g = an.grad_h_log10
     steps = Table(title="Gradient of the loss w.r.t. the hidden state", title_justify="left")
-    last_col = "log10 rho^(T-t)" if gated is None else gated.product_title
-    columns = ["t", "T-t", "||dL/dh_t||", "log10", "log10 ratio to t=T"]
-    if gated is not None and gated.grad_c is not None:
-        columns.append("log10 ||dL/dc_t||")
-    for col in (*columns, last_col):
+    if gated is None:
+        columns = ["t", "T-t", "||dL/dh_t||", "log10", "log10 ratio to t=T", "log10 rho^(T-t)"]
+    else:  # more columns: two-line headers, and no 10^x column (it is the log10 column's number)
+        columns = ["t", "T-t", "log10\n||dL/dh_t||", "log10\nratio to\nt=T"]
+        if gated.grad_c is not None:
+            columns.append("log10\n||dL/dc_t||")
+        columns.append(gated.product_title)
+    for col in columns:
         steps.add_column(col, justify="right")
     for t in report_steps(T):
         lag = T - t
         at_t = g[:, t - 1]
         with np.errstate(invalid="ignore"):
             ratio = at_t - g[:, -1]
-        cells = [str(t), str(lag), pow10(float(np.median(at_t))), _over_trials(at_t), _over_trials(ratio)]
+        # a gated cell's extra columns, and its ratio, are medians over trials only (the JSON has
+        # every trial): the table fits in 80 columns with --trials
+        ratio_cell = _over_trials(ratio) if gated is None else fmt(float(quantiles(ratio, (0.5,))[0]))
+        cells = [str(t), str(lag), *([pow10(float(np.median(at_t)))] if gated is None else []),
+                 _over_trials(at_t), ratio_cell]
         if gated is None:
             cells.append(fmt(0.0 if lag == 0 else (lag * math.log10(rho) if rho > 0 else -math.inf)))
         else:
-            # medians over trials only (the JSON has every trial), to keep the table narrow
             if gated.grad_c is not None:
                 cells.append(fmt(float(quantiles(gated.grad_c[:, t - 1], (0.5,))[0])))
             cells.append(fmt(float(np.median(gated.product[:, t - 1]))))

@@ -206,13 +206,16 @@ def comparison_rows(an: Analysis, param: str) -> list[dict[str, Any]]:
     return rows
 
 
-def render_comparison(an: Analysis, param: str, console: Console) -> None:
-    """The table of ``bptt truncate``: full, regular (several K) and randomized (several P)."""
+def render_comparison(
+    an: Analysis, param: str, console: Console, weights: str | None = None, drawn: list[str] | None = None
+) -> None:
+    """The table of ``bptt truncate``: full, regular (several K) and randomized (several P).
+    ``weights``, ``drawn``: as for :func:`bptt_cli.tables.render_header`."""
     from rich.table import Table
 
     from .tables import render_header
 
-    render_header(an, console)
+    render_header(an, console, weights, drawn)
     rows = comparison_rows(an, param)
     n = an.net.shape[0]
     title = f"Truncation against full BPTT: dL/d{param}" + (f" (median over {n} trials)" if n > 1 else "")

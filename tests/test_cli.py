@@ -41,15 +41,19 @@ LOG10_15 = math.log10(1.5)
 
 # --------------------------------------------------------------------------- tables
 def _table_rows(text: str, title: str) -> list[list[str]]:
-    """Cells of the body rows of the rich table under ``title`` (box-drawing layout)."""
+    """Cells of the body rows of the rich table under ``title`` (plain ASCII layout, rich's
+    ``box.ASCII``: a ``+---+`` frame, ``|`` columns, a ``|---+---|`` line under the header)."""
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if title in line)
-    rows = []
-    for line in lines[start + 1 :]:
-        if line.startswith("└"):
+    rows: list[list[str]] = []
+    body = False
+    for line in lines[start + 2 :]:  # past the title and the top border
+        if line.startswith("+"):
             break
-        if line.startswith("│"):
-            rows.append([c.strip() for c in line.strip("│").split("│")])
+        if line.startswith("|-"):
+            body = True
+        elif body and line.startswith("|"):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
     return rows
 
 
@@ -664,5 +668,5 @@ def test_piped_tables_are_not_wrapped_at_80_columns() -> None:
     env.pop("COLUMNS", None)
     proc = run_process(installed_bptt(), "analyze", "--T", "100", "--trials", "3", env=env)
     assert proc.returncode == 0
-    step_rows = [line for line in proc.stdout.splitlines() if line.startswith("│ 100 ")]
+    step_rows = [line for line in proc.stdout.splitlines() if line.startswith("| 100 ")]
     assert step_rows and "[" in step_rows[0] and "]" in step_rows[0]  # median [q1, q3] on one line

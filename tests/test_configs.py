@@ -176,7 +176,7 @@ def test_radius_vs_T_shows_the_phase_picture() -> None:
     assert result.exit_code == 0, result.stderr
     rows = {}
     for line in result.stdout.splitlines():
-        cells = [c.strip() for c in line.split("│")[1:-1]]
+        cells = [c.strip() for c in line.split("|")[1:-1]]
         if len(cells) == 4 and cells[0].replace(".", "").isdigit():
             rows[float(cells[0])] = cells[1:]
     assert sorted(rows) == pytest.approx([0.5 + 0.1 * i for i in range(11)])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -83,8 +86,29 @@ def test_csv_has_no_spectral_prediction_for_gated_cells() -> None:
     result = bptt("analyze", "--cell", "gru", "--T", 5, "--hidden", 3, "--format", "csv")
     assert result.exit_code == 0, result.stderr
     rows = [line.split(",") for line in result.stdout.splitlines()]
-    assert rows[0] == ["trial", "t", "lag", "grad_h_log10", "ratio_log10", "predicted_log10"]
+    elman = ["trial", "t", "lag", "grad_h_log10", "ratio_log10", "predicted_log10"]
+    assert rows[0] == [*elman, "gate_product_log10"]
     assert len(rows) == 6 and all(r[5] == "" and r[3] != "" for r in rows[1:])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_csv_has_the_gated_columns_of_the_json(cell: str) -> None:
+    """The LSTM's CSV had only the Elman columns: dL/dc_t and the gate product were JSON-only."""
+    args = ("--cell", cell, "--T", 40, "--hidden", 4, "--trials", 2, "--forget-bias", 1)
+    result = bptt("analyze", *args, "--format", "csv")
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    rec = bptt_json(*args)
+    names = ["grad_c_log10", "gate_product_log10"] if cell == "lstm" else ["gate_product_log10"]
+    assert list(rows[0])[6:] == names
+    assert len(rows) == 2 * 40
+    for row in rows:
+        i, t = int(row["trial"]), int(row["t"])
+        for name in names:
+            expected = rec["trials"][i][name][t - 1]
+            assert (row[name] == "") if expected is None else (float(row[name]) == expected), (name, i, t)
+    last = [r for r in rows if r["t"] == "40"]
+    assert all(float(r["gate_product_log10"]) == 0.0 for r in last)  # an empty product at t = T
 
 
 def save_state_dict(
@@ -223,3 +247,34 @@ def test_shipped_gated_config_names_analyze_options_and_runs() -> None:
                 "--cell", cell, "--forget-bias", fb, "--T", min(config["T"]), "--hidden", config["hidden"]
             )
             assert rec["summary"]["verdict"] in ("vanishing", "stable", "exploding")
+
+
+@pytest.mark.parametrize(("cell", "T"), [("lstm", 300), ("gru", 300), ("lstm", 1000)])
+def test_gated_step_table_fits_80_columns_with_trials(cell: str, T: int) -> None:
+    """With --trials the gated step table used to truncate its header (``||dL/dh_t…``) and wrap
+    every row onto three lines at 80 columns."""
+    from clitools import bptt as run
+
+    from bptt_cli.tables import report_steps
+
+    result = run("analyze", "--cell", cell, "--T", T, "--hidden", 16, "--trials", 8, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.stderr
+    table = result.stdout.split("Gradient of the loss w.r.t. the hidden state")[1].split("against t")[0]
+    lines = table.splitlines()[1:-1]
+    assert lines and all(len(line) <= 80 for line in lines), max(map(len, lines))
+    assert "…" not in table and "||dL/dh_t||" in table and ("||dL/dc_t||" in table) == (cell == "lstm")
+    rows = [line for line in lines if re.match(r"\|\s+\d+ \|", line)]
+    assert [int(r.split("|")[1]) for r in rows] == report_steps(T)  # one line per step
+    assert all("[" in r and "]" in r for r in rows)  # median [quartiles] of log10 ||dL/dh_t||
+
+
+def test_gated_chart_draws_the_top_lyapunov_line() -> None:
+    """The chart's 'prediction' was the median unit's gate product, about twice as steep as the
+    measurement; it is the top Lyapunov exponent's line, or, without exponents, the gate product
+    named as one median unit's."""
+    out = bptt("analyze", "--cell", "lstm", "--forget-bias", 1, "--T", 200, "--hidden", 8).stdout
+    rec = bptt_json("--cell", "lstm", "--forget-bias", 1, "--T", 200, "--hidden", 8)
+    top = rec["trials"][0]["lyapunov"]["exponents"][0]
+    assert f".. Lyapunov lambda_1 {top:+.3g}" in out
+    plain = bptt("analyze", "--cell", "gru", "--T", 50, "--hidden", 4, "--lyapunov", 0).stdout
+    assert ".. median unit's prod z_s, s>t" in plain

@@ -354,7 +354,7 @@ def test_table_shows_the_gated_theory() -> None:
                  "weight_hh_l0", "peak ||W_hg^k||_2", "n/a: no single matrix", "n/a: not carried"):
         assert text in out, text
     assert "Alignment of g_t" not in out
-    assert max(len(line) for line in out.splitlines() if "│" in line and "observed" in line) <= 80
+    assert max(len(line) for line in out.splitlines() if "|" in line and "observed" in line) <= 80
 
 
 def test_lyapunov_count_is_bounded_by_the_state_size() -> None:

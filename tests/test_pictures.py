@@ -218,21 +218,41 @@ def test_analyze_prints_the_chart_in_ascii_off_a_terminal() -> None:
     assert "│" not in chart  # no box drawing in the picture
 
 
+COMMANDS = (
+    ["analyze", "--T", "30", "--hidden", "6"],
+    ["spectrum", "--hidden", "20"],
+    ["sweep", "--radius", "0.5,1.5", "--T", "5,50", "--hidden", "4", "--workers", "1"],
+    ["truncate", "--T", "20", "--hidden", "4", "--K", "2,5", "--keep-prob", "0.5", "--draws", "4"],
+)
+
+
 @pytest.mark.parametrize("env", [{"NO_COLOR": "1"}, {"TERM": "dumb"}, {}])
 def test_plain_environments_have_no_escape_codes_even_when_forced(env: dict[str, str]) -> None:
-    """FORCE_COLOR makes rich see a terminal; NO_COLOR or TERM=dumb still win."""
+    """FORCE_COLOR makes rich see a terminal; NO_COLOR or TERM=dumb still win: no escape codes,
+    no braille and no box drawing (the tables framed with rich's box.ASCII), pure ASCII."""
     forced = {"FORCE_COLOR": "1", "TERM": "xterm-256color", **env}
-    for args in (["analyze", "--T", "30", "--hidden", "6"], ["spectrum", "--hidden", "20"],
-                 ["sweep", "--radius", "0.5,1.5", "--T", "5,50", "--hidden", "4", "--workers", "1"]):
+    for args in COMMANDS:
         out = bptt(*args, env=forced).stdout
         if env:
-            assert ESCAPE not in out and not BRAILLE.search(out), args
+            assert out.isascii(), (args, {c for c in out if not c.isascii()})
+            assert "+-----" in out and "|-----" in out, args  # the ASCII tables' frame
         else:
-            assert ESCAPE in out, args
-            if args[0] != "sweep":
-                assert BRAILLE.search(out), args
-            else:
+            assert ESCAPE in out and "┏━━" in out and "│" in out, args
+            if args[0] == "sweep":
                 assert "colour: log10 gain" in out
+            elif args[0] != "truncate":
+                assert BRAILLE.search(out), args
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=[a[0] for a in COMMANDS])
+def test_piped_and_written_tables_are_ascii(args: list[str], tmp_path: Path) -> None:
+    """Not a terminal (a pipe, ``| cat``, and ``--output FILE.txt``): plain ASCII tables."""
+    out = bptt(*args).stdout
+    assert out.isascii() and "+-----" in out and "|-----" in out, out
+    path = tmp_path / "out.txt"
+    assert bptt(*args, "--output", path).exit_code == 0
+    text = path.read_text(encoding="utf-8")
+    assert text.isascii() and "+-----" in text, text
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
@@ -242,9 +262,11 @@ def test_real_terminal_gets_braille_and_colour() -> None:
 
     env = plain_env(TERM="xterm-256color", COLUMNS="100", PYTHONIOENCODING="utf-8")
     out = run(env)
-    assert ESCAPE in out and BRAILLE.search(out)
-    out = run(env | {"NO_COLOR": "1"})
-    assert ESCAPE not in out and not BRAILLE.search(out) and "against t (log scale)" in out
+    assert ESCAPE in out and BRAILLE.search(out) and "┏━━" in out
+    for plain in ({"NO_COLOR": "1"}, {"TERM": "dumb"}):
+        out = run(env | plain)
+        assert ESCAPE not in out and out.isascii() and "against t (log scale)" in out
+        assert "+-----" in out and "|-----" in out  # the ASCII tables' frame
 
 
 # ------------------------------------------------------------------ the heat table's scale
@@ -284,6 +306,83 @@ def test_heat_table_shading_only_on_a_colour_terminal(monkeypatch: pytest.Monkey
     text = plain.file.getvalue()  # type: ignore[attr-defined]
     assert ESCAPE not in text and "colour:" not in text
     assert "-30.4 v" in text and "+17.3 ^" in text
+
+
+SGR = re.compile(r"\x1b\[([0-9;]*)m")
+
+
+def _background_rgb(params: str) -> tuple[int, int, int] | None:
+    """The background colour an SGR sequence's parameters set, as the terminal shows it (rich's
+    default terminal theme for the 16 basic colours)."""
+    from rich.color import Color
+
+    codes = [int(c) for c in params.split(";") if c]
+    rgb = None
+    i = 0
+    while i < len(codes):
+        c = codes[i]
+        if c == 48 and codes[i + 1] == 2:
+            rgb, i = tuple(codes[i + 2 : i + 5]), i + 5
+            continue
+        if c == 48 and codes[i + 1] == 5:
+            t = Color.from_ansi(codes[i + 2]).get_truecolor()
+            rgb, i = (t.red, t.green, t.blue), i + 3
+            continue
+        if 40 <= c <= 47 or 100 <= c <= 107:
+            t = Color.from_ansi(c - 40 if c < 100 else c - 100 + 8).get_truecolor()
+            rgb = (t.red, t.green, t.blue)
+        i += 1
+    return rgb  # type: ignore[return-value]
+
+
+def _cell_backgrounds(out: str) -> dict[str, tuple[int, int, int] | None]:
+    """Each heat-table cell's text (``-30.4 v``) and the background it is drawn on."""
+    found = {}
+    for m in re.finditer(r"((?:\x1b\[[0-9;]*m)+) *([-+]\d+\.\d [v=^])", out):
+        params = ";".join(SGR.findall(m.group(1)))
+        found[m.group(2)] = _background_rgb(params)
+    return found
+
+
+DOMINANT = {"v": 2, "=": 1, "^": 0}  # vanishing blue, stable green, exploding red
+
+
+@pytest.mark.parametrize("system", ["truecolor", "256", "standard", "windows"])
+def test_heat_table_shades_keep_their_hue_in_every_colour_system(
+    system: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On an 8/16-colour terminal (TERM=xterm: rich's 'standard') the light shades used to come
+    out white for every verdict; each colour system keeps vanishing blue, stable green and
+    exploding red, in the cells and in the colour bar."""
+    monkeypatch.setenv("TERM", "xterm")
+    from bptt_cli.grid import Axis
+    from bptt_cli.heatmap import layout
+
+    gains = [-3000.2, -30.4, -2.5, -0.2, 0.7, 3.1, 17.3, 4000.5]
+    axes = [Axis("radius", "--radius", tuple(0.5 + 0.1 * i for i in range(len(gains))))]
+    verdicts = ["vanishing" if g < -1 else "exploding" if g > 1 else "stable" for g in gains]
+    records = [{"point": {"radius": r}, "summary": {"gain_log10": g, "tolerance": 1.0, "verdict": v}}
+               for r, g, v in zip(axes[0].values, gains, verdicts, strict=True)]
+    from rich.style import Style
+
+    # rich caches a Style's escape codes in the (lru-cached) Style object, whatever the console's
+    # colour system: start from fresh styles, as a new process (the command line) does
+    for cached in (Style.parse, Style._add, Style.clear_meta_and_links):
+        cached.cache_clear()  # type: ignore[attr-defined]
+    console = Console(file=io.StringIO(), width=80, force_terminal=True, color_system=system)  # type: ignore[arg-type]
+    render_sweep(records, axes, layout(axes), console)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    cells = _cell_backgrounds(out)
+    assert len(cells) == len(gains), cells
+    for text, rgb in cells.items():
+        assert rgb is not None, text
+        channel = DOMINANT[text[-1]]
+        assert all(rgb[channel] > rgb[c] for c in range(3) if c != channel), (system, text, rgb)
+    bar = out.splitlines()[-1]
+    assert "colour: log10 gain" in bar
+    swatches = [_background_rgb(p) for p in SGR.findall(bar)]
+    hues = [max(range(3), key=lambda c: rgb[c]) for rgb in swatches if rgb is not None]
+    assert hues[0] == 2 and hues[-1] == 0 and 1 in hues, (system, swatches)  # blue .. green .. red
 
 
 def test_cli_sweep_text_output_has_the_legend(tmp_path: Path) -> None:

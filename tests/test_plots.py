@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import json
 import math
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -256,3 +257,70 @@ def test_bptt_plot_bad_files(tmp_path: Path) -> None:
     assert_bad_input(bptt("plot", truncate, "--plot", tmp_path / "p.png"), "not a record")
     assert_bad_input(bptt("plot", garbage), "--plot")  # the image is required
     assert not (tmp_path / "p.png").exists()
+
+
+# ------------------------------------------------------------------- gated cells drawn
+def _lines(ax: Any) -> dict[str, np.ndarray]:
+    return {str(line.get_label()): np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()}
+
+
+@pytest.mark.parametrize(("cell", "extra"), [("lstm", ["--forget-bias", "1"]), ("gru", [])])
+def test_gated_prediction_is_the_top_lyapunov_line_that_meets_the_measurement(
+    cell: str, extra: list[str]
+) -> None:
+    """The dashed 'prediction' used to be the median unit's gate product, which falls about twice
+    as fast as the measurement (LSTM, forget bias 1, T = 300: -40 against -20). The drawn
+    prediction is now the top Lyapunov exponent's line; the gate product stays, labelled as one
+    typical unit's."""
+    args = ("--cell", cell, *extra, "--T", "300", "--hidden", "32", "--trials", "3", "--format", "json")
+    out = bptt("analyze", *args)
+    record = json.loads(out.stdout)
+    lines = _lines(figures.analysis_figure(record).axes[0])
+    lyap = next(v for k, v in lines.items() if k.startswith("top Lyapunov exponent"))
+    product = next(v for k, v in lines.items() if "gate product" in k)
+    measured = next(v for k, v in lines.items() if k.startswith("measured"))
+    assert any("median unit" in k and "not the rate" in k for k in lines)
+    drop = measured[-1] - measured[0]
+    assert abs(lyap[0] - measured[0]) < 0.15 * abs(drop), (lyap[0], measured[0])
+    assert abs(product[0] - measured[0]) > 0.3 * abs(drop)  # why it is not the prediction
+    # the line is anchored at the measured t = T and falls at lambda_1 / ln 10 per step
+    tops = np.array([tr["lyapunov"]["exponents"][0] for tr in record["trials"]])
+    g_T = np.array([tr["grad_h_log10"][-1] for tr in record["trials"]])
+    lag = 300 - np.arange(1, 301)
+    expected = np.median(g_T[:, None] + lag[None, :] * (tops / math.log(10))[:, None], axis=0)
+    np.testing.assert_allclose(lyap[:-1], expected[:-1], rtol=0, atol=1e-12)
+
+
+def _gated_sweep(tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "g.jsonl"
+    cells = ("--cell", "identity,tanh,gru,lstm", "--T", "5,50", "--hidden", "4", "--workers", "1")
+    result = bptt("sweep", *cells, "--output", path)
+    assert result.exit_code == 0, result.stderr
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_sweep_figure_of_cells_caption_axes_and_row_order(tmp_path: Path) -> None:
+    records = _gated_sweep(tmp_path)
+    fig = figures.sweep_figure(records, "cell", "T")
+    caption = " ".join(t.get_text() for t in fig.texts).replace("\n", " ")
+    # ensemble is not swept but resolves per cell: the caption used to say gaussian for every row
+    assert "ensemble gaussian (identity, tanh), uniform (gru, lstm)" in caption
+    assert "ensemble gaussian," not in caption and "none for lstm, gru" in caption
+    heat, curves = fig.axes[0], next(ax for ax in fig.axes if "gain against T" in ax.get_title(loc="left"))
+    # categorical rows top-down as in the table: identity, tanh, gru, lstm
+    assert heat.yaxis_inverted()
+    labels = [t.get_text() for t in heat.get_yticklabels()]
+    assert labels == ["identity", "tanh", "gru", "lstm"]
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in curves.get_yticklabels() if t.get_text()]
+    assert ticks and all(re.fullmatch(r"[+-]\d+|0", t) for t in ticks), ticks  # +10, -1, 0: no 10^1
+    legend = [t.get_text() for t in curves.get_legend().get_texts()]
+    assert "stable: |log10 gain| <= tolerance 1" in legend
+
+
+def test_numeric_rows_grow_upwards(tmp_path: Path) -> None:
+    records = tmp_path / "r.jsonl"
+    assert bptt(*SWEEP, "--output", records).exit_code == 0
+    _, data = load_results(records)
+    heat = figures.sweep_figure(data).axes[0]
+    assert not heat.yaxis_inverted() and [t.get_text() for t in heat.get_yticklabels()] == ["0.8", "1.2"]

@@ -264,9 +264,9 @@ def test_heat_table_layout_and_marks() -> None:
     assert "bptt sweep: 8 points (2 radius x 2 T x 2 cell)" in out
     assert "cell identity" in out and "cell sigmoid" in out  # one table per other axis value
     identity = out.split("cell identity")[1].split("cell sigmoid")[0]
-    lines = {line.split("│")[1].strip(): line for line in identity.splitlines() if line.count("│") > 2}
-    assert lines["0.5"].rstrip("│ ").endswith("v")  # vanishing over 300 steps at radius 0.5
-    assert lines["1.5"].rstrip("│ ").endswith("^")  # exploding at 1.5
+    lines = {line.split("|")[1].strip(): line for line in identity.splitlines() if line.count("|") > 2}
+    assert lines["0.5"].rstrip("| ").endswith("v")  # vanishing over 300 steps at radius 0.5
+    assert lines["1.5"].rstrip("| ").endswith("^")  # exploding at 1.5
     swapped = invoke(
         "sweep", "--radius", "0.5,1.5", "--T", "2,3", "--hidden", "4", "--rows", "T", "--cols", "radius"
     )
