@@ -347,9 +347,9 @@ def test_spec_checks() -> None:
         GatedSpec(cell="tanh")
     with pytest.raises(BadInput, match="forget_bias"):
         GatedSpec(forget_bias=float("nan"))
-    with pytest.raises(BadInput, match="T must be at least 1"):
+    with pytest.raises(BadInput, match="--T must be at least 1"):
         GatedSpec(T=0)
-    with pytest.raises(BadInput, match="unknown loss"):
+    with pytest.raises(BadInput, match="unknown --loss"):
         GatedSpec(loss="max")
 
 
