@@ -542,15 +542,21 @@ def _chain_fast(
     x = g_m * np.exp(g_s - S)[..., None]
     Lf = loc_m * np.exp(local_ln - S[:, :1])[..., None] if add_local.any() else None
     steps = np.empty((n, L, cols, h))  # the chain at each step, every column
-    for k in range(L - 1, -1, -1):
+    end = np.empty((n, cols, h))  # the chain leaving the sub-block
+    scratch = None if w is None else np.empty((n, cols, h))
+    steps[:, L - 1] = x
+    for k in range(L - 1, -1, -1):  # each step's products are written where they are kept
+        x = steps[:, k]
         if Lf is not None and add_local[k]:
             x[:, 0] += Lf[:, k]
-        steps[:, k] = x
         if ends and k == 0:
+            end[...] = x
             break
-        if w is not None:
-            x = x * w[:, None, k]
-        x = rows_times(x, W_hh)  # rows are (W_hh^T v)^T
+        if scratch is not None:
+            x = np.multiply(x, w[:, None, k], out=scratch)
+        dst = steps[:, k - 1] if k else end
+        for c in range(cols):  # one-row products (see rows_times); rows are (W_hh^T v)^T
+            np.matmul(x[:, c : c + 1], W_hh, out=dst[:, c : c + 1])
     G_m[...] = steps[:, :, 0]
     G_ln, fake = unit_rows(G_m)
     if w is None:
@@ -559,7 +565,7 @@ def _chain_fast(
         np.multiply(G_m, w, out=D_m)
         D_rel, fake_D = unit_rows(D_m)
         fake = fake | fake_D
-    end_m = x.copy()  # as the rows are (so that T = 1 gives a gain of exactly 0)
+    end_m = end  # normalised as the rows are (so that T = 1 gives a gain of exactly 0)
     end_ln, fake_end = unit_rows(end_m)
     fake = fake | fake_end.any(axis=1, keepdims=True)
     with np.errstate(divide="ignore"):  # every column of every step, in step order
