@@ -552,7 +552,7 @@ def _chain_fast(
         if ends and k == 0:
             end[...] = x
             break
-        if scratch is not None:
+        if scratch is not None and w is not None:
             x = np.multiply(x, w[:, None, k], out=scratch)
         dst = steps[:, k - 1] if k else end
         for c in range(cols):  # one-row products (see rows_times); rows are (W_hh^T v)^T
