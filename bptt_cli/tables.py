@@ -256,6 +256,6 @@ def render_analysis(
     else:
         line.append(
             f" (the gradient from t={T} changes by 10^{gain:+.2f} on its way back to t=1; "
-            f"tolerance {an.tolerance:g} orders of magnitude)"
+            f"tolerance {an.tolerance:g} order{'' if an.tolerance == 1 else 's'} of magnitude)"
         )
     console.print(line)
