@@ -187,6 +187,25 @@ def test_resume_matches_resolved_settings_not_their_spelling(tmp_path: Path, run
     assert sorted(r["point"]["T"] for r in records_of(out)) == [3, 4, 5]
 
 
+def test_resume_matches_the_estimator_options_as_the_estimators_read_them(
+    tmp_path: Path, runs: list[Any]
+) -> None:
+    out = tmp_path / "r.csv"  # CSV reads "2" back as a number: the settings match all the same
+    grid = ["--T", "6", "--hidden", "3", "--workers", "1", "--output", str(out)]
+    assert (
+        invoke("sweep", *grid, "--truncate", "2", "--truncate-mode", "window", "--clip", "1").exit_code == 0
+    )
+    runs.clear()
+    result = invoke("sweep", *grid, "--truncate", "2", "--clip", "1.0", "--checkpoint", "AUTO", "--resume")
+    assert result.exit_code == 0, result.stderr
+    assert runs == [] and len(records_of(out)) == 1
+    other = invoke("sweep", *grid, "--truncate", "2", "--truncate-mode", "chunk", "--clip", "1", "--resume")
+    assert (
+        other.exit_code == 2
+        and "the file has --truncate-mode window where this sweep has chunk" in other.stderr
+    )
+
+
 def test_resume_names_the_setting_that_differs(tmp_path: Path) -> None:
     out = tmp_path / "r.jsonl"
     first = invoke("sweep", "--T", "3,4", "--hidden", "3", "--workers", "1", "--output", str(out))
