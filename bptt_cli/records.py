@@ -312,7 +312,8 @@ def output_format(
 ) -> str:
     """The format of a command's output: ``--format``, else from the ``--output`` suffix (one of
     ``suffixes``), else ``default``; :class:`BadInput` if the two disagree (``--format csv
-    --output m.jsonl``) or ``output`` cannot be written (checked now, before any work)."""
+    --output m.jsonl``; ``.txt``, plain text, takes any format) or ``output`` cannot be written
+    (checked now, before any work)."""
     if output is None:
         return fmt or default
     check_writable(output)
@@ -322,7 +323,7 @@ def output_format(
             listed = ", ".join(s for s in suffixes)
             raise BadInput(f"cannot tell the format of {output} from its suffix (use {listed}, or --format)")
         return known
-    if known is not None and known != fmt:
+    if known is not None and known != fmt and output.suffix.lower() != ".txt":
         raise BadInput(
             f"--format {fmt} conflicts with --output {output} (a {output.suffix} file is {known}): "
             "drop --format or give the file a matching suffix"

@@ -127,6 +127,7 @@ def sweep_command(analyze: Callable[..., Any], not_axes: Collection[str]) -> Cal
             )
         )
     config = typer.Option(
+        metavar="FILE",
         help=CONFIG_HELP + " Lists are axes.",
         is_eager=True,
         callback=make_config_callback(axis_params, axes_ctx),
@@ -350,7 +351,7 @@ def run_sweep(
         from .plotting import write_plot
         from .records import dumps
 
-        ordered = [records[i] for i in sorted(records)]
+        ordered = [{**records[i], "point": product[i]} for i in sorted(records)]  # as spelled here
         write_plot("sweep", json.loads(dumps(ordered)), plot, plot_format, rows, cols)
     matched = []
     if fail_on is not None:

@@ -100,6 +100,9 @@ def test_an_explicit_format_may_name_a_file_of_another_suffix(tmp_path: Path) ->
     assert json.loads(out.read_text())["config"]["T"] == 5
     same = tmp_path / "r.csv"
     assert bptt("analyze", "--T", "5", "--hidden", "3", "--format", "csv", "--output", same).exit_code == 0
+    text = tmp_path / "r.txt"  # plain text: any format
+    assert bptt("analyze", "--T", "5", "--hidden", "3", "--format", "csv", "--output", text).exit_code == 0
+    assert text.read_text().startswith("trial,t,lag")
 
 
 def test_streamed_csv_is_the_same_text(tmp_path: Path) -> None:

@@ -284,7 +284,7 @@ def test_heat_table_layout_and_marks() -> None:
         (["--T", "10,-5"], "--T: -5: Input should be greater than or equal to 1"),
         (["--hidden", "0:4:3"], "--hidden: 0 (of the range 0:4:3): Input should be greater than or equal"),
         (["--format", "csv", "--output", "m.jsonl"], "--format csv conflicts with --output m.jsonl"),
-        (["--format", "jsonl", "--output", "m.txt"], "--format jsonl conflicts with --output m.txt"),
+        (["--format", "jsonl", "--output", "m.json"], "--format jsonl conflicts with --output m.json"),
         (["--output", "/proc/x.jsonl"], "cannot write /proc/x.jsonl"),
         (["--radius", "0.5:1.5:-2"], "must be a positive integer, got -2"),
         (["--gain", "1,2", "--radius", "1"], "point gain=1.0: --gain conflicts with --radius"),
