@@ -9,8 +9,9 @@ The stored pass adds every mantissa: h_0..h_T, ``ln|phi'(a_t)|``, dL/dh_t, dL/da
 Both need per-block working space (``BLOCK`` steps) and the parameter sums (``h^2`` and more).
 Beyond the pass, the analysis keeps T-length arrays of its own (the step terms of the five
 parameter gradients, the log10 arrays of the report, the theory's per-step series and their
-temporaries: ``ANALYSIS T`` floats, measured) and the mean loss's theory runs a second backward
-pass (``2 T`` scales, and ``2 T h`` mantissas when states are stored). Drawing the network holds
+temporaries: ``ANALYSIS T`` floats, measured), ``h x h`` matrices of the spectrum and the theory
+(the transient growth's scan holds 64 powers at once) and the mean loss's theory runs a second
+backward pass (``2 T`` scales, and ``2 T h`` mantissas when states are stored). Drawing the network holds
 ``x`` and ``y`` twice while the trials are stacked. Against ``tracemalloc``'s peak of the whole
 ``bptt analyze --format json`` the estimate is within 1.0 to 1.4 (``tests/test_memory.py``).
 """
@@ -29,6 +30,9 @@ UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 AUTO_BUDGET = 2**30  # `--checkpoint auto` stores every state while that needs at most 1 GiB
 FLOAT = 8  # bytes per float64
 ANALYSIS = 18  # floats per step and trial the analysis keeps beside the pass (measured, see above)
+MATRICES = 4  # h x h matrices per trial of the spectrum and the theory (measured)
+SCAN = 96  # more of them while the transient growth scans W^k: 64 powers, stacked, their norms
+FIXED = 2**20  # bytes whatever the sizes: the record's small arrays, the JSON writer's pieces (measured)
 _SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(?:([KMGT])(?:i?B)?|B)?\s*", re.IGNORECASE)
 
 
@@ -71,12 +75,21 @@ class Sizes:
         data = T * (d + q) + 6 * (T + 1)
         work = 8 * min(B, T) * h + 4 * min(B, T) * q
         sums = 4 * (h * h + h * d + q * h + h + q)
-        analysis = ANALYSIS * T + (2 * T if self.loss == "mean" else 0)
+        analysis = ANALYSIS * T + (2 * T if self.loss == "mean" else 0) + self.matrices() * h * h
         return n * (data + work + sums + analysis)
 
+    def matrices(self) -> int:
+        """How many ``h x h`` matrices per trial the spectrum and the theory hold at once: the
+        transient growth scans every power (``bptt_cli.nonnormal``) or squares ``log2 T`` times."""
+        from .nonnormal import SCAN_BUDGET, SCAN_MAX_T
+
+        scan = self.T <= SCAN_MAX_T and self.h**3 * self.T <= SCAN_BUDGET
+        return MATRICES + (SCAN if scan else self.T.bit_length())
+
     def _at_least_drawing(self, floats: int) -> int:
-        """Bytes of ``floats``, or of drawing the network if that is more (``x``, ``y`` twice)."""
-        return FLOAT * max(floats, 2 * self.n * self.T * (self.d + self.q))
+        """Bytes of ``floats``, or of drawing the network if that is more (``x``, ``y`` twice),
+        and ``FIXED``."""
+        return FIXED + FLOAT * max(floats, 2 * self.n * self.T * (self.d + self.q))
 
     def stored(self) -> int:
         """Bytes of the stored pass (every state kept)."""
