@@ -177,11 +177,13 @@ def plan(
                 "(it stores every state)"
             )
         return Plan(K, None, check_budget(spec, max_memory), ())
-    from .memory import Sizes, choose_checkpoint
+    from .memory import Sizes, check_default_budget, choose_checkpoint
     from .truncation import draw_batch
 
     n, T, h, d, q = spec.trials, spec.T, spec.hidden, spec.inputs_dim, spec.outputs_dim
-    mode = choose_checkpoint(checkpoint, Sizes(n, T, h, d, q, BLOCK), max_memory)
+    sizes = Sizes(n, T, h, d, q, BLOCK, spec.loss)
+    mode = choose_checkpoint(checkpoint, sizes, max_memory)
+    check_default_budget(mode, sizes)
     room = None if max_memory is None else max(0, max_memory - mode.estimated_bytes)
     batches = tuple(draw_batch(est, n, T, h, d, BLOCK, room) for est in estimators)
     return Plan(K, mode, mode.estimated_bytes, batches)

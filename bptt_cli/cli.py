@@ -62,8 +62,24 @@ def _error(message: str) -> None:
     print(f"bptt: error: {message}", file=sys.stderr)
 
 
+class _ReaderGone(Exception):
+    """stdout's reader went away (EPIPE), carried past click's own handler (which exits 1)."""
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for a reader that went away is dropped,
+    with no second error when Python flushes it at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 class _OneLineErrors(TyperGroup):
     """Run the app, turning every usage error and :class:`BadInput` into one stderr line."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as e:  # click.main would turn it into sys.exit(1)
+            raise _ReaderGone from e
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
@@ -79,11 +95,19 @@ class _OneLineErrors(TyperGroup):
         except (typer.Abort, KeyboardInterrupt):
             _error("interrupted")
             status = ExitStatus.INTERRUPTED
-        except BrokenPipeError:  # the reader went away: no message, and no second error at exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (BrokenPipeError, _ReaderGone):  # the reader went away: no message
+            _quiet_stdout()
             status = ExitStatus.BROKEN_PIPE
+        except MemoryError:  # the last resort: the budgets (--max-memory) should refuse it first
+            _error("out of memory: lower T, --hidden or --trials, or --max-memory to checkpoint")
+            status = ExitStatus.BAD_INPUT
         except typer.Exit as e:  # typer's own exit inside a command
             status = e.exit_code
+        try:  # what is still buffered goes out now, not in Python's exit (which would exit 120)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _quiet_stdout()
+            status = ExitStatus.BROKEN_PIPE
         sys.exit(int(status) if isinstance(status, int) else 0)
 
 
@@ -134,20 +158,11 @@ def _emit(text: str | Callable[[Callable[[str], object]], None], output: Path | 
 
 
 def _check_output(output: Path | None, fmt: Format | None) -> Format:
-    """The format: ``--format``, else from the ``--output`` suffix, else ``table``."""
-    if output is not None:
-        if not output.parent.is_dir():
-            raise BadInput(f"cannot write {output}: directory {output.parent} does not exist")
-        if output.is_dir():
-            raise BadInput(f"cannot write {output}: it is a directory")
-        if fmt is None:
-            try:
-                return SUFFIX_FORMATS[output.suffix.lower()]
-            except KeyError:
-                raise BadInput(
-                    f"cannot tell the format of {output} from its suffix (use .json, .csv or .txt, or --format)"
-                ) from None
-    return fmt or "table"
+    """The format: ``--format``, else from the ``--output`` suffix, else ``table``; the file is
+    checked to be writable now, before any work (:func:`bptt_cli.records.output_format`)."""
+    from .records import output_format
+
+    return output_format(output, fmt, SUFFIX_FORMATS)  # type: ignore[return-value]
 
 
 @app.command()
@@ -181,7 +196,7 @@ def analyze(
     clip: Annotated[float | None, typer.Option(metavar="THETA", help="Also measure global norm clipping of the gradient at THETA.")] = None,
     checkpoint: Annotated[str, typer.Option(metavar="auto|none|K", help="auto: store every state if that fits in --max-memory (default 1 GiB), else keep about sqrt(T) checkpoints; none: store every state; K: keep every K-th state (rounded up to a multiple of 256). Same numbers in every mode.")] = "auto",
     max_memory: Annotated[str | None, typer.Option(metavar="SIZE", help="Memory budget of the computation, e.g. 512M or 2G (powers of 1024); exit 2 if it cannot fit.")] = None,
-    config: Annotated[Path | None, typer.Option(help=CONFIG_HELP, is_eager=True, callback=config_callback)] = None,
+    config: Annotated[list[Path] | None, typer.Option(metavar="FILE", help=CONFIG_HELP, is_eager=True, callback=config_callback)] = None,
     plot: Annotated[Path | None, typer.Option(metavar="FILE", help=PLOT_HELP)] = None,
 ) -> None:
     """Exact BPTT gradients ||dL/dh_t|| for t = T..1, parameter gradients and the spectrum of W_hh."""
@@ -215,7 +230,7 @@ def analyze(
             render_analysis(an, console, weights=source, drawn=drawn)
             _emit(console.export_text(), output)
     else:
-        from .records import analysis_csv, analysis_record, write_json
+        from .records import analysis_record, write_analysis_csv, write_json
 
         if out_format == "json":
             record = analysis_record(an, files)
@@ -226,7 +241,7 @@ def analyze(
 
             _emit(write_record, output)
         else:
-            _emit(analysis_csv(an), output)
+            _emit(lambda write: write_analysis_csv(an, write), output)
 
     if an.fails(fail_on):
         print(f"bptt: verdict {an.summary()['verdict']} matches --fail-on {fail_on}", file=sys.stderr)

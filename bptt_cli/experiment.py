@@ -10,6 +10,7 @@ whatever ``analyze`` computes beyond this path, a sweep would not see.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,33 @@ class Experiment:
     def drawn(self) -> list[str]:
         """The arrays drawn at random from the seed (:func:`drawn_arrays`)."""
         return drawn_arrays(self.given)
+
+    def config(self) -> dict[str, Any]:
+        """``config`` of the JSON record, known before running: ``spec``'s settings, the
+        tolerance and :meth:`report_config` (the Lyapunov count as :func:`analysis.plan` settles it)."""
+        from .analysis import lyapunov_count
+
+        spec = self.spec
+        return {
+            **{k: getattr(spec, k) for k in spec.__dataclass_fields__},
+            "tolerance": self.tolerance,
+            **self.files,
+            "drawn": self.drawn,
+            "lyapunov": lyapunov_count(spec.cell, spec.hidden, self.lyapunov),
+            **self.estimator_options,
+            "checkpoint": self.checkpoint,
+            "max_memory": self.max_memory,
+        }
+
+    def resolved_options(self) -> dict[str, Any]:
+        """:func:`resolved_options` of this experiment's :meth:`config`."""
+        from .records import jsonable
+
+        return resolved_options(jsonable(self.config()))
+
+    def ignored_options(self) -> tuple[str, ...]:
+        """The ``analyze`` options this experiment does not read: ``--forget-bias`` but for the LSTM."""
+        return () if self.spec.cell == "lstm" else ("forget_bias",)
 
     def report_config(self, an: Analysis) -> dict[str, Any]:
         """What ``config`` in the JSON output holds beside ``spec`` and ``tolerance``: the input
@@ -212,3 +240,40 @@ def resolve(
         "clip": clip,
     }
     return Experiment(spec, given, tolerance, files, lyapunov, tuple(estimators), checkpoint, budget, options)
+
+
+# options whose value an experiment resolves and its config holds as resolved
+RESOLVED = (
+    "T", "hidden", "inputs_dim", "outputs_dim", "ensemble", "gain",
+    "weights", "inputs", "targets", "lyapunov",
+)
+
+
+def resolved_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``analyze`` options whose value an experiment resolves, by option name, read from its
+    ``config`` (that of the JSON record): sizes, T, ensemble and gain filled in (from the files or
+    the defaults), the number of Lyapunov exponents, the estimator options as the estimators read
+    them (``--truncate-mode window`` for a K, 100 ``--draws``), ``--checkpoint`` in lower case,
+    ``--max-memory`` in bytes. Two sets of options with the same resolved values (and the same
+    other values) are the same experiment. :class:`BadInput`, ``KeyError`` or ``ValueError`` for
+    a ``config`` that is not one.
+    """
+    from .truncation import estimators_from_options
+
+    truncate = config["truncate"]
+    estimators = estimators_from_options(
+        None if truncate is None else str(truncate), config["truncate_mode"], config["keep_prob"],
+        config["draws"], config["clip"],
+    )
+    trunc = next((e for e in estimators if e.kind != "clip"), None)
+    random = trunc is not None and trunc.kind == "random"
+    return {
+        **{name: config[name] for name in RESOLVED},
+        "truncate": None if trunc is None else "random" if random else str(trunc.K),
+        "truncate_mode": None if trunc is None or random else trunc.kind,
+        "keep_prob": trunc.keep_prob if random and trunc is not None else None,
+        "draws": trunc.draws if random and trunc is not None else None,
+        "clip": next((e.clip for e in estimators if e.kind == "clip"), None),
+        "checkpoint": str(config["checkpoint"]).strip().lower(),
+        "max_memory": config["max_memory"],
+    }

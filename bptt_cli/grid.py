@@ -1,5 +1,9 @@
 """The grid of a sweep: axes parsed from strings, their product, and a key per grid point.
 
+:class:`Points` tells which grid points are the same experiment (equal resolved settings:
+``--inputs-dim 8`` is the default's point) and which give the same numbers (they differ only in
+options their cell ignores, e.g. ``--forget-bias`` but for the LSTM).
+
 An axis is written as on the command line: a comma list (``10,100,1000``, ``identity,tanh``)
 or, for a numeric option, a range ``START:STOP:COUNT`` (evenly spaced, ``numpy.linspace``) or
 ``START:STOP:COUNT:log`` (geometric, ``numpy.geomspace``); list items and ranges can be mixed
@@ -57,13 +61,17 @@ def plain(value: Any) -> Any:
     return str(value) if isinstance(value, PurePath) else value
 
 
-def convert(param: Any, value: Any, ctx: typer.Context, flag: str | None = None) -> Any:
+def convert(
+    param: Any, value: Any, ctx: typer.Context, flag: str | None = None, item: str | None = None
+) -> Any:
     """``value`` checked and converted by ``param`` (an option of ``analyze``, whose context is
-    ``ctx``), as a plain value."""
+    ``ctx``), as a plain value. ``item``: how to name the value in the error (one value of an
+    axis), unless the option's own message already quotes it."""
     try:
         return plain(param.process_value(ctx, value))
     except typer.BadParameter as e:
-        raise BadInput(f"{flag or flag_of(param)}: {e.message}") from None
+        named = "" if item is None or str(value) in e.message else f" {item}:"
+        raise BadInput(f"{flag or flag_of(param)}:{named} {e.message}") from None
 
 
 def _number(text: str, what: str, flag: str) -> float:
@@ -111,16 +119,16 @@ def parse_axis(text: str, param: Any, ctx: typer.Context, flag: str | None = Non
     kind = value_kind(param)
     if not text.strip():
         raise BadInput(f"{flag}: empty axis (give a value, a comma list or a range)")
-    raw: list[Any] = []
+    raw: list[tuple[Any, str]] = []  # each value, and how an error names it
     for piece in text.split(","):
         piece = piece.strip()
         if not piece:
             raise BadInput(f"{flag}: empty value in {text!r}")
         if kind in (int, float) and ":" in piece:
-            raw.extend(parse_range(piece, kind, flag))
+            raw.extend((v, f"{cell_text(v)} (of the range {piece})") for v in parse_range(piece, kind, flag))
         else:
-            raw.append(piece)
-    return unique(convert(param, v, ctx, flag) for v in raw)
+            raw.append((piece, piece))
+    return unique(convert(param, v, ctx, flag, item) for v, item in raw)
 
 
 def unique(values: Iterable[Any]) -> tuple[Any, ...]:
@@ -164,3 +172,77 @@ def describe(point: Mapping[str, Any], axes: Sequence[Axis]) -> str:
     point`` without any)."""
     parts = [f"{a.flag.lstrip('-')}={cell_text(point.get(a.name))}" for a in axes if a.swept]
     return "point " + " ".join(parts) if parts else "the single point"
+
+
+Point = dict[str, Any]
+
+
+@dataclass
+class Points:
+    """The points of a sweep's grid (``points``, the product of ``axes``), each with the
+    ``config`` its record will hold and the options its experiment ignores.
+
+    ``identity[i]``: the point's settings with every resolved option filled in
+    (:func:`bptt_cli.experiment.resolved_options`); points of equal identity are one point,
+    ``unique`` lists the first of each. ``work[i]``: the identity without the ignored options;
+    points of equal ``work`` have the same numbers (computed once).
+    """
+
+    points: list[Point]
+    configs: list[Mapping[str, Any]]
+    ignored: list[tuple[str, ...]]
+    axes: Sequence[Axis]
+
+    def __post_init__(self) -> None:
+        normal = [self._normal(p, c) for p, c in zip(self.points, self.configs, strict=True)]
+        self.normal = normal
+        self.identity = [point_key(n) for n in normal]
+        self.work = [
+            point_key({k: v for k, v in n.items() if k not in ignored})
+            for n, ignored in zip(normal, self.ignored, strict=True)
+        ]
+        self.index: dict[PointKey, int] = {}
+        for i, key in enumerate(self.identity):
+            self.index.setdefault(key, i)
+        self.unique = [i for i, key in enumerate(self.identity) if self.index[key] == i]
+        self.raw = {point_key(p): i for i, p in enumerate(self.points)}
+
+    @staticmethod
+    def _normal(point: Mapping[str, Any], config: Mapping[str, Any]) -> Point:
+        from .experiment import resolved_options
+
+        return {**point, **resolved_options(config)}
+
+    def of(self, point: Mapping[str, Any]) -> int:
+        """The index (in ``unique``'s terms: the first of its identity) of a point of the grid."""
+        return self.index[self.identity[self.raw[point_key(point)]]]
+
+    def locate(self, record: Mapping[str, Any]) -> int | None:
+        """The grid point a record (of a file) is, as an index of ``unique``'s, or ``None``."""
+        i = self.raw.get(point_key(record.get("point") or {}))
+        if i is not None:
+            return self.index[self.identity[i]]
+        try:
+            return self.index.get(point_key(self._normal(record["point"], record["config"])))
+        except (KeyError, TypeError, ValueError):  # not a record of a sweep's (BadInput is a ValueError)
+            return None
+
+    def difference(self, record: Mapping[str, Any]) -> str:
+        """Why a record (of a file) is no point of this grid, naming the first setting that differs."""
+        point = record.get("point") or {}
+        names = {a.name: a.flag for a in self.axes}
+        unknown = sorted(set(point) - set(names))
+        if unknown:
+            return f"its point has settings bptt analyze does not have: {', '.join(unknown)}"
+        try:
+            normal = self._normal({**{n: None for n in names}, **point}, record["config"])
+        except (KeyError, TypeError, ValueError) as e:
+            return f"its config cannot be read ({e})"
+        for a in self.axes:
+            ours = unique(self.normal[i].get(a.name) for i in self.unique)
+            value = normal.get(a.name)
+            if cell_text(value) not in {cell_text(v) for v in ours}:
+                theirs = "unset" if value is None else cell_text(value)
+                listed = " or ".join("unset" if v is None else cell_text(v) for v in ours)
+                return f"the file has {a.flag} {theirs} where this sweep has {listed}"
+        return f"the file's {describe(normal, self.axes)} is no combination of this sweep's axes"

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ import numpy as np
 
 from . import __version__
 from .analysis import Analysis, quantiles
+from .errors import BadInput
 from .gated_network import GATED
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ def analysis_record(an: Analysis, config: dict[str, Any] | None = None) -> dict[
     spec_dict = {k: getattr(spec, k) for k in spec.__dataclass_fields__}
     trials = []
     params = an.grad_params_log10
+    grad_h = an.grad_h_log10  # once: each access makes a new (n, T) array, which a row would keep alive
     extra = gated_trial_arrays(an)
     for i, verdict in enumerate(an.verdicts):
         eig = an.spectrum.eigenvalues[i]
@@ -105,7 +107,7 @@ def analysis_record(an: Analysis, config: dict[str, Any] | None = None) -> dict[
                     "condition_number": an.spectrum.condition_number[i],
                     "eigenvalues": np.stack([eig.real, eig.imag], axis=-1),
                 },
-                "grad_h_log10": an.grad_h_log10[i],
+                "grad_h_log10": grad_h[i],
                 "grad_params_log10": {k: v[i] for k, v in params.items()},
                 **(
                     {"grad_param_terms_log10": {k: v[i] for k, v in an.param_terms_log10.items()}}
@@ -253,6 +255,17 @@ def analysis_csv(an: Analysis) -> str:
     Exact zeros are empty cells; so is ``predicted_log10`` for the gated cells (no spectral prediction).
     """
     buf = io.StringIO()
+    write_analysis_csv(an, buf.write)
+    return buf.getvalue()
+
+
+CSV_ROWS = 4096  # rows formatted at a time by write_analysis_csv
+
+
+def write_analysis_csv(an: Analysis, write: Callable[[str], object]) -> None:
+    """The text of :func:`analysis_csv`, written ``CSV_ROWS`` rows at a time (T = 1e8 never
+    exists as one string)."""
+    buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     # grad_c_log10 (LSTM), gate_product_log10, in that order (no gated import for the Elman cells)
     extra = gated_trial_arrays(an) if an.spec.cell in GATED else {}
@@ -271,7 +284,11 @@ def analysis_csv(an: Analysis) -> str:
         for k in range(T):
             row = [c[i, k] for c in columns]
             writer.writerow([i, k + 1, lag[k], *("" if not np.isfinite(v) else repr(float(v)) for v in row)])
-    return buf.getvalue()
+            if k % CSV_ROWS == CSV_ROWS - 1:
+                write(buf.getvalue())
+                buf.seek(0)
+                buf.truncate()
+    write(buf.getvalue())
 
 
 @contextmanager
@@ -293,6 +310,47 @@ def atomic_open(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def output_format(
+    output: Path | None, fmt: str | None, suffixes: Mapping[str, str], default: str = "table"
+) -> str:
+    """The format of a command's output: ``--format``, else from the ``--output`` suffix (one of
+    ``suffixes``), else ``default``; :class:`BadInput` if the two disagree (``--format csv
+    --output m.jsonl``; ``.txt``, plain text, takes any format) or ``output`` cannot be written
+    (checked now, before any work)."""
+    if output is None:
+        return fmt or default
+    check_writable(output)
+    known = suffixes.get(output.suffix.lower())
+    if fmt is None:
+        if known is None:
+            listed = ", ".join(s for s in suffixes)
+            raise BadInput(f"cannot tell the format of {output} from its suffix (use {listed}, or --format)")
+        return known
+    if known is not None and known != fmt and output.suffix.lower() != ".txt":
+        raise BadInput(
+            f"--format {fmt} conflicts with --output {output} (a {output.suffix} file is {known}): "
+            "drop --format or give the file a matching suffix"
+        )
+    return fmt
+
+
+def check_writable(path: Path) -> None:
+    """:class:`BadInput` unless a file can be written at ``path`` (its directory exists and takes
+    a new file, and ``path`` is not a directory). Leaves nothing behind."""
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        raise BadInput(f"cannot write {path}: directory {parent} does not exist")
+    if path.is_dir():
+        raise BadInput(f"cannot write {path}: it is a directory")
+    try:  # the same temporary file atomic_open writes through
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def write_atomic(path: Path, text: str) -> None:

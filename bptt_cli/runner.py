@@ -9,14 +9,23 @@ Local workers are started once per sweep with ``spawn`` and single-threaded BLAS
 (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` = 1 in their environment
 before numpy loads there), so N workers use N cores without oversubscription. Results come
 back as points finish, in completion order.
+
+A point that cannot be computed for a reason of its own (its settings are bad input found only
+while it runs, e.g. a nilpotent ``W_hh`` asked for a spectral radius; or it ran out of memory)
+comes back as a :class:`Failure` beside the records, and the other points go on. Such a failure
+is an ordinary return value of the task, so Dask never retries it (its ``retries`` are for
+errors that another attempt might not meet). A local worker process that dies breaks the pool
+and stops the sweep (:class:`PointFailed`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import BadInput
@@ -26,16 +35,39 @@ Record = dict[str, Any]
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 DASK_EXTRA = "bptt-cli[dask]"
 DASK_RETRIES = 2
-DASK_CONNECT_TIMEOUT_S = 10.0
+DASK_CONNECT_TIMEOUT_S = 5.0
+NO_WORKERS_WARNING_S = 5.0  # a scheduler without workers this long after the points went: say so
 ORPHAN_POLL_S = 0.5
 
 
 class PointFailed(BadInput):
-    """A grid point that could not be computed: ``point`` and why (one line)."""
+    """The sweep cannot go on (a local worker process died): the ``point`` it was running, and why."""
 
     def __init__(self, point: Point, reason: str) -> None:
         super().__init__(reason)
         self.point = point
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A grid point that could not be computed: ``point`` and why (one line). Nothing is
+    recorded for it; the other points go on."""
+
+    point: Point
+    reason: str
+
+
+Outcome = Record | Failure
+
+
+def attempt(work: Callable[[Point], Record], point: Point) -> Outcome:
+    """``work(point)``, or the :class:`Failure` of a point that is bad input or too big to compute."""
+    try:
+        return work(point)
+    except BadInput as e:
+        return Failure(point, str(e))
+    except MemoryError:
+        return Failure(point, "out of memory (MemoryError): give it a smaller T, --hidden or --trials")
 
 
 def run_point(point: Point) -> Record:
@@ -96,23 +128,19 @@ def single_threaded_blas_env() -> Iterator[None]:
                 os.environ[var] = value
 
 
-def run_in_process(points: Sequence[Point], work: Callable[[Point], Record] = run_point) -> Iterator[Record]:
-    """Every point in this process, in order."""
+def run_in_process(points: Sequence[Point], work: Callable[[Point], Record] = run_point) -> Iterator[Outcome]:
+    """Every point in this process, in order: its record or its :class:`Failure`."""
     for point in points:
-        try:
-            record = work(point)
-        except BadInput as e:
-            raise PointFailed(point, str(e)) from None
-        yield record
+        yield attempt(work, point)
 
 
 def run_local(
     points: Sequence[Point], workers: int, work: Callable[[Point], Record] = run_point
-) -> Iterator[Record]:
-    """Every point in a pool of ``workers`` processes (started once), records as they finish.
+) -> Iterator[Outcome]:
+    """Every point in a pool of ``workers`` processes (started once), outcomes as they finish.
 
     Stopping the iteration (an exception, Ctrl-C) cancels the points not started and
-    terminates the workers.
+    terminates the workers. A worker process that dies is :class:`PointFailed` (the pool is broken).
     """
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -126,18 +154,16 @@ def run_local(
             workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
         )
         try:
-            of: dict[Future[Record], Point] = {pool.submit(work, p): p for p in points}
+            of: dict[Future[Outcome], Point] = {pool.submit(attempt, work, p): p for p in points}
             pending = set(of)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     try:
-                        record = future.result()
-                    except BadInput as e:
-                        raise PointFailed(of[future], str(e)) from None
+                        outcome = future.result()
                     except BrokenProcessPool as e:
                         raise PointFailed(of[future], f"a worker process died ({e})") from None
-                    yield record
+                    yield outcome
         finally:
             _stop(pool)
 
@@ -163,23 +189,90 @@ def _import_dask() -> Any:
     return distributed
 
 
+def _probe(address: str) -> None:
+    """:class:`BadInput` at once for an address Dask cannot parse, or a TCP scheduler that does
+    not answer within ``DASK_CONNECT_TIMEOUT_S`` (a Client that fails to connect leaves a
+    half-built object whose clean-up blocks for 20 s and prints a traceback)."""
+    import socket
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    where = f"cannot reach the Dask scheduler at {address}"
+    try:
+        scheme, location = parse_address(address)
+        if scheme not in ("tcp", "tls"):
+            return
+        host, port = parse_host_port(location)
+    except (ValueError, TypeError) as e:
+        raise BadInput(f"{where}: {e} (give e.g. tcp://HOST:8786)") from None
+    try:
+        socket.create_connection((host, port), timeout=DASK_CONNECT_TIMEOUT_S).close()
+    except TimeoutError:
+        raise BadInput(f"{where}: no answer within {DASK_CONNECT_TIMEOUT_S:g} s") from None
+    except OSError as e:
+        raise BadInput(f"{where}: {e.strerror or e}") from None
+
+
 def connect(address: str) -> Any:
     """A Dask client of the scheduler at ``address``, or :class:`BadInput` (extra missing,
-    scheduler unreachable)."""
+    address malformed, scheduler unreachable or not answering as one within
+    ``DASK_CONNECT_TIMEOUT_S``)."""
     distributed = _import_dask()
+    _probe(address)
+
+    class Client(distributed.Client):  # type: ignore[misc, name-defined]
+        def start(self, **kwargs: Any) -> None:
+            try:  # a server that accepts and stays silent: Dask's handshake alone would wait forever
+                super().start(callback_timeout=DASK_CONNECT_TIMEOUT_S, **kwargs)
+            except BaseException:
+                # nothing to close: without this the half-built client's __del__ waits 20 s
+                # for a scheduler that never answered, then prints a traceback
+                self.status = "closed"
+                self._loop_runner.stop()
+                raise
+
     try:
-        return distributed.Client(address, timeout=DASK_CONNECT_TIMEOUT_S, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as e:
-        raise BadInput(f"cannot reach the Dask scheduler at {address}: {e}") from None
+        return Client(address, timeout=DASK_CONNECT_TIMEOUT_S, set_as_default=False)
+    except TimeoutError:
+        raise BadInput(
+            f"cannot reach the Dask scheduler at {address}: no answer within {DASK_CONNECT_TIMEOUT_S:g} s"
+        ) from None
+    except (ValueError, MemoryError) as e:  # the bytes of a server that is not Dask's
+        raise BadInput(f"cannot reach the Dask scheduler at {address}: not a Dask scheduler ({e})") from None
+    except OSError as e:
+        raise BadInput(f"cannot reach the Dask scheduler at {address}: {e.strerror or e}") from None
+
+
+def _warn(message: str) -> None:
+    print(f"bptt: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _wait_for_a_worker(client: Any, address: str, warn: Callable[[str], None]) -> None:
+    """Return once the scheduler has a worker; if it has none for ``NO_WORKERS_WARNING_S``, say
+    so once (``warn``) and keep waiting: workers may join a cluster at any time."""
+    try:
+        client.wait_for_workers(1, timeout=NO_WORKERS_WARNING_S)
+    except TimeoutError:
+        warn(
+            f"the Dask scheduler at {address} has had no workers for {NO_WORKERS_WARNING_S:g} s; "
+            f"waiting for one (start one with: dask worker {address})"
+        )
 
 
 def run_dask(
-    points: Sequence[Point], address: str, work: Callable[[Point], Record] = run_point, client: Any = None
-) -> Iterator[Record]:
-    """Every point on the Dask scheduler at ``address`` (or through ``client``), records as they finish.
+    points: Sequence[Point],
+    address: str,
+    work: Callable[[Point], Record] = run_point,
+    client: Any = None,
+    warn: Callable[[str], None] = _warn,
+) -> Iterator[Outcome]:
+    """Every point on the Dask scheduler at ``address`` (or through ``client``), outcomes as they finish.
 
-    Each point is one task (``pure=False``: never merged with an identical call), retried
-    ``DASK_RETRIES`` times if it raises; a point whose worker dies is rescheduled by Dask.
+    Each point is one task (``pure=False``: never merged with an identical call). A point that
+    is bad input returns its :class:`Failure` (never retried); a task that raises otherwise is
+    retried ``DASK_RETRIES`` times; a point whose worker dies is rescheduled by Dask, and one
+    whose workers die too often is a :class:`Failure`. With no worker on the scheduler ``warn``
+    says so once, and the points wait for one.
     """
     distributed = _import_dask()
     if not points:
@@ -187,17 +280,16 @@ def run_dask(
     own = client is None
     client = connect(address) if own else client
     try:
-        futures = [client.submit(work, p, pure=False, retries=DASK_RETRIES) for p in points]
+        futures = [client.submit(attempt, work, p, pure=False, retries=DASK_RETRIES) for p in points]
         of = {f.key: p for f, p in zip(futures, points, strict=True)}
         try:
+            _wait_for_a_worker(client, address, warn)
             for future in distributed.as_completed(futures, loop=client.loop):
                 try:
-                    record = future.result()
-                except BadInput as e:
-                    raise PointFailed(of[future.key], str(e)) from None
+                    outcome = future.result()
                 except distributed.KilledWorker as e:
-                    raise PointFailed(of[future.key], f"its Dask workers died too often ({e})") from None
-                yield record
+                    outcome = Failure(of[future.key], f"its Dask workers died too often ({e})")
+                yield outcome
         finally:
             client.cancel(futures)
     finally:
@@ -211,9 +303,10 @@ def running(
     workers: int,
     scheduler: str | None = None,
     work: Callable[[Point], Record] = run_point,
-) -> Iterator[Iterator[Record]]:
-    """The records of ``points`` as they finish: on Dask when ``scheduler`` is set, else in
-    this process for one worker (or one point), else in a local pool of ``workers`` processes.
+) -> Iterator[Iterator[Outcome]]:
+    """The outcomes of ``points`` (records, or :class:`Failure`) as they finish: on Dask when
+    ``scheduler`` is set, else in this process for one worker (or one point), else in a local
+    pool of ``workers`` processes.
 
     What can fail before any point runs (the Dask extra, the connection) fails on entering,
     before the caller touches its output.

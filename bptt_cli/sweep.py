@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -127,6 +127,7 @@ def sweep_command(analyze: Callable[..., Any], not_axes: Collection[str]) -> Cal
             )
         )
     config = typer.Option(
+        metavar="FILE",
         help=CONFIG_HELP + " Lists are axes.",
         is_eager=True,
         callback=make_config_callback(axis_params, axes_ctx),
@@ -134,7 +135,10 @@ def sweep_command(analyze: Callable[..., Any], not_axes: Collection[str]) -> Cal
     parameters += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in SWEEP_OPTIONS]
     parameters.append(
         inspect.Parameter(
-            "config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Path | None, config]
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[list[Path] | None, config],
         )
     )
 
@@ -165,18 +169,30 @@ def _cpus() -> int:
 
 
 def _format(output: Path | None, fmt: SweepFormat | None) -> SweepFormat:
-    if output is not None:
-        if not output.parent.is_dir():
-            raise BadInput(f"cannot write {output}: directory {output.parent} does not exist")
-        if fmt is None:
-            try:
-                return SUFFIX_FORMATS[output.suffix.lower()]
-            except KeyError:
-                raise BadInput(
-                    f"cannot tell the format of {output} from its suffix "
-                    "(use .jsonl, .json, .csv or .txt, or --format)"
-                ) from None
-    return fmt or "table"
+    from .records import output_format
+
+    return output_format(output, fmt, SUFFIX_FORMATS)  # type: ignore[return-value]
+
+
+def shape(exp: Any) -> Hashable:
+    """What a record's columns depend on (the kind of cell, Elman or gated, and the estimators):
+    records of one shape flatten to the same CSV columns."""
+    return type(exp.spec).__name__, tuple(e.kind for e in exp.estimators)
+
+
+def copy_record(
+    record: Mapping[str, Any], point: Mapping[str, Any], config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The record of ``point``, whose numbers are ``record``'s (they differ only in options the
+    cell ignores): its own ``point`` and ``config``, ``record``'s ``summary``, no wall time of
+    its own (``wall_time_s`` 0)."""
+    return {
+        "point": dict(point),
+        "config": dict(config),
+        "summary": record["summary"],
+        "wall_time_s": 0.0,
+        "version": record["version"],
+    }
 
 
 def run_sweep(
@@ -197,13 +213,18 @@ def run_sweep(
     (and draw the ``plot`` file).
 
     ``axes``: one per ``analyze`` option, in its order; ``defaults``: ``analyze``'s defaults.
+    Points whose numbers another point of the grid gives (they differ only in options the cell
+    ignores) are computed once. A point that fails while it runs (bad input found only then) is
+    listed on stderr at the end, with nothing written for it, and the sweep exits 2 after the
+    others are done: ``--resume`` then runs only the points missing from ``--output``.
     """
     from .analysis import FAIL_ON
     from .experiment import resolve
-    from .grid import describe, point_key, points
+    from .grid import Points, describe, points
     from .heatmap import layout, progress
     from .plotting import check_plot
-    from .runner import PointFailed, running
+    from .records import jsonable
+    from .runner import Failure, PointFailed, running
     from .sweep_io import open_sink, read_records
 
     out_format = _format(output, fmt)
@@ -211,58 +232,97 @@ def run_sweep(
         raise BadInput("--resume needs --output FILE with records (.jsonl, .json or .csv)")
     plan = layout(axes, rows, cols)
     plot_format = check_plot(plot)
-    grid = points(axes)
-    index = {point_key(p): i for i, p in enumerate(grid)}
-    cost = []
-    for p in grid:  # every point is checked before anything is run or written
+    product = points(axes)
+    experiments = []
+    for p in product:  # every point is checked before anything is run or written
         try:
-            spec = resolve(**p).spec
+            experiments.append(resolve(**p))
         except BadInput as e:
             raise BadInput(f"{describe(p, axes)}: {e}") from None
-        cost.append(spec.trials * (spec.T * spec.hidden**2 + 10 * spec.hidden**3))
+    configs = [jsonable(exp.config()) for exp in experiments]
+    grid = Points(product, configs, [exp.ignored_options() for exp in experiments], axes)
 
     existing = None
-    kept: list[dict[str, Any]] = []
+    done: dict[int, dict[str, Any]] = {}  # grid index -> its record, kept from the file
     if resume and output is not None:
         existing = read_records(output, out_format)
-        foreign = [r for r in existing.records if point_key(r.get("point") or {}) not in index]
+        foreign = []
+        for r in existing.records:
+            i = grid.locate(r)
+            if i is None:
+                foreign.append(r)
+            else:
+                done.setdefault(i, r)
         if foreign:
             raise BadInput(
                 f"cannot resume from {output}: {len(foreign)} of its records are not points of this sweep "
-                f"({describe(foreign[0]['point'] or {}, axes)} of the file has other fixed settings); "
-                "use another --output"
+                f"({grid.difference(foreign[0])}); use another --output"
             )
-        seen: set[Any] = set()
-        for r in existing.records:
-            key = point_key(r["point"])
-            if key not in seen:
-                seen.add(key)
-                kept.append(r)
-    done_keys = {point_key(r["point"]) for r in kept}
-    todo = [i for i, p in enumerate(grid) if point_key(p) not in done_keys]
+
+    # what is left: one point computed per set of points with the same numbers, the others copied
+    known = {grid.work[i]: r for i, r in done.items()}
+    copies_now: list[int] = []
+    to_run: list[int] = []
+    followers: dict[int, list[int]] = {}
+    runs_of: dict[Any, int] = {}
+    for i in grid.unique:
+        if i in done:
+            continue
+        work = grid.work[i]
+        if work in known:
+            copies_now.append(i)
+        elif work in runs_of:
+            followers[runs_of[work]].append(i)
+        else:
+            runs_of[work] = i
+            followers[i] = []
+            to_run.append(i)
     n_workers = workers if workers is not None else _cpus()
     if n_workers > 1 or scheduler:
-        todo.sort(key=lambda i: -cost[i])  # longest first, so that the last ones to finish are short
+        cost = [
+            exp.spec.trials * (exp.spec.T * exp.spec.hidden**2 + 10 * exp.spec.hidden**3)
+            for exp in experiments
+        ]
+        to_run.sort(key=lambda i: -cost[i])  # longest first, so that the last ones to finish are short
 
     records_out = out_format != "table"
-    records = list(kept)
+    records: dict[int, dict[str, Any]] = dict(done)
+    failed: dict[int, str] = {}
+    shapes = {shape(experiments[i]) for i in grid.unique}
 
     def order(record: dict[str, Any]) -> int:
-        return index.get(point_key(record["point"]), -1)
+        i = grid.locate(record)
+        return -1 if i is None else i
+
+    def kind_of(record: dict[str, Any]) -> Hashable:
+        return shape(experiments[grid.of(record["point"])])
 
     try:
-        with running([grid[i] for i in todo], n_workers, scheduler) as results:
-            sink = None  # opened with the first record: a sweep that fails first leaves the file alone
+        with running([product[i] for i in to_run], n_workers, scheduler) as results:
+            # the output is created (or cut to its whole records) before anything is computed
+            sink = open_sink(out_format, output, existing, order, shapes, kind_of) if records_out else None
             try:
-                with progress(len(grid), len(kept)) as advance:
-                    for record in results:
-                        records.append(record)
-                        if records_out:
-                            sink = sink or open_sink(out_format, output, existing, order)
+                with progress(len(grid.unique), len(done)) as advance:
+
+                    def emit(i: int, record: dict[str, Any]) -> None:
+                        records[i] = record
+                        if sink is not None:
                             sink.add(record)
                         advance()
-                if records_out and sink is None:  # nothing was left to run
-                    sink = open_sink(out_format, output, existing, order)
+
+                    for i in copies_now:
+                        emit(i, copy_record(known[grid.work[i]], product[i], configs[i]))
+                    for outcome in results:
+                        if isinstance(outcome, Failure):
+                            i = grid.of(outcome.point)
+                            for j in (i, *followers[i]):
+                                failed[j] = outcome.reason
+                                advance()
+                            continue
+                        i = grid.of(outcome["point"])
+                        emit(i, outcome)
+                        for j in followers[i]:
+                            emit(j, copy_record(outcome, product[j], configs[j]))
             finally:
                 if sink is not None:
                     sink.close()
@@ -271,35 +331,50 @@ def run_sweep(
     except KeyboardInterrupt:
         if output is not None and records_out:
             print(
-                f"bptt: {len(records)} of {len(grid)} points are in {output}; "
+                f"bptt: {len(records)} of {len(grid.unique)} points are in {output}; "
                 "run again with --resume to finish",
                 file=sys.stderr,
             )
         raise
 
+    # every point of the product, for the tables: a point equal to an earlier one shows its record
+    shown = [
+        {**records[grid.index[key]], "point": p}
+        for p, key in zip(product, grid.identity, strict=True)
+        if grid.index[key] in records
+    ]
     if not records_out or output is not None:
-        _show(records, axes, defaults, plan, output if out_format == "table" else None)
+        _show(shown, axes, defaults, plan, output if out_format == "table" else None)
     if plot is not None and plot_format is not None and records:
         import json
 
         from .plotting import write_plot
         from .records import dumps
 
-        ordered = sorted(records, key=order)
+        ordered = [{**records[i], "point": product[i]} for i in sorted(records)]  # as spelled here
         write_plot("sweep", json.loads(dumps(ordered)), plot, plot_format, rows, cols)
+    matched = []
     if fail_on is not None:
-        matched = [r for r in records if r["summary"]["verdict"] in FAIL_ON[fail_on]]
-        matched.sort(key=lambda r: index[point_key(r["point"])])
-        for r in matched:
-            s = r["summary"]
+        matched = [i for i in sorted(records) if records[i]["summary"]["verdict"] in FAIL_ON[fail_on]]
+        for i in matched:
+            s = records[i]["summary"]
             gain = s["gain_log10"]
             print(
-                f"bptt: {describe(r['point'], axes)}: {s['verdict']} (median gain_log10 "
+                f"bptt: {describe(product[i], axes)}: {s['verdict']} (median gain_log10 "
                 f"{'null' if gain is None else format(gain, '+.2f')}) matches --fail-on {fail_on}",
                 file=sys.stderr,
             )
-        if matched:
-            raise typer.Exit(ExitStatus.VERDICT_MATCHED)
+    if failed:
+        for i in sorted(failed):
+            print(f"bptt: error: {describe(product[i], axes)}: {failed[i]}", file=sys.stderr)
+        where = (
+            "; --resume with the same --output runs only them" if output is not None and records_out else ""
+        )
+        raise BadInput(
+            f"{len(failed)} of {len(grid.unique)} points failed (listed above) and have no record{where}"
+        )
+    if matched:
+        raise typer.Exit(ExitStatus.VERDICT_MATCHED)
 
 
 def _show(

@@ -8,7 +8,10 @@ moment:
 - ``csv``: likewise one row per record (the header goes out with the first record, in the
   same write; a record with new columns has the file rewritten atomically with the wider
   header); values are flattened to dotted columns (``summary.spread.gain_log10.q1``), lists
-  are JSON text in one cell;
+  are JSON text in one cell. To stdout, which cannot be rewritten, rows are printed as points
+  finish too: a record's columns follow from its kind (:func:`bptt_cli.sweep.shape`: Elman or
+  gated cell, which estimators), so the rows wait only until one record of every kind in the
+  grid has come, and the header is their union (one kind, the usual case: the first record);
 - ``json``: one object ``{"version", "records": [...]}`` (records in grid order), rewritten
   through a temporary file and ``os.replace`` after each record.
 
@@ -25,7 +28,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -232,52 +235,85 @@ class CsvRows:
 
     The columns are the union over the records (a record may bring a key the first one lacked):
     when one does, the file is rewritten with the wider header through a temporary file and
-    ``os.replace``, so it parses at every moment. To stdout the rows are printed at the end
-    (the header must know every column).
+    ``os.replace``, so it parses at every moment.
     """
 
-    def __init__(self, path: Path | None, existing: Existing | None) -> None:
+    def __init__(self, path: Path, existing: Existing | None) -> None:
         self.path = path
         self.columns: list[str] = list(existing.columns or []) if existing else []
         self.rows: list[dict[str, Any]] = [flatten(r) for r in existing.records] if existing else []
-        self.fd = _open_append(path, existing) if path is not None else None
+        self.fd = _open_append(path, existing)
 
     def add(self, record: Record) -> None:
         flat = flatten(record)
         self.rows.append(flat)
-        if self.fd is None:
-            return
         if not self.columns:
             self.columns = list(flat)
-            append(self.fd, _csv_line(self.columns) + self._row(flat))
+            append(self.fd, _csv_line(self.columns) + _row(self.columns, flat))
         elif set(flat) <= set(self.columns):
-            append(self.fd, self._row(flat))
+            append(self.fd, _row(self.columns, flat))
         else:
             self.columns = union_columns(self.columns, flat)
             self._rewrite()
 
-    def _row(self, flat: Mapping[str, Any]) -> str:
-        return _csv_line([_csv_text(flat.get(c)) for c in self.columns])
-
-    def text(self) -> str:
-        columns = self.columns
-        for flat in self.rows:
-            columns = union_columns(columns, flat)
-        self.columns = columns
-        return "".join([_csv_line(columns), *(self._row(f) for f in self.rows)]) if self.rows else ""
-
     def _rewrite(self) -> None:
-        assert self.path is not None and self.fd is not None
-        write_atomic(self.path, self.text())
+        text = _csv_line(self.columns) + "".join(_row(self.columns, f) for f in self.rows)
+        write_atomic(self.path, text)
         os.close(self.fd)
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
     def close(self) -> None:
-        if self.fd is None:
-            sys.stdout.write(self.text())
-            sys.stdout.flush()
-        else:
-            os.close(self.fd)
+        os.close(self.fd)
+
+
+def _row(columns: list[str], flat: Mapping[str, Any]) -> str:
+    return _csv_line([_csv_text(flat.get(c)) for c in columns])
+
+
+class CsvStdout:
+    """csv records printed to stdout as they come: rows are held only until a record of each of
+    the ``kinds`` expected has come (``kind_of`` tells a record's), then the header (the union
+    of their columns) and the rows go out, and every later row at once."""
+
+    def __init__(self, kinds: Collection[Hashable], kind_of: Callable[[Record], Hashable]) -> None:
+        self.waiting, self.kind_of = set(kinds), kind_of
+        self.held: list[dict[str, Any]] = []
+        self.columns: list[str] | None = None
+        self.warned = False
+
+    def add(self, record: Record) -> None:
+        flat = flatten(record)
+        if self.columns is None:
+            self.held.append(flat)
+            self.waiting.discard(self.kind_of(record))
+            if not self.waiting:
+                self._start()
+            return
+        if not self.warned and not set(flat) <= set(self.columns):
+            self.warned = True
+            print(
+                "bptt: warning: a record has columns the CSV header lacks; they are left out of "
+                "stdout (--output FILE.csv or --format jsonl keep them)",
+                file=sys.stderr,
+            )
+        _print(_row(self.columns, flat))
+
+    def _start(self) -> None:
+        columns: list[str] = []
+        for flat in self.held:
+            columns = union_columns(columns, flat)
+        self.columns = columns
+        _print(_csv_line(columns) + "".join(_row(columns, f) for f in self.held))
+        self.held = []
+
+    def close(self) -> None:
+        if self.columns is None and self.held:  # some kind never came (its points failed)
+            self._start()
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 class JsonDocument:
@@ -296,7 +332,10 @@ class JsonDocument:
 
     def _write(self) -> None:
         assert self.path is not None
-        write_atomic(self.path, self.text())
+        try:
+            write_atomic(self.path, self.text())
+        except OSError as e:  # the temporary file is already gone; the file keeps its last records
+            raise BadInput(f"cannot write {self.path}: {e.strerror or e}") from None
 
     def add(self, record: Record) -> None:
         self.records.append(record)
@@ -309,11 +348,19 @@ class JsonDocument:
             sys.stdout.flush()
 
 
-def open_sink(fmt: str, path: Path | None, existing: Existing | None, order: Callable[[Record], int]) -> Sink:
+def open_sink(
+    fmt: str,
+    path: Path | None,
+    existing: Existing | None,
+    order: Callable[[Record], int],
+    kinds: Collection[Hashable] = (),
+    kind_of: Callable[[Record], Hashable] = lambda record: None,
+) -> Sink:
     """A sink for records in ``fmt`` to ``path`` (stdout if None), keeping ``existing`` ones
-    (resume) or starting an empty file."""
+    (resume) or starting an empty file, which parses (no record yet), at once. ``kinds`` and
+    ``kind_of``: the kinds of record to come, for CSV to stdout (see :class:`CsvStdout`)."""
     if fmt == "json":
         return JsonDocument(path, order, existing)
     if fmt == "csv":
-        return CsvRows(path, existing)
+        return CsvRows(path, existing) if path is not None else CsvStdout(kinds, kind_of)
     return JsonLines(path, existing)

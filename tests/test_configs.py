@@ -96,7 +96,7 @@ def test_analyze_config_output_options(tmp_path: Path) -> None:
         ),
         ("sweep", 'T = [10, "x"]\n', "T must be an integer"),
         ("sweep", "T = [[10]]\n", "T must be an integer"),
-        ("sweep", "T = [0, 10]\n", "T: Input should be greater than or equal to 1"),
+        ("sweep", "T = [0, 10]\n", "T: 0: Input should be greater than or equal to 1"),
         ("sweep", 'cell = ["tanh", "mamba"]\n', "cell: 'mamba' is not one of"),
         ("sweep", "workers = [1, 2]\n", "workers must be a single value, got a list"),
         ("sweep", 'workers = "two"\n', "workers must be an integer"),

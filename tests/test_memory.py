@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -107,3 +109,35 @@ def test_choose_checkpoint() -> None:
 def test_peak_rss_is_plausible() -> None:
     peak = peak_rss_bytes()
     assert 10 * 2**20 < peak < 64 * 2**30
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--cell", "tanh", "--loss", "mean", "--hidden", "4"],
+        ["--cell", "tanh", "--loss", "last", "--hidden", "4", "--checkpoint", "256"],
+        ["--cell", "relu", "--loss", "mean", "--hidden", "16", "--inputs-dim", "1", "--outputs-dim", "1"],
+        ["--cell", "sigmoid", "--loss", "mean", "--hidden", "16", "--checkpoint", "256"],
+        ["--cell", "identity", "--loss", "last", "--hidden", "4", "--trials", "3"],
+        ["--cell", "tanh", "--loss", "last", "--hidden", "1", "--inputs-dim", "16", "--outputs-dim", "16"],
+    ],
+)
+def test_estimate_against_tracemalloc_of_the_whole_command(args: list[str], tmp_path: Path) -> None:
+    """The estimate counts what `bptt analyze --format json` holds at its peak (every numpy
+    allocation and the JSON record streamed), not only the BPTT pass: within 1.0 to 1.4."""
+    import json
+    import tracemalloc
+
+    from clitools import bptt as run
+
+    out = tmp_path / "r.json"
+    assert run("analyze", "--T", "300", "--hidden", "3", "--output", out).exit_code == 0  # imports first
+    tracemalloc.start()
+    try:
+        result = run("analyze", "--T", "20000", *args, "--output", out)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.exit_code == 0, result.stderr
+    estimate = json.loads(out.read_text())["memory"]["estimated_bytes"]
+    assert 1.0 <= estimate / peak <= 1.4, (estimate, peak)

@@ -280,7 +280,12 @@ def test_heat_table_layout_and_marks() -> None:
         (["--rows", "speed"], "--rows 'speed' is not an option of bptt analyze"),
         (["--resume"], "--resume needs --output"),
         (["--output", "r.yaml"], "cannot tell the format"),
-        (["--T", "0"], "--T: Input should be greater than or equal to 1"),
+        (["--T", "0"], "--T: 0: Input should be greater than or equal to 1"),
+        (["--T", "10,-5"], "--T: -5: Input should be greater than or equal to 1"),
+        (["--hidden", "0:4:3"], "--hidden: 0 (of the range 0:4:3): Input should be greater than or equal"),
+        (["--format", "csv", "--output", "m.jsonl"], "--format csv conflicts with --output m.jsonl"),
+        (["--format", "jsonl", "--output", "m.json"], "--format jsonl conflicts with --output m.json"),
+        (["--output", "/proc/x.jsonl"], "cannot write /proc/x.jsonl"),
         (["--radius", "0.5:1.5:-2"], "must be a positive integer, got -2"),
         (["--gain", "1,2", "--radius", "1"], "point gain=1.0: --gain conflicts with --radius"),
         (["--cell", "mamba"], "--cell:"),
@@ -399,7 +404,7 @@ def test_csv_columns_widen_when_a_record_brings_new_keys(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A value null in one record and an object in the next: the header grows, the file always parses."""
-    from bptt_cli.sweep_io import CsvRows, read_records
+    from bptt_cli.sweep_io import CsvRows, CsvStdout, read_records
 
     first = {"point": {"T": 1}, "summary": {"a": 1.5, "m": None, "l": [0.25, None]}, "version": "x"}
     second = {"point": {"T": 2}, "summary": {"a": 2.5, "m": {"x": 3.0}, "l": []}, "version": "x"}
@@ -415,11 +420,15 @@ def test_csv_columns_widen_when_a_record_brings_new_keys(
     sink.add({**first, "point": {"T": 3}})  # appended again under the wide header
     sink.close()
     assert [r["point"]["T"] for r in read_records(out, "csv").records] == [1, 2, 3]
-    stdout = CsvRows(None, None)
+    stdout = CsvStdout({1, 2}, lambda r: r["point"]["T"])
     stdout.add(first)
+    assert capsys.readouterr().out == ""  # held until a record of every kind has come
     stdout.add(second)
-    stdout.close()
     assert capsys.readouterr().out == out.read_text().rsplit("3,", 1)[0]
+    stdout.add({**first, "point": {"T": 3}})  # then each row at once
+    assert capsys.readouterr().out.startswith("3,")
+    stdout.close()
+    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
