@@ -21,36 +21,15 @@ def never_run(self: Experiment) -> Any:
 # ------------------------------------------------------------------ stdout closed early: 141
 
 
+SWEEP_40 = ["sweep", "--radius", "0.5:1.5:40", "--T", "100", "--hidden", "16", "--workers", "1"]
+
+
 @pytest.mark.parametrize(
     "args",
     [
         # about 130 kB of records, two pipe buffers: the writes after the first line meet a closed pipe
-        [
-            "sweep",
-            "--radius",
-            "0.5:1.5:40",
-            "--T",
-            "100",
-            "--hidden",
-            "16",
-            "--workers",
-            "1",
-            "--format",
-            "jsonl",
-        ],
-        [
-            "sweep",
-            "--radius",
-            "0.5:1.5:40",
-            "--T",
-            "100",
-            "--hidden",
-            "16",
-            "--workers",
-            "1",
-            "--format",
-            "csv",
-        ],
+        [*SWEEP_40, "--format", "jsonl"],
+        [*SWEEP_40, "--format", "csv"],
         ["analyze", "--T", "200000", "--hidden", "4", "--format", "json"],
         ["analyze", "--T", "200000", "--hidden", "4", "--format", "csv"],
     ],
