@@ -118,6 +118,12 @@ class Plan:
     estimated_bytes: int
     budget: int | None
 
+    @property
+    def mode(self) -> str:
+        """``storing every state`` or ``checkpointing every K steps``, for messages."""
+        every = self.checkpoint_every
+        return "storing every state" if every is None else f"checkpointing every {every} steps"
+
 
 def _sqrt_interval(sizes: Sizes) -> int:
     """The multiple of ``block`` that minimises the checkpointed memory (about ``sqrt(T h / (2h + q))``)."""
@@ -133,7 +139,8 @@ def choose_checkpoint(setting: str, sizes: Sizes, max_memory: int | None = None)
     ``auto`` stores every state when that fits in ``max_memory`` (default 1 GiB), else keeps
     every K-th state with K about ``sqrt(T)`` (the least memory), a multiple of ``block``.
     An explicit K is rounded up to a multiple of ``block`` (the stored and checkpointed passes
-    then give the same numbers bit for bit). Raises :class:`BadInput` if the pass needs more
+    then give the same numbers bit for bit); a K beyond T is the first such multiple from T (one
+    segment: the same pass). Raises :class:`BadInput` if the pass needs more
     than ``max_memory``.
     """
     text = setting.strip().lower()
@@ -155,29 +162,24 @@ def choose_checkpoint(setting: str, sizes: Sizes, max_memory: int | None = None)
             raise BadInput(msg) from None
         if every < 1:
             raise BadInput(f"--checkpoint interval must be at least 1, got {every}")
-        every = -(-every // sizes.block) * sizes.block
+        every = -(-min(every, sizes.T) // sizes.block) * sizes.block  # one segment at most: all of T
         need = sizes.checkpointed(every)
-    mode = "storing every state" if every is None else f"checkpointing every {every} steps"
+    plan = Plan(every, need, max_memory)
     if max_memory is not None and need > max_memory:
         raise BadInput(
-            f"--max-memory {format_size(max_memory)} is too small: {mode} needs about {format_size(need)} "
-            f"({sizes.describe()})"
+            f"--max-memory {format_size(max_memory)} is too small: {plan.mode} needs about "
+            f"{format_size(need)} ({sizes.describe()})"
         )
-    return Plan(every, need, max_memory)
+    return plan
 
 
 def check_default_budget(plan: Plan, sizes: Sizes) -> None:
     """Without ``--max-memory``, refuse a run whose estimate exceeds the default budget (1 GiB)
     rather than fail half-way with a ``MemoryError`` or swap (:class:`BadInput`)."""
     if plan.budget is None and plan.estimated_bytes > AUTO_BUDGET:
-        mode = (
-            "storing every state"
-            if plan.checkpoint_every is None
-            else (f"checkpointing every {plan.checkpoint_every} steps")
-        )
         raise BadInput(
-            f"{sizes.describe()} needs about {format_size(plan.estimated_bytes)} ({mode}), more than the "
-            f"default --max-memory of {format_size(AUTO_BUDGET)}: raise --max-memory or shorten T"
+            f"{sizes.describe()} needs about {format_size(plan.estimated_bytes)} ({plan.mode}), more "
+            f"than the default --max-memory of {format_size(AUTO_BUDGET)}: raise --max-memory or shorten T"
         )
 
 

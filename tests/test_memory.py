@@ -94,6 +94,9 @@ def test_choose_checkpoint() -> None:
     assert choose_checkpoint("none", big).checkpoint_every is None
     assert choose_checkpoint("auto", big).checkpoint_every is not None
     assert choose_checkpoint("300", big).checkpoint_every == 512  # rounded up to a multiple of 256
+    # beyond T: one segment, reported as the first multiple of 256 from T (it said 100096 for T 5000)
+    assert choose_checkpoint("100000", Sizes(1, 5000, 64, 8, 8, BLOCK)).checkpoint_every == 5120
+    assert choose_checkpoint("100000", small).checkpoint_every == 256
     assert choose_checkpoint("auto", small, max_memory=10**9).checkpoint_every is None
     # a budget below the stored pass but above the checkpointed one: checkpoint
     plan = choose_checkpoint("auto", big, max_memory=400 * 2**20)
