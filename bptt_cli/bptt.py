@@ -273,7 +273,7 @@ def _sequential(
 def forward_powers(net: Network, cell: Cell) -> Powers | None:
     """``W_hh^T``'s block products with the inputs ``[x_t, 1]``, where they pay off (linear cell)."""
     n, T, h, d, _ = net.shape
-    if not (T > 2 * POWER_K and applies(cell.linear, n, h, d + 1, POWER_K)):
+    if not applies(cell.linear, n, T, h, d + 1, POWER_K):
         return None
     C = np.concatenate([np.swapaxes(net.W_hx, -1, -2), net.b_h[:, None, :]], axis=1)
     return powers(np.swapaxes(net.W_hh, -1, -2), C, POWER_K)
@@ -730,7 +730,7 @@ def backward_powers(net: Network, cell: Cell) -> Powers | None:
     Row form of the backward recursion: ``dL/dh_t = dL/dh_{t+1} W_hh + dL/do_t W_qh``.
     """
     n, T, h, _, q = net.shape
-    if not (T > 2 * POWER_K and applies(cell.linear, n, h, q, POWER_K)):
+    if not applies(cell.linear, n, T, h, q, POWER_K):
         return None
     return powers(net.W_hh, net.W_qh, POWER_K)
 

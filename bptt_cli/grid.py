@@ -52,8 +52,11 @@ def flag_of(param: Any) -> str:
 
 def value_kind(param: Any) -> type | None:
     """``int``, ``float`` or ``bool`` for a numeric or boolean option, else ``None``."""
-    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
-    return annotation if annotation in (int, float, bool) else None
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)  # typer >= 0.29
+    if annotation in (int, float, bool):
+        return annotation
+    names = {"integer": int, "int range": int, "float": float, "float range": float, "boolean": bool}
+    return names.get(getattr(param.type, "name", ""))  # typer < 0.29: the click type
 
 
 def plain(value: Any) -> Any:
@@ -70,7 +73,7 @@ def convert(
     try:
         return plain(param.process_value(ctx, value))
     except typer.BadParameter as e:
-        named = "" if item is None or str(value) in e.message else f" {item}:"
+        named = "" if item is None or item in e.message else f" {item}:"
         raise BadInput(f"{flag or flag_of(param)}:{named} {e.message}") from None
 
 

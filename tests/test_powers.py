@@ -28,6 +28,7 @@ LOSSES = ("last", "mean")
 def everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
     """Block products for every size and input rank."""
     monkeypatch.setattr(block, "MIN_HIDDEN", 1)
+    monkeypatch.setattr(block, "MIN_STEPS_PER_UNIT", 0)
     monkeypatch.setattr(block, "MAX_RANK", 1e9)
 
 
@@ -160,8 +161,8 @@ def test_forced_block_products_checkpointed_and_batched_bit_for_bit(loss: str) -
 def test_block_products_at_their_size_agree_with_step_by_step(
     loss: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """hidden 512 (the default threshold), radius 1.2: the two paths agree to 1e-11 in ln."""
-    net = build_network(Spec(cell="identity", loss=loss, T=700, hidden=512, radius=1.2, seed=2))
+    """hidden 512, T 2048 (the default thresholds), radius 1.2: the two paths agree to 1e-11 in ln."""
+    net = build_network(Spec(cell="identity", loss=loss, T=2048, hidden=512, radius=1.2, seed=2))
     assert forward(net, CELLS["identity"]).powers is not None
     _, fast = bptt(net, CELLS["identity"], loss)
     monkeypatch.setattr(block, "MIN_HIDDEN", 10**9)

@@ -62,10 +62,10 @@ def test_lists_and_ranges_mix_and_repeats_are_dropped() -> None:
         ("radius", "a:1:3", "start 'a' of the range is not a number"),
         ("radius", "0:1:3:log", "log range needs START and STOP > 0"),
         ("radius", "nan:1:3", "not a finite number"),
-        ("T", "0,10", "--T: 0: Input should be greater than or equal to 1"),
+        ("T", "0,10", "--T: 0 is not in the range x>=1"),
         ("T", "1.5", "--T:"),
         ("cell", "mamba", "--cell:"),
-        ("trials", "0:4:3", "--trials: 0 (of the range 0:4:3): Input should be greater than or equal to 1"),
+        ("trials", "0:4:3", "--trials: 0 (of the range 0:4:3): 0 is not in the range x>=1"),
     ],
 )
 def test_bad_axes_are_bad_input_naming_the_option(name: str, text: str, message: str) -> None:

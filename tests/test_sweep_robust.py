@@ -124,7 +124,7 @@ def never_run(self: Experiment) -> Any:
         (["--output", "/proc/x.jsonl"], "cannot write /proc/x.jsonl"),
         (["--output", "missing/r.jsonl"], "directory missing does not exist"),
         (["--format", "csv", "--output", "m.jsonl"], "--format csv conflicts with --output m.jsonl"),
-        (["--T", "3,0", "--output", "r.jsonl"], "--T: 0:"),
+        (["--T", "3,0", "--output", "r.jsonl"], "--T: 0 is not in the range"),
         (["--T", "2:1000000000:3:log", "--hidden", "4", "--format", "jsonl"], "--max-memory"),
     ],
 )
