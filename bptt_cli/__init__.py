@@ -1,3 +1,3 @@
 """bptt: exact backpropagation-through-time gradients and spectra for recurrent networks."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
