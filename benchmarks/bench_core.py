@@ -48,9 +48,9 @@ from functools import partial  # noqa: E402
 import numpy as np  # noqa: E402
 from timing import interleaved  # noqa: E402
 
-from bptt_cli.bptt import bptt  # noqa: E402
-from bptt_cli.cells import CELLS  # noqa: E402
-from bptt_cli.network import Network, Spec, build_network  # noqa: E402
+from bptt_cli.core.cells import CELLS  # noqa: E402
+from bptt_cli.core.elman import bptt  # noqa: E402
+from bptt_cli.core.network import Network, Spec, build_network  # noqa: E402
 
 
 def bare_numpy(net: Network, cell: str, loss: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -27,8 +27,8 @@ import numpy as np
 from scipy.special import expit
 from timing import interleaved
 
-from bptt_cli.gated import gated_bptt
-from bptt_cli.gated_network import GatedNetwork, GatedSpec, build_gated_network
+from bptt_cli.core.gated import gated_bptt
+from bptt_cli.core.gated_network import GatedNetwork, GatedSpec, build_gated_network
 
 
 def bare_lstm(net: GatedNetwork, loss: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:

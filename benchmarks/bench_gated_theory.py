@@ -4,8 +4,8 @@ Run by hand:  OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gated_theory.py [--
               [--sizes 64:1000 256:10000] [--loss last|mean] [--forget-bias 1] [--repeats 2]
 
 For each (hidden, T): one trial at PyTorch's initialisation; the core (forward + backward,
-:func:`bptt_cli.gated.gated_bptt`), the spectrum of the candidate block, then each theory
-quantity of :mod:`bptt_cli.gated_theory` separately (best of ``--repeats``), their total, and
+:func:`bptt_cli.core.gated.gated_bptt`), the spectrum of the candidate block, then each theory
+quantity of :mod:`bptt_cli.theory.gated_predict` separately (best of ``--repeats``), their total, and
 the peak of traced numpy memory of a full ``analyze(..., theory=True)`` beside the estimate.
 """
 
@@ -16,18 +16,18 @@ import os
 import platform
 import tracemalloc
 
+from bptt_cli.analysis.analyze import analyze
 from timing import best
 
-from bptt_cli.analysis import analyze
-from bptt_cli.gated import backward, gated_bptt
-from bptt_cli.gated_memory import gated_bytes
-from bptt_cli.gated_network import GatedSpec, build_gated_network, state_size
-from bptt_cli.gated_theory import gated_effective_memory, gated_lyapunov
-from bptt_cli.horizons import horizons
-from bptt_cli.lyapunov import window
-from bptt_cli.nonnormal import henrici, numerical_abscissa, transient_growth
-from bptt_cli.rates import observed_rate
-from bptt_cli.spectra import spectrum
+from bptt_cli.analysis.gated_memory import gated_bytes
+from bptt_cli.core.gated import backward, gated_bptt
+from bptt_cli.core.gated_network import GatedSpec, build_gated_network, state_size
+from bptt_cli.theory.gated_predict import gated_effective_memory, gated_lyapunov
+from bptt_cli.theory.horizons import horizons
+from bptt_cli.theory.lyapunov import window
+from bptt_cli.theory.nonnormal import henrici, numerical_abscissa, transient_growth
+from bptt_cli.theory.rates import observed_rate
+from bptt_cli.theory.spectra import spectrum
 
 
 def main() -> None:

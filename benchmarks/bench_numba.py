@@ -25,9 +25,9 @@ import numpy as np  # noqa: E402
 from bench_core import bare_each, bare_numpy  # noqa: E402
 from timing import interleaved  # noqa: E402
 
-from bptt_cli.bptt import bptt  # noqa: E402
-from bptt_cli.cells import CELLS  # noqa: E402
-from bptt_cli.network import Spec, build_network  # noqa: E402
+from bptt_cli.core.cells import CELLS  # noqa: E402
+from bptt_cli.core.elman import bptt  # noqa: E402
+from bptt_cli.core.network import Spec, build_network  # noqa: E402
 
 
 @numba.njit(cache=True)  # type: ignore[misc]

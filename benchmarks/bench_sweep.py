@@ -55,7 +55,7 @@ QUICK = [
 ]
 BARE = """
 import json, sys, time
-from bptt_cli.runner import run_point
+from bptt_cli.run.runner import run_point
 points = json.load(sys.stdin)
 start = time.perf_counter()
 for p in points:

@@ -15,16 +15,16 @@ import platform
 
 from timing import best
 
-from bptt_cli.alignment import alignment, dominant_subspace
-from bptt_cli.bptt import backward, bptt, stored_blocks
-from bptt_cli.cells import CELLS
-from bptt_cli.horizons import effective_memory, horizons
-from bptt_cli.lyapunov import lyapunov_exponents, stored_dphi
-from bptt_cli.meanfield import mean_field
-from bptt_cli.network import Spec, build_network
-from bptt_cli.nonnormal import henrici, numerical_abscissa, transient_growth
-from bptt_cli.rates import observed_rate
-from bptt_cli.spectra import spectrum
+from bptt_cli.core.cells import CELLS
+from bptt_cli.core.elman import backward, bptt, stored_blocks
+from bptt_cli.core.network import Spec, build_network
+from bptt_cli.theory.alignment import alignment, dominant_subspace
+from bptt_cli.theory.horizons import effective_memory, horizons
+from bptt_cli.theory.lyapunov import lyapunov_exponents, stored_dphi
+from bptt_cli.theory.meanfield import mean_field
+from bptt_cli.theory.nonnormal import henrici, numerical_abscissa, transient_growth
+from bptt_cli.theory.rates import observed_rate
+from bptt_cli.theory.spectra import spectrum
 
 
 def main() -> None:

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 from typer.core import TyperGroup
 
-from . import __version__
-from .configs import CONFIG_HELP, config_callback
-from .errors import BadInput, ExitStatus
-from .sweep import SWEEP_HELP, sweep_command
+from bptt_cli import __version__
+from bptt_cli.errors import BadInput, ExitStatus
+from bptt_cli.run.config import CONFIG_HELP, config_callback
+from bptt_cli.run.sweep import SWEEP_HELP, sweep_command
 
 if TYPE_CHECKING:
-    from .gated_network import GatedGiven
-    from .network import Given, Spec
+    from bptt_cli.core.gated_network import GatedGiven
+    from bptt_cli.core.network import Given, Spec
 
 Format = Literal["table", "json", "csv"]
 FailOn = Literal["vanishing", "exploding", "unstable"]
@@ -144,7 +144,7 @@ def _root(
 def _emit(text: str | Callable[[Callable[[str], object]], None], output: Path | None) -> None:
     """Write ``text`` (or what a writer function writes, piece by piece) to stdout or
     atomically to ``output``."""
-    from .records import atomic_open
+    from bptt_cli.io.records import atomic_open
 
     write_all = (lambda write: write(text)) if isinstance(text, str) else text
     if output is None:
@@ -159,8 +159,8 @@ def _emit(text: str | Callable[[Callable[[str], object]], None], output: Path | 
 
 def _check_output(output: Path | None, fmt: Format | None) -> Format:
     """The format: ``--format``, else from the ``--output`` suffix, else ``table``; the file is
-    checked to be writable now, before any work (:func:`bptt_cli.records.output_format`)."""
-    from .records import output_format
+    checked to be writable now, before any work (:func:`bptt_cli.io.records.output_format`)."""
+    from bptt_cli.io.records import output_format
 
     return output_format(output, fmt, SUFFIX_FORMATS)  # type: ignore[return-value]
 
@@ -203,8 +203,8 @@ def analyze(
     # Every parameter but the output ones goes to resolve_experiment, as for each point of `bptt sweep`
     # (this must stay the first statement: locals() then holds exactly the parameters).
     options = {name: value for name, value in locals().items() if name not in NOT_AXES}
-    from .experiment import resolve as resolve_experiment
-    from .plotting import check_plot
+    from bptt_cli.report.plotting import check_plot
+    from bptt_cli.run.experiment import resolve as resolve_experiment
 
     out_format = _check_output(output, fmt)
     plot_format = check_plot(plot)
@@ -212,14 +212,14 @@ def analyze(
     an = exp.run()
     files = {**exp.report_config(an), "fail_on": fail_on}
     if plot is not None and plot_format is not None:  # first: a reader that stops early keeps it
-        from .plotting import write_plot
-        from .records import analysis_record, dumps
+        from bptt_cli.io.records import analysis_record, dumps
+        from bptt_cli.report.plotting import write_plot
 
         write_plot("analyze", json.loads(dumps(analysis_record(an, files))), plot, plot_format)
 
     if out_format == "table":
-        from .tables import render_analysis
-        from .terminal import stdout_console, text_console
+        from bptt_cli.report.tables import render_analysis
+        from bptt_cli.report.terminal import stdout_console, text_console
 
         source = None if weights is None else str(weights)
         drawn = exp.drawn if any(exp.files.values()) else None  # named when files gave the rest
@@ -230,7 +230,7 @@ def analyze(
             render_analysis(an, console, weights=source, drawn=drawn)
             _emit(console.export_text(), output)
     else:
-        from .records import analysis_record, write_analysis_csv, write_json
+        from bptt_cli.io.records import analysis_record, write_analysis_csv, write_json
 
         if out_format == "json":
             record = analysis_record(an, files)
@@ -264,10 +264,10 @@ def spectrum_command(
     plot: Annotated[Path | None, typer.Option(metavar="FILE", help=PLOT_HELP)] = None,
 ) -> None:
     """Eigenvalues, singular values and non-normality of W_hh, beside the random-matrix prediction."""
-    from .files import given_from_files
-    from .network import Spec
-    from .plotting import check_plot
-    from .spectral_report import spectrum_report
+    from bptt_cli.analysis.spectrum import spectrum_report
+    from bptt_cli.core.network import Spec
+    from bptt_cli.io.arrays import given_from_files
+    from bptt_cli.report.plotting import check_plot
 
     out_format = _check_output(output, fmt)
     plot_format = check_plot(plot)
@@ -286,14 +286,14 @@ def spectrum_command(
     )
     rep = spectrum_report(spec, given if weights is not None else None)
     if plot is not None and plot_format is not None:  # first: a reader that stops early keeps it
-        from .plotting import write_plot
-        from .records import dumps, spectrum_record
+        from bptt_cli.io.records import dumps, spectrum_record
+        from bptt_cli.report.plotting import write_plot
 
         write_plot("spectrum", json.loads(dumps(spectrum_record(rep, {"weights": weights}))), plot, plot_format)
 
     if out_format == "table":
-        from .terminal import stdout_console, text_console
-        from .theory_tables import render_spectrum
+        from bptt_cli.report.terminal import stdout_console, text_console
+        from bptt_cli.report.theory_tables import render_spectrum
 
         if output is None:
             render_spectrum(rep, stdout_console())
@@ -302,7 +302,7 @@ def spectrum_command(
             render_spectrum(rep, console)
             _emit(console.export_text(), output)
     else:
-        from .records import dumps, spectrum_csv, spectrum_record
+        from bptt_cli.io.records import dumps, spectrum_csv, spectrum_record
 
         text = dumps(spectrum_record(rep, {"weights": weights})) + "\n" if out_format == "json" else spectrum_csv(rep)
         _emit(text, output)
@@ -341,9 +341,9 @@ def truncate(
     output: Annotated[Path | None, typer.Option(help="Write to this file (atomically); format from the suffix (.json, .txt).")] = None,
 ) -> None:
     """Full, regular (several K) and randomized (several P) truncation side by side: cost, error, bias, variance."""
-    from .analysis import analyze as run_analysis
-    from .memory import parse_size
-    from .truncation import Estimator
+    from bptt_cli.analysis.analyze import analyze as run_analysis
+    from bptt_cli.analysis.memory import parse_size
+    from bptt_cli.estimators.truncation import Estimator
 
     out_format = _check_output(output, fmt)
     if out_format == "csv":
@@ -358,7 +358,7 @@ def truncate(
     estimators += [Estimator("random", keep_prob=p, draws=draws) for p in probs]
     budget = None if max_memory is None else parse_size(max_memory)
     an = run_analysis(spec, given, 1.0, checkpoint=checkpoint, max_memory=budget, estimators=estimators)
-    from .experiment import drawn_arrays
+    from bptt_cli.run.experiment import drawn_arrays
 
     drawn = drawn_arrays(given)
     settings = {
@@ -366,8 +366,8 @@ def truncate(
         "keep_prob": probs, "draws": draws, "param": param, "checkpoint": checkpoint, "max_memory": budget,
     }
     if out_format == "table":
-        from .terminal import stdout_console, text_console
-        from .truncation_report import render_comparison
+        from bptt_cli.report.terminal import stdout_console, text_console
+        from bptt_cli.report.truncation_report import render_comparison
 
         source = None if weights is None else str(weights)
         named = drawn if weights or inputs or targets else None  # named when files gave the rest
@@ -378,8 +378,8 @@ def truncate(
             render_comparison(an, param, console, source, named)
             _emit(console.export_text(), output)
     else:
-        from .records import dumps
-        from .truncation_report import comparison_record
+        from bptt_cli.io.records import dumps
+        from bptt_cli.report.truncation_report import comparison_record
 
         _emit(dumps(comparison_record(an, param, settings)) + "\n", output)
 
@@ -418,8 +418,8 @@ def _resolve_spec(
     forget_bias: float = 0.0,
 ) -> tuple[Spec, Given | GatedGiven]:
     """The experiment's settings from the network options, and the arrays given in files
-    (:func:`bptt_cli.experiment.network_spec`, shared with ``analyze`` and ``sweep``)."""
-    from .experiment import network_spec
+    (:func:`bptt_cli.run.experiment.network_spec`, shared with ``analyze`` and ``sweep``)."""
+    from bptt_cli.run.experiment import network_spec
 
     return network_spec(
         T, cell, loss, hidden, inputs_dim, outputs_dim, ensemble, gain, radius, norm, bias, trials, seed,
@@ -441,7 +441,7 @@ def plot_command(
     cols: Annotated[str | None, typer.Option(help="Sweep records: the axis of the heat map's columns.")] = None,
 ) -> None:
     """Draw saved results into an image, without recomputing: the command is told by the record."""
-    from .plotting import check_plot, load_results, write_plot
+    from bptt_cli.report.plotting import check_plot, load_results, write_plot
 
     plot_format = check_plot(plot)
     assert plot_format is not None

@@ -21,8 +21,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from PIL import Image
 
-from bptt_cli import figures
-from bptt_cli.plotting import load_results
+from bptt_cli.report import figures
+from bptt_cli.report.plotting import load_results
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

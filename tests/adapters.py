@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bptt_cli.bptt import Gradients, bptt
-from bptt_cli.cells import CELLS
-from bptt_cli.network import Network
+from bptt_cli.core.cells import CELLS
+from bptt_cli.core.elman import Gradients, bptt
+from bptt_cli.core.network import Network
 
 PARAMS = ("W_hh", "W_hx", "W_qh", "b_h", "b_q")
 LN10 = float(np.log(10.0))

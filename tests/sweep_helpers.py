@@ -11,7 +11,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from bptt_cli.cli import app
-from bptt_cli.grid import point_key
+from bptt_cli.run.grid import point_key
 
 REPO = Path(__file__).resolve().parent.parent
 BPTT = [sys.executable, "-m", "bptt_cli"]
@@ -45,7 +45,7 @@ def subprocess_env() -> dict[str, str]:
 def same_as_csv(got: dict[str, Any], ref: dict[str, Any]) -> None:
     """A record read back from CSV holds every value of ``ref`` (numbers to the last bit: CSV
     cells are their repr); columns other records brought are empty."""
-    from bptt_cli.sweep_io import flatten
+    from bptt_cli.io.sweep_records import flatten
 
     a, b = flatten(got), flatten(ref)
     for key, value in b.items():

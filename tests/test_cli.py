@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import reference as ref
+from bptt_cli.analysis.analyze import analyze
 from clitools import (
     assert_bad_input,
     bptt,
@@ -31,10 +32,9 @@ from clitools import (
 )
 
 import bptt_cli
-from bptt_cli.analysis import analyze
-from bptt_cli.bptt import bptt as core_bptt
-from bptt_cli.cells import CELLS
-from bptt_cli.network import PARAMS, Spec, build_network
+from bptt_cli.core.cells import CELLS
+from bptt_cli.core.elman import bptt as core_bptt
+from bptt_cli.core.network import PARAMS, Spec, build_network
 
 LOG10_15 = math.log10(1.5)
 
@@ -444,12 +444,12 @@ def test_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
 
     (Typer turns KeyboardInterrupt into Exit(130) itself, silently, before cli.py's handler
     that would print "bptt: error: interrupted" sees it; either is acceptable here.)"""
-    import bptt_cli.analysis
+    import bptt_cli.analysis.analyze
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bptt_cli.analysis, "analyze", interrupted)
+    monkeypatch.setattr(bptt_cli.analysis.analyze, "analyze", interrupted)
     result = bptt("analyze", "--T", "5", "--format", "json")
     assert result.exit_code == 130
     assert result.stdout == ""
@@ -626,7 +626,7 @@ def test_zero_W_hh_is_quiet_and_vanishing() -> None:
 
 def test_streamed_json_is_the_same_text_as_dumps() -> None:
     """write_json (analyze's large records, in pieces) writes exactly what json.dumps would."""
-    from bptt_cli.records import CHUNK, dumps, write_json
+    from bptt_cli.io.records import CHUNK, dumps, write_json
 
     obj = {
         "a": np.array([1.0, np.nan, -np.inf, 2.5e-300]),

@@ -8,7 +8,7 @@
 - relu with every unit dead: exact zeros;
 - overflow (identity, radius 1.5, T = 3000) and underflow (saturated tanh/sigmoid) against
   mpmath at 50 digits, every t to 1e-9 in log10;
-- the scaled-arithmetic helpers of bptt_cli.scaled against direct (mpmath) computation.
+- the scaled-arithmetic helpers of bptt_cli.core.scaled against direct (mpmath) computation.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 import reference as ref
 from adapters import LN10, PARAMS, Trial, random_trial
+from bptt_cli.analysis.analyze import Analysis, analyze
 
-from bptt_cli.analysis import Analysis, analyze
-from bptt_cli.bptt import bptt
-from bptt_cli.cells import CELLS
-from bptt_cli.network import Given, Spec
-from bptt_cli.records import analysis_record, dumps
-from bptt_cli.scaled import add, log_norm, log_weights, normalize
+from bptt_cli.core.cells import CELLS
+from bptt_cli.core.elman import bptt
+from bptt_cli.core.network import Given, Spec
+from bptt_cli.core.scaled import add, log_norm, log_weights, normalize
+from bptt_cli.io.records import analysis_record, dumps
 
 
 def analyze_given(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from adapters import PARAMS, network, random_trial, run
 
-from bptt_cli import bptt as core
+from bptt_cli.core import elman as core
 
 CELLS = ("identity", "tanh", "relu", "sigmoid")
 
@@ -61,9 +61,9 @@ def test_mixed_batch_equals_trials_alone(cell: str, loss: str) -> None:
 def test_trial_groups_are_assembled_in_order(checkpoint: int | None) -> None:
     """hidden 200: trials run in groups of 3 (their W_hh in cache); the assembled result equals
     each trial run alone, bit for bit, in every field of the forward pass and the gradients."""
-    from bptt_cli.bptt import bptt, group_size
-    from bptt_cli.cells import CELLS as ALL
-    from bptt_cli.network import Spec, build_network
+    from bptt_cli.core.cells import CELLS as ALL
+    from bptt_cli.core.elman import bptt, group_size
+    from bptt_cli.core.network import Spec, build_network
 
     net = build_network(Spec(cell="tanh", loss="mean", T=300, hidden=200, trials=7, seed=5))
     assert 1 < group_size(7, 200) < 7

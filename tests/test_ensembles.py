@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from bptt_cli.network import Spec, build_network
+from bptt_cli.core.network import Spec, build_network
 
 
 def draw(**kw: object) -> np.ndarray:

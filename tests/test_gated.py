@@ -14,21 +14,21 @@ from typing import Any
 import gated_reference as ref
 import numpy as np
 import pytest
+from bptt_cli.analysis.analyze import analyze
 
-from bptt_cli import gated
-from bptt_cli.analysis import analyze
-from bptt_cli.errors import BadInput
-from bptt_cli.gated import StepJacobians, gate_product_log10, gated_bptt
-from bptt_cli.gated_analysis import GatedAnalysis
-from bptt_cli.gated_network import (
+from bptt_cli.analysis.gated_analysis import GatedAnalysis
+from bptt_cli.core import gated
+from bptt_cli.core.gated import StepJacobians, gate_product_log10, gated_bptt
+from bptt_cli.core.gated_network import (
     PARAMS,
     GatedGiven,
     GatedNetwork,
     GatedSpec,
     build_gated_network,
 )
-from bptt_cli.network import Spec, build_network
-from bptt_cli.scaled import LN10, to_float
+from bptt_cli.core.network import Spec, build_network
+from bptt_cli.core.scaled import LN10, to_float
+from bptt_cli.errors import BadInput
 
 CELLS = ("lstm", "gru")
 LOSSES = ("last", "mean")
@@ -199,7 +199,7 @@ def test_saturated_gradient_far_below_float64_is_reported_exactly(cell: str, los
     if cell == "lstm":
         assert g.dL_dc_s is not None
         np.testing.assert_allclose(g.dL_dc_s[0] / LN10, mp["c"], rtol=0, atol=1e-9)
-    from bptt_cli.scaled import log_norm
+    from bptt_cli.core.scaled import log_norm
 
     for name in PARAMS:
         m, s = g.params[name]

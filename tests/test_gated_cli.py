@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bptt_cli.analysis.analyze import analyze
 from typer.testing import CliRunner, Result
 
-from bptt_cli.analysis import analyze
 from bptt_cli.cli import app
-from bptt_cli.gated_network import PARAMS, GatedGiven, GatedSpec, build_gated_network
-from bptt_cli.scaled import LN10
+from bptt_cli.core.gated_network import PARAMS, GatedGiven, GatedSpec, build_gated_network
+from bptt_cli.core.scaled import LN10
 
 RUNNER = CliRunner()
 
@@ -255,7 +255,7 @@ def test_gated_step_table_fits_80_columns_with_trials(cell: str, T: int) -> None
     every row onto three lines at 80 columns."""
     from clitools import bptt as run
 
-    from bptt_cli.tables import report_steps
+    from bptt_cli.report.tables import report_steps
 
     result = run("analyze", "--cell", cell, "--T", T, "--hidden", 16, "--trials", 8, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.stderr

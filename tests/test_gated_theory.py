@@ -21,20 +21,21 @@ import gated_reference as ref
 import mpmath
 import numpy as np
 import pytest
+from bptt_cli.analysis.analyze import analyze
 from clitools import assert_bad_input, bptt, bptt_json
 from test_gated import network, random_trial
 
-from bptt_cli import gated_analysis, gated_theory
-from bptt_cli.analysis import analyze
+from bptt_cli.analysis import gated_analysis
+from bptt_cli.analysis.gated_memory import gated_bytes
+from bptt_cli.core.gated import gated_bptt
+from bptt_cli.core.gated_network import PARAMS, GatedGiven, GatedNetwork, GatedSpec
+from bptt_cli.core.network import Spec
 from bptt_cli.errors import BadInput
-from bptt_cli.gated import gated_bptt
-from bptt_cli.gated_memory import gated_bytes
-from bptt_cli.gated_network import PARAMS, GatedGiven, GatedNetwork, GatedSpec
-from bptt_cli.gated_theory import gated_effective_memory, gated_lyapunov
-from bptt_cli.horizons import HORIZON_FACTOR
-from bptt_cli.lyapunov import start_frame, window
-from bptt_cli.network import Spec
-from bptt_cli.theory import Theory
+from bptt_cli.theory import gated_predict as gated_theory
+from bptt_cli.theory.gated_predict import gated_effective_memory, gated_lyapunov
+from bptt_cli.theory.horizons import HORIZON_FACTOR
+from bptt_cli.theory.lyapunov import start_frame, window
+from bptt_cli.theory.predict import Theory
 
 CELLS = ("lstm", "gru")
 
@@ -276,7 +277,7 @@ def test_effective_memory_against_finite_differences(cell: str) -> None:
 
 
 def gated_network(cell: str, T: int, h: int, trials: int) -> GatedNetwork:
-    from bptt_cli.gated_network import build_gated_network
+    from bptt_cli.core.gated_network import build_gated_network
 
     return build_gated_network(GatedSpec(cell=cell, T=T, hidden=h, trials=trials, forget_bias=1.0, seed=3))
 
@@ -286,7 +287,7 @@ def test_theory_after_trials_at_once_equals_trials_one_by_one() -> None:
     together = analyze(spec, theory=True).theory
     assert together is not None and together.lyapunov is not None
     for i in range(3):
-        from bptt_cli.gated_network import build_gated_network
+        from bptt_cli.core.gated_network import build_gated_network
 
         seq = np.random.SeedSequence(9).spawn(3)[i]
         net = build_gated_network(GatedSpec(cell="gru", loss="mean", T=300, hidden=5), seeds=[seq])

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bptt_cli.cli import app
-from bptt_cli.gated import gated_bptt
-from bptt_cli.gated_network import PARAMS, GatedNetwork, GatedSpec, build_gated_network
-from bptt_cli.scaled import to_float
+from bptt_cli.core.gated import gated_bptt
+from bptt_cli.core.gated_network import PARAMS, GatedNetwork, GatedSpec, build_gated_network
+from bptt_cli.core.scaled import to_float
 
 torch = pytest.importorskip("torch")
 

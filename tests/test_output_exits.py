@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from clitools import assert_bad_input, bptt, installed_bptt, plain_env
 
-from bptt_cli.experiment import Experiment
+from bptt_cli.run.experiment import Experiment
 
 
 def never_run(self: Experiment) -> Any:
@@ -85,7 +85,7 @@ def test_an_explicit_format_may_name_a_file_of_another_suffix(tmp_path: Path) ->
 
 
 def test_streamed_csv_is_the_same_text(tmp_path: Path) -> None:
-    from bptt_cli.records import CSV_ROWS, analysis_csv
+    from bptt_cli.io.records import CSV_ROWS, analysis_csv
 
     out = tmp_path / "r.csv"
     args = ["--T", str(CSV_ROWS + 7), "--hidden", "3", "--trials", "2"]
@@ -93,8 +93,9 @@ def test_streamed_csv_is_the_same_text(tmp_path: Path) -> None:
     text = out.read_text()
     assert len(text.splitlines()) == 1 + 2 * (CSV_ROWS + 7)
     assert bptt("analyze", *args, "--format", "csv").stdout == text
-    from bptt_cli.analysis import analyze
-    from bptt_cli.network import Spec
+    from bptt_cli.analysis.analyze import analyze
+
+    from bptt_cli.core.network import Spec
 
     assert analysis_csv(analyze(Spec(T=CSV_ROWS + 7, hidden=3, trials=2))) == text
 

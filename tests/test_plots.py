@@ -23,8 +23,8 @@ from clitools import assert_bad_input, bptt
 
 mpl_image = pytest.importorskip("matplotlib.image")
 
-from bptt_cli import figures  # noqa: E402
-from bptt_cli.plotting import load_results, record_kind  # noqa: E402
+from bptt_cli.report import figures  # noqa: E402
+from bptt_cli.report.plotting import load_results, record_kind  # noqa: E402
 
 ANALYZE = ["analyze", "--T", "30", "--hidden", "6", "--trials", "3"]
 SPECTRUM = ["spectrum", "--hidden", "30", "--trials", "2"]
@@ -180,14 +180,14 @@ def test_record_kinds() -> None:
 # ----------------------------------------------------------------------------- bad input
 def _no_computation(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make any computation fail loudly: the checks must come first."""
-    import bptt_cli.experiment
-    import bptt_cli.spectral_report
+    import bptt_cli.analysis.spectrum
+    import bptt_cli.run.experiment
 
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("computed before checking --plot")
 
-    monkeypatch.setattr(bptt_cli.experiment, "resolve", boom)
-    monkeypatch.setattr(bptt_cli.spectral_report, "spectrum_report", boom)
+    monkeypatch.setattr(bptt_cli.run.experiment, "resolve", boom)
+    monkeypatch.setattr(bptt_cli.analysis.spectrum, "spectrum_report", boom)
 
 
 @pytest.mark.parametrize("args", [ANALYZE, SPECTRUM, SWEEP], ids=["analyze", "spectrum", "sweep"])

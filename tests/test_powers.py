@@ -1,4 +1,4 @@
-"""The linear cell's block products (bptt_cli.powers): the same gradients as step by step.
+"""The linear cell's block products (bptt_cli.core.powers): the same gradients as step by step.
 
 By default the block products only run for hidden sizes of 512 and more; here they are forced
 onto small networks so that the independent oracles (the plain float64 recursion, 50-digit
@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import reference as ref
 from adapters import LN10, PARAMS, dL_dh, network, param_grads, random_trial, run
+from bptt_cli.analysis.analyze import analyze
 
-from bptt_cli import powers as block
-from bptt_cli.analysis import analyze
-from bptt_cli.bptt import POWER_K, bptt, forward
-from bptt_cli.cells import CELLS
-from bptt_cli.network import Network, Spec, build_network
+from bptt_cli.core import powers as block
+from bptt_cli.core.cells import CELLS
+from bptt_cli.core.elman import POWER_K, bptt, forward
+from bptt_cli.core.network import Network, Spec, build_network
 
 LOSSES = ("last", "mean")
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from clitools import assert_bad_input, bptt, bptt_json
 
-from bptt_cli.alignment import dominant_subspace
-from bptt_cli.cells import CELLS
-from bptt_cli.meanfield import mean_field
-from bptt_cli.nonnormal import henrici, numerical_abscissa, transient_growth
-from bptt_cli.spectra import spectrum
+from bptt_cli.core.cells import CELLS
+from bptt_cli.theory.alignment import dominant_subspace
+from bptt_cli.theory.meanfield import mean_field
+from bptt_cli.theory.nonnormal import henrici, numerical_abscissa, transient_growth
+from bptt_cli.theory.spectra import spectrum
 
 C = 2.0**900  # an exact scale: c W has the same mantissas as W
 LOG10_C = 900 * math.log10(2.0)

@@ -13,8 +13,8 @@ import typer
 from sweep_helpers import SMALL, comparable, invoke, jsonl, same_as_csv
 
 from bptt_cli.cli import NOT_AXES, analyze
-from bptt_cli.grid import point_key
-from bptt_cli.sweep_io import unflatten
+from bptt_cli.io.sweep_records import unflatten
+from bptt_cli.run.grid import point_key
 
 
 def analyze_json(*args: str) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def sweep_records(*args: str) -> list[dict[str, Any]]:
 
 def flags_of(point: dict[str, Any]) -> list[str]:
     """The `bptt analyze` flags that reproduce a record's point."""
-    from bptt_cli.sweep import analyze_command
+    from bptt_cli.run.sweep import analyze_command
 
     params = {p.name: p for p in analyze_command(analyze).params}
     args = []
@@ -143,7 +143,7 @@ def test_workers_1_and_2_give_identical_records() -> None:
 
 
 def test_workers_1_runs_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    import bptt_cli.runner as runner
+    import bptt_cli.run.runner as runner
 
     def no_pool(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a process pool was started for --workers 1")
@@ -153,7 +153,7 @@ def test_workers_1_runs_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_local_workers_have_single_threaded_blas() -> None:
-    from bptt_cli.runner import BLAS_THREAD_VARS, run_local
+    from bptt_cli.run.runner import BLAS_THREAD_VARS, run_local
 
     seen = list(run_local([{"i": 0}, {"i": 1}], 2, work=_blas_env))
     assert all(env == dict.fromkeys(BLAS_THREAD_VARS, "1") for env in seen)
@@ -162,14 +162,14 @@ def test_local_workers_have_single_threaded_blas() -> None:
 def _blas_env(point: dict[str, Any]) -> dict[str, str | None]:
     import os
 
-    from bptt_cli.runner import BLAS_THREAD_VARS
+    from bptt_cli.run.runner import BLAS_THREAD_VARS
 
     return {var: os.environ.get(var) for var in BLAS_THREAD_VARS}
 
 
 def test_a_new_analyze_option_is_an_axis_with_no_change_to_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
     """Build `sweep` from an analyze with an extra option: it takes an axis at once."""
-    import bptt_cli.sweep as sweep_module
+    import bptt_cli.run.sweep as sweep_module
 
     def analyze_plus(
         future_knob: Annotated[int | None, typer.Option(min=1, help="A future option.")] = None,
@@ -346,7 +346,7 @@ def test_resume_runs_only_the_missing_points(tmp_path: Path, suffix: str) -> Non
 
 
 def read_any(path: Path) -> dict[Any, dict[str, Any]]:
-    from bptt_cli.sweep_io import read_records
+    from bptt_cli.io.sweep_records import read_records
 
     fmt = {".jsonl": "jsonl", ".json": "json", ".csv": "csv"}[path.suffix]
     return {point_key(r["point"]): r for r in read_records(path, fmt).records}
@@ -404,7 +404,7 @@ def test_csv_columns_widen_when_a_record_brings_new_keys(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A value null in one record and an object in the next: the header grows, the file always parses."""
-    from bptt_cli.sweep_io import CsvRows, CsvStdout, read_records
+    from bptt_cli.io.sweep_records import CsvRows, CsvStdout, read_records
 
     first = {"point": {"T": 1}, "summary": {"a": 1.5, "m": None, "l": [0.25, None]}, "version": "x"}
     second = {"point": {"T": 2}, "summary": {"a": 2.5, "m": {"x": 3.0}, "l": []}, "version": "x"}

@@ -81,7 +81,7 @@ def _bad_every_time(point: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_dask_does_not_retry_a_bad_input_failure(scheduler: str, tmp_path: Path) -> None:
-    from bptt_cli.runner import DASK_RETRIES, Failure, run_dask
+    from bptt_cli.run.runner import DASK_RETRIES, Failure, run_dask
 
     assert DASK_RETRIES > 0  # retries exist, for other errors
     calls = tmp_path / "calls"
@@ -95,9 +95,9 @@ def test_dask_does_not_retry_a_bad_input_failure(scheduler: str, tmp_path: Path)
 def test_a_scheduler_without_workers_warns_once_then_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    from bptt_cli.runner import run_dask
+    from bptt_cli.run.runner import run_dask
 
-    monkeypatch.setattr("bptt_cli.runner.NO_WORKERS_WARNING_S", 0.5)
+    monkeypatch.setattr("bptt_cli.run.runner.NO_WORKERS_WARNING_S", 0.5)
     cluster = distributed.LocalCluster(
         n_workers=0, threads_per_worker=1, processes=True, host="127.0.0.1",
         dashboard_address=":0", worker_dashboard_address=None,
@@ -146,7 +146,7 @@ def test_a_server_that_is_not_a_scheduler_is_one_line(answer: bytes, monkeypatch
     import socket
     import threading
 
-    monkeypatch.setattr("bptt_cli.runner.DASK_CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr("bptt_cli.run.runner.DASK_CONNECT_TIMEOUT_S", 1.0)
     server = socket.create_server(("127.0.0.1", 0))
     conns: list[socket.socket] = []
 
@@ -179,7 +179,7 @@ def test_a_server_that_is_not_a_scheduler_is_one_line(answer: bytes, monkeypatch
 
 def _dies_once(point: dict[str, Any]) -> dict[str, Any]:
     """Kill the worker process the first time a point runs (per marker file), then compute it."""
-    from bptt_cli.runner import run_point
+    from bptt_cli.run.runner import run_point
 
     marker = Path(point.pop("_marker")) / f"T{point['T']}"
     if not marker.exists():
@@ -189,7 +189,7 @@ def _dies_once(point: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_point_whose_worker_dies_is_retried(scheduler: str, tmp_path: Path) -> None:
-    from bptt_cli.runner import run_dask, run_point
+    from bptt_cli.run.runner import run_dask, run_point
 
     points = [{**p, "_marker": str(tmp_path)} for p in _points("--T", "3,4", "--hidden", "3")]
     records = list(run_dask(points, scheduler, work=_dies_once))
@@ -208,7 +208,7 @@ def _points(*args: str) -> list[dict[str, Any]]:
 def test_unreachable_scheduler_is_one_line_and_leaves_the_output_alone(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("bptt_cli.runner.DASK_CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr("bptt_cli.run.runner.DASK_CONNECT_TIMEOUT_S", 1.0)
     out = tmp_path / "r.jsonl"
     out.write_text("earlier results\n")
     result = invoke("sweep", "--T", "3", "--scheduler", "tcp://127.0.0.1:9", "--output", str(out))

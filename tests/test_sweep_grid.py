@@ -10,8 +10,8 @@ import typer
 
 from bptt_cli.cli import NOT_AXES, analyze
 from bptt_cli.errors import BadInput
-from bptt_cli.grid import Axis, cell_text, describe, parse_axis, point_key, points
-from bptt_cli.sweep import analyze_command
+from bptt_cli.run.grid import Axis, cell_text, describe, parse_axis, point_key, points
+from bptt_cli.run.sweep import analyze_command
 
 COMMAND = analyze_command(analyze)
 CTX = typer.Context(COMMAND)
@@ -99,7 +99,7 @@ def test_point_key_is_the_same_after_a_json_or_csv_round_trip() -> None:
 
     point = {"T": 10, "radius": 0.6, "gain": None, "cell": "tanh", "flag": True, "tiny": 1e-5}
     assert point_key(json.loads(json.dumps(point))) == point_key(point)
-    from bptt_cli.sweep_io import _parse_cell
+    from bptt_cli.io.sweep_records import _parse_cell
 
     assert point_key({k: _parse_cell(cell_text(v)) for k, v in point.items()}) == point_key(point)
     assert cell_text(math.pi) == repr(math.pi)

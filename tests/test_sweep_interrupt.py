@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sweep_helpers import comparable, invoke, same_as_csv, subprocess_env
 
-from bptt_cli.sweep_io import read_records
+from bptt_cli.io.sweep_records import read_records
 
 # about a dozen points of ~0.1 s: long enough to be caught in the middle
 GRID = ["--radius", "0.5:1.5:12", "--T", "2500", "--hidden", "24", "--trials", "2"]

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from sweep_helpers import comparable, invoke, jsonl
 
-from bptt_cli.experiment import Experiment
-from bptt_cli.sweep_io import flatten, read_records, unflatten
+from bptt_cli.io.sweep_records import flatten, read_records, unflatten
+from bptt_cli.run.experiment import Experiment
 
 
 @pytest.fixture
@@ -344,8 +344,8 @@ def test_csv_to_stdout_has_the_columns_of_every_kind_of_record(tmp_path: Path) -
 def test_records_of_one_shape_have_the_same_columns(grid: list[str]) -> None:
     """What CSV to stdout relies on: a record's columns follow from sweep.shape."""
     from bptt_cli.cli import NOT_AXES
-    from bptt_cli.experiment import resolve
-    from bptt_cli.sweep import shape
+    from bptt_cli.run.experiment import resolve
+    from bptt_cli.run.sweep import shape
 
     result = invoke("sweep", *grid, "--hidden", "3", "--radius", "1.5", "--workers", "2", "--format", "jsonl")
     assert result.exit_code == 0, result.stderr

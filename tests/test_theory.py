@@ -6,20 +6,27 @@ import math
 
 import numpy as np
 import pytest
+from bptt_cli.analysis.analyze import analyze
 
-from bptt_cli import nonnormal
-from bptt_cli.alignment import alignment, dominant_subspace
-from bptt_cli.analysis import analyze
-from bptt_cli.bptt import BackwardBlock, backward, backward_blocks, bptt, stored_blocks
-from bptt_cli.cells import CELLS
-from bptt_cli.horizons import effective_memory, horizons
-from bptt_cli.lyapunov import lyapunov_exponents, stored_dphi, window
-from bptt_cli.meanfield import chi_1, derivative_moment, fixed_point, gauss_hermite, mean_field, second_moment
-from bptt_cli.network import Given, Spec
-from bptt_cli.nonnormal import henrici, norm2, numerical_abscissa, transient_growth
-from bptt_cli.rates import observed_rate
-from bptt_cli.scaled import LN10
-from bptt_cli.spectra import spectrum
+from bptt_cli.core.cells import CELLS
+from bptt_cli.core.elman import BackwardBlock, backward, backward_blocks, bptt, stored_blocks
+from bptt_cli.core.network import Given, Spec
+from bptt_cli.core.scaled import LN10
+from bptt_cli.theory import nonnormal
+from bptt_cli.theory.alignment import alignment, dominant_subspace
+from bptt_cli.theory.horizons import effective_memory, horizons
+from bptt_cli.theory.lyapunov import lyapunov_exponents, stored_dphi, window
+from bptt_cli.theory.meanfield import (
+    chi_1,
+    derivative_moment,
+    fixed_point,
+    gauss_hermite,
+    mean_field,
+    second_moment,
+)
+from bptt_cli.theory.nonnormal import henrici, norm2, numerical_abscissa, transient_growth
+from bptt_cli.theory.rates import observed_rate
+from bptt_cli.theory.spectra import spectrum
 
 
 def run(W: np.ndarray, T: int, cell: str = "identity", loss: str = "last", lyapunov: int | None = None):
@@ -201,7 +208,7 @@ def test_lyapunov_of_a_symmetric_linear_system_through_analyze() -> None:
 
 
 def test_lyapunov_through_segments_matches_stored() -> None:
-    from bptt_cli.bptt import segments
+    from bptt_cli.core.elman import segments
 
     spec = Spec(cell="tanh", T=700, hidden=6, gain=1.5, trials=2, seed=2)
     an = analyze(spec)
@@ -518,7 +525,7 @@ def test_theory_after_a_checkpointed_pass(loss: str) -> None:
     """A checkpointed pass recomputes what it did not keep (the Lyapunov exponents run on its
     segments; effective memory and alignment on recomputed backward blocks): every quantity
     is the same, bit for bit, as after a stored pass."""
-    from bptt_cli.theory import theory
+    from bptt_cli.theory.predict import theory
 
     spec = Spec(cell="tanh", loss=loss, T=600, hidden=10, gain=1.4, trials=2, seed=8)
     an = analyze(spec)

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import truncation_reference as ref
 
-from bptt_cli.bptt import bptt
-from bptt_cli.cells import CELLS
+from bptt_cli.core.cells import CELLS
+from bptt_cli.core.elman import bptt
+from bptt_cli.core.network import PARAMS, Network, Spec, build_network
+from bptt_cli.core.scaled import LN10, to_float
 from bptt_cli.errors import BadInput
-from bptt_cli.network import PARAMS, Network, Spec, build_network
-from bptt_cli.scaled import LN10, to_float
-from bptt_cli.truncation import (
+from bptt_cli.estimators.truncation import (
     CHAIN_PARAMS,
     Estimator,
     clip_gradients,

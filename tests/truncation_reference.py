@@ -19,7 +19,7 @@ PHI = {
 
 
 def trial(net, i: int) -> dict[str, Array]:  # type: ignore[no-untyped-def]
-    """Trial ``i`` of a :class:`bptt_cli.network.Network` as plain arrays."""
+    """Trial ``i`` of a :class:`bptt_cli.core.network.Network` as plain arrays."""
     return {k: np.asarray(getattr(net, k)[i]) for k in ("W_hh", "W_hx", "W_qh", "b_h", "b_q", "x", "y")}
 
 

@@ -1,0 +1,199 @@
+"""Memory of the BPTT pass: sizes like ``512M``, byte estimates, the checkpoint interval, peak RSS.
+
+The estimates count the float64 arrays of the computation (not the Python interpreter, not
+the rendered output). Shared by both modes: the network's data ``x``, ``y`` (``T (d + q)``
+floats per trial) and the per-t log scales ``h_s``, ``e_s``, ``dL_dh_s``, ``dL_da_s`` (4 T).
+The stored pass adds every mantissa: h_0..h_T, ``ln|phi'(a_t)|``, dL/dh_t, dL/da_t (about
+``4 T h`` floats) and the output errors (``T q``). The checkpointed pass with interval K adds
+``ceil(T/K)`` states and the buffers of one segment of K steps (about ``K (2 h + q)`` floats).
+Both need per-block working space (``BLOCK`` steps) and the parameter sums (``h^2`` and more).
+Beyond the pass, the analysis keeps T-length arrays of its own (the step terms of the five
+parameter gradients, the log10 arrays of the report, the theory's per-step series and their
+temporaries: ``ANALYSIS T`` floats, measured), ``h x h`` matrices of the spectrum and the theory
+(the transient growth's scan holds 64 powers at once) and the mean loss's theory runs a second
+backward pass (``2 T`` scales, and ``2 T h`` mantissas when states are stored). Drawing the network holds
+``x`` and ``y`` twice while the trials are stacked. Against ``tracemalloc``'s peak of the whole
+``bptt analyze --format json`` the estimate is within 1.0 to 1.4 (``tests/test_memory.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import resource
+import sys
+from dataclasses import dataclass
+
+from bptt_cli.errors import BadInput
+
+UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+AUTO_BUDGET = 2**30  # `--checkpoint auto` stores every state while that needs at most 1 GiB
+FLOAT = 8  # bytes per float64
+ANALYSIS = 18  # floats per step and trial the analysis keeps beside the pass (measured, see above)
+MATRICES = 4  # h x h matrices per trial of the spectrum and the theory (measured)
+SCAN = 96  # more of them while the transient growth scans W^k: 64 powers, stacked, their norms
+FIXED = 2**20  # bytes whatever the sizes: the record's small arrays, the JSON writer's pieces (measured)
+_SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(?:([KMGT])(?:i?B)?|B)?\s*", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``512M``, ``2G``, ``1.5GiB``, ``100000`` (bytes; K/M/G/T are powers of 1024) -> bytes."""
+    match = _SIZE.fullmatch(text)
+    if not match:
+        raise BadInput(f"cannot read memory size {text!r} (use e.g. 512M, 2G or a number of bytes)")
+    value = float(match.group(1)) * UNITS[(match.group(2) or "").upper()]
+    if not (math.isfinite(value) and value >= 1):
+        raise BadInput(f"memory size must be at least 1 byte, got {text!r}")
+    return int(value)
+
+
+def format_size(n_bytes: float) -> str:
+    """``1.5 GiB``, ``320 MiB``, ``12 KiB``, ``100 B``."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:.3g} {unit}"
+    return f"{n_bytes:.0f} B"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """``n`` trials, ``T`` steps, hidden ``h``, inputs ``d``, outputs ``q``; ``block`` steps per
+    product; ``loss`` (``last`` or ``mean``: the mean loss's theory runs a second backward pass)."""
+
+    n: int
+    T: int
+    h: int
+    d: int
+    q: int
+    block: int
+    loss: str = "last"
+
+    def common(self) -> int:
+        """Floats of both modes: data, per-t scales, per-block working space, parameter sums,
+        the analysis's own T-length arrays."""
+        n, T, h, d, q, B = self.n, self.T, self.h, self.d, self.q, self.block
+        data = T * (d + q) + 6 * (T + 1)
+        work = 8 * min(B, T) * h + 4 * min(B, T) * q
+        sums = 4 * (h * h + h * d + q * h + h + q)
+        analysis = ANALYSIS * T + (2 * T if self.loss == "mean" else 0) + self.matrices() * h * h
+        return n * (data + work + sums + analysis)
+
+    def matrices(self) -> int:
+        """How many ``h x h`` matrices per trial the spectrum and the theory hold at once: the
+        transient growth scans every power (``bptt_cli.theory.nonnormal``) or squares ``log2 T`` times."""
+        from bptt_cli.theory.nonnormal import SCAN_BUDGET, SCAN_MAX_T
+
+        scan = self.T <= SCAN_MAX_T and self.h**3 * self.T <= SCAN_BUDGET
+        return MATRICES + (SCAN if scan else self.T.bit_length())
+
+    def _at_least_drawing(self, floats: int) -> int:
+        """Bytes of ``floats``, or of drawing the network if that is more (``x``, ``y`` twice),
+        and ``FIXED``."""
+        return FIXED + FLOAT * max(floats, 2 * self.n * self.T * (self.d + self.q))
+
+    def stored(self) -> int:
+        """Bytes of the stored pass (every state kept)."""
+        n, T, h, q = self.n, self.T, self.h, self.q
+        second = 2 * T * h if self.loss == "mean" else 0  # the theory's backward pass of the last loss
+        return self._at_least_drawing(n * ((T + 1) * h + 3 * T * h + T * q + second) + self.common())
+
+    def checkpointed(self, every: int) -> int:
+        """Bytes of the checkpointed pass keeping every ``every``-th state."""
+        n, T, h, q = self.n, self.T, self.h, self.q
+        K = min(every, T)
+        checkpoints = -(-T // every) * h
+        segment = (K + 1) * h + K * (h + q)
+        return self._at_least_drawing(n * (checkpoints + segment) + self.common())
+
+    def describe(self) -> str:
+        """``T 1000000, hidden 4[, 8 trials]``: the sizes that set the memory."""
+        return f"T {self.T}, hidden {self.h}" + (f", {self.n} trials" if self.n > 1 else "")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The chosen memory mode: ``checkpoint_every`` (``None``: store every state), its estimate."""
+
+    checkpoint_every: int | None
+    estimated_bytes: int
+    budget: int | None
+
+    @property
+    def mode(self) -> str:
+        """``storing every state`` or ``checkpointing every K steps``, for messages."""
+        every = self.checkpoint_every
+        return "storing every state" if every is None else f"checkpointing every {every} steps"
+
+
+def _sqrt_interval(sizes: Sizes) -> int:
+    """The multiple of ``block`` that minimises the checkpointed memory (about ``sqrt(T h / (2h + q))``)."""
+    B = sizes.block
+    best = B * max(1, round(math.sqrt(sizes.T * sizes.h / (2 * sizes.h + sizes.q)) / B))
+    candidates = {max(B, best - B), best, best + B}
+    return min(sorted(candidates), key=sizes.checkpointed)
+
+
+def choose_checkpoint(setting: str, sizes: Sizes, max_memory: int | None = None) -> Plan:
+    """The memory mode for ``--checkpoint auto|none|K`` and ``--max-memory`` (bytes or ``None``).
+
+    ``auto`` stores every state when that fits in ``max_memory`` (default 1 GiB), else keeps
+    every K-th state with K about ``sqrt(T)`` (the least memory), a multiple of ``block``.
+    An explicit K is rounded up to a multiple of ``block`` (the stored and checkpointed passes
+    then give the same numbers bit for bit); a K beyond T is the first such multiple from T (one
+    segment: the same pass). Raises :class:`BadInput` if the pass needs more
+    than ``max_memory``.
+    """
+    text = setting.strip().lower()
+    if text == "none":
+        every = None
+        need = sizes.stored()
+    elif text == "auto":
+        budget = max_memory if max_memory is not None else AUTO_BUDGET
+        if sizes.stored() <= budget:
+            every, need = None, sizes.stored()
+        else:
+            every = _sqrt_interval(sizes)
+            need = sizes.checkpointed(every)
+    else:
+        try:
+            every = int(text)
+        except ValueError:
+            msg = f"--checkpoint must be auto, none or a positive integer, got {setting!r}"
+            raise BadInput(msg) from None
+        if every < 1:
+            raise BadInput(f"--checkpoint interval must be at least 1, got {every}")
+        every = -(-min(every, sizes.T) // sizes.block) * sizes.block  # one segment at most: all of T
+        need = sizes.checkpointed(every)
+    plan = Plan(every, need, max_memory)
+    if max_memory is not None and need > max_memory:
+        raise BadInput(
+            f"--max-memory {format_size(max_memory)} is too small: {plan.mode} needs about "
+            f"{format_size(need)} ({sizes.describe()})"
+        )
+    return plan
+
+
+def check_default_budget(plan: Plan, sizes: Sizes) -> None:
+    """Without ``--max-memory``, refuse a run whose estimate exceeds the default budget (1 GiB)
+    rather than fail half-way with a ``MemoryError`` or swap (:class:`BadInput`)."""
+    if plan.budget is None and plan.estimated_bytes > AUTO_BUDGET:
+        raise BadInput(
+            f"{sizes.describe()} needs about {format_size(plan.estimated_bytes)} ({plan.mode}), more "
+            f"than the default --max-memory of {format_size(AUTO_BUDGET)}: raise --max-memory or shorten T"
+        )
+
+
+@dataclass(frozen=True)
+class MemoryUse:
+    """What an analysis used: ``checkpoint_every`` (``None``: stored), estimate, budget, peak RSS (bytes)."""
+
+    checkpoint_every: int | None
+    estimated_bytes: int
+    max_memory: int | None
+    peak_memory_bytes: int
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (``getrusage``; KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)

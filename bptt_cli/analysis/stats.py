@@ -1,0 +1,46 @@
+"""Statistics over trials of per-step series, vectorised over the steps (numpy only).
+
+Used by the terminal chart and the plot files alike: medians and quartiles of
+``log10 ||dL/dh_t||`` and friends over the trial axis, with ``-inf`` (an exact zero) ordered
+below every number and NaN (undefined) dropped, as :func:`bptt_cli.analysis.analyze.quantiles` does
+for one vector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from bptt_cli.core.scaled import Array
+
+
+def over_trials(values: Array, qs: Sequence[float]) -> Array:
+    """Linear-interpolation quantiles ``qs`` of ``values (n, T)`` over the trial axis, ``(len(qs), T)``.
+
+    ``-inf`` counts as the smallest value (a quantile between ``-inf`` and a number is
+    ``-inf``); NaNs are dropped; a column with no number left gives NaN.
+    """
+    v = np.sort(np.asarray(values, dtype=np.float64), axis=0)  # NaN sorts last
+    valid = np.sum(~np.isnan(v), axis=0)
+    out = np.full((len(qs), v.shape[1]), np.nan)
+    some = valid > 0
+    for j, q in enumerate(qs):
+        pos = q * np.maximum(valid - 1, 0)
+        lo, hi = np.floor(pos).astype(int), np.ceil(pos).astype(int)
+        a = np.take_along_axis(v, lo[None, :], axis=0)[0]
+        b = np.take_along_axis(v, hi[None, :], axis=0)[0]
+        f = pos - lo
+        with np.errstate(invalid="ignore"):
+            res = np.where((f == 0) | np.isneginf(a), a, a + (b - a) * f)
+        out[j] = np.where(some, res, np.nan)
+    return out
+
+
+def log10_array(rows: Sequence[Sequence[Any] | None]) -> Array:
+    """Per-trial lists of log10 values from a JSON record to an ``(n, T)`` array: ``null`` is an
+    exact zero (``-inf``), as the JSON contract says for log10 norms."""
+    return np.array(
+        [[-np.inf if v is None else float(v) for v in (row or [])] for row in rows], dtype=np.float64
+    )

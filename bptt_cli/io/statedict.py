@@ -1,0 +1,171 @@
+"""PyTorch state_dicts as weights files: reading ``.pt`` safely, and a model's module names.
+
+A model's ``state_dict`` names each tensor by its module path: a typical model with an ``lstm``
+(or ``rnn``, ``gru``) sub-module and a Linear head ``fc`` gives ``lstm.weight_ih_l0``, ...,
+``fc.weight``, ``fc.bias``. :func:`unprefix` turns that into the names the loaders read: the
+recurrent layer's own names (``weight_ih_l0``, ...; one module prefix, the same on all of them) and
+``W_qh``, ``b_q`` from the head (exactly one other module, ``<name>.weight`` of shape ``(q, h)``
+and optionally ``<name>.bias`` of shape ``(q,)``). Anything else is a :class:`BadInput` naming the
+key. ``.pt`` files are read with ``torch.load(..., weights_only=True)``: a file can never run code.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bptt_cli.errors import BadInput
+from bptt_cli.io.arrays import load_arrays
+
+TORCH_SUFFIXES = (".pt", ".pth")
+# the parameter names of PyTorch's nn.RNN / nn.LSTM / nn.GRU: layer k, "_reverse" for the second
+# direction, "weight_hr" for proj_size
+RECURRENT = re.compile(r"^(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def layer_reason(key: str) -> str:
+    """Why a recurrent-looking ``key`` is refused: another layer, direction or a projection."""
+    m = RECURRENT.match(key.rsplit(".", 1)[-1])
+    if m and (m.group(3) != "0" or m.group(4) or m.group(2) == "hr"):
+        return " (bptt reads single-layer, one-direction networks, no proj_size)"
+    return ""
+
+
+def is_torch_file(path: Path) -> bool:
+    """``path`` is a ``.pt``/``.pth`` file, or a zip archive written by ``torch.save`` (whatever
+    its suffix: it holds ``<name>/data.pkl``)."""
+    if path.suffix.lower() in TORCH_SUFFIXES:
+        return True
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(name.endswith("/data.pkl") for name in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def read_weights_file(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+    """The arrays of a weights file: a ``.npy`` array, or the named arrays of a ``.npz`` or of a
+    PyTorch state_dict (:func:`read_state_dict`)."""
+    return read_state_dict(path) if is_torch_file(path) else load_arrays(path)
+
+
+def _torch_error(path: Path, e: Exception) -> BadInput:
+    """One clean line for torch's refusal (its messages span lines and carry ANSI codes)."""
+    text = ANSI.sub("", str(e))
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return BadInput(
+            f"{path} holds pickled Python objects ({found.group(1)}), not a state_dict of tensors: "
+            "torch.load(weights_only=True) refuses them so that a file cannot run code; "
+            "save model.state_dict() instead"
+        )
+    first = (text.strip().splitlines() or [type(e).__name__])[0].strip()
+    first = first.split(". ")[0].rstrip(".")
+    return BadInput(f"{path} is not a state_dict that loads with weights_only=True: {first}")
+
+
+def read_state_dict(path: Path) -> dict[str, np.ndarray]:
+    """The tensors of a PyTorch state_dict file as numpy arrays (float tensors as float64).
+
+    Needs the optional ``torch`` extra; loads with ``weights_only=True`` on the CPU.
+    """
+    try:
+        import torch
+    except ImportError:
+        raise BadInput(
+            f"reading {path} needs PyTorch, which is not installed: pip install 'bptt-cli[torch]' "
+            "(or save the state_dict with numpy.savez as .npz)"
+        ) from None
+    try:
+        loaded = torch.load(path, weights_only=True, map_location="cpu")
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
+    except Exception as e:  # torch raises many kinds for a bad or unsafe file
+        raise _torch_error(path, e) from None
+    if not isinstance(loaded, dict):
+        raise BadInput(f"{path} holds a {type(loaded).__name__}, not a state_dict (save model.state_dict())")
+    out = {}
+    for key, value in loaded.items():
+        if not isinstance(value, torch.Tensor):
+            raise BadInput(f"{key!r} in {path} is a {type(value).__name__}, not a tensor")
+        value = value.detach().cpu()
+        out[str(key)] = (value.double() if value.is_floating_point() else value).numpy()
+    return out
+
+
+def _hidden(arrays: Mapping[str, Any]) -> int | None:
+    """h, from the recurrent weights (``weight_hh_l0``'s or ``W_hh``'s columns), if known."""
+    for name in ("weight_hh_l0", "W_hh"):
+        value = arrays.get(name)
+        if value is not None and np.ndim(value) == 2:
+            return int(np.shape(value)[1])
+    return None
+
+
+def unprefix(arrays: Mapping[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
+    """A model's state_dict with the module prefixes taken off (see the module doc).
+
+    Keys without a dot are kept as they are. Raises :class:`BadInput` for recurrent weights of
+    several modules, more than one other module, a head that is not ``weight`` (and ``bias``) of
+    the right shapes, or a name given twice (``W_qh`` beside a head).
+    """
+    dotted = [k for k in arrays if "." in k]
+    out = {k: v for k, v in arrays.items() if "." not in k}
+    if not dotted:
+        return out
+
+    def put(name: str, key: str) -> None:
+        if name in out:
+            raise BadInput(f"{path} gives {name} twice (as {key!r} and as {name!r}): give one of them")
+        out[name] = arrays[key]
+
+    recurrent = [k for k in dotted if RECURRENT.match(k.rsplit(".", 1)[1])]
+    prefixes = sorted({k.rsplit(".", 1)[0] for k in recurrent})
+    if len(prefixes) > 1:
+        listed = ", ".join(repr(p) for p in prefixes)
+        raise BadInput(
+            f"{path} holds the recurrent weights of several modules ({listed}); bptt reads one layer"
+        )
+    for key in recurrent:
+        put(key.rsplit(".", 1)[1], key)
+    others = [k for k in dotted if k not in recurrent]
+    if not others:
+        return out
+    heads = sorted({k.rsplit(".", 1)[0] for k in others})
+    expected = (
+        "besides the recurrent layer bptt reads one Linear output layer, <name>.weight (q x h) and "
+        "<name>.bias (q), as W_qh and b_q"
+    )
+    if len(heads) > 1:
+        keys = sorted(others)
+        listed = ", ".join(repr(k) for k in keys[:4]) + (", ..." if len(keys) > 4 else "")
+        raise BadInput(f"unknown arrays {listed} in {path} (modules {', '.join(heads)}): {expected}")
+    head = heads[0]
+    weight_key, bias_key = f"{head}.weight", f"{head}.bias"
+    stray = [k for k in others if k not in (weight_key, bias_key)] or ([] if weight_key in arrays else others)
+    if stray:
+        key = stray[0]
+        raise BadInput(f"unknown array {key!r} in {path}{layer_reason(key)}: {expected}")
+    weight = arrays[weight_key]
+    h = _hidden(out)
+    if weight.ndim != 2 or (h is not None and weight.shape[1] != h):
+        need = f"(q, {h}), h from the recurrent weights" if h is not None else "(q, h)"
+        raise BadInput(
+            f"{weight_key!r} in {path} has shape {weight.shape}; as the output layer W_qh it must be {need}"
+        )
+    put("W_qh", weight_key)
+    if bias_key in arrays:
+        bias = arrays[bias_key]
+        if bias.shape != weight.shape[:1]:
+            raise BadInput(
+                f"{bias_key!r} in {path} has shape {bias.shape}; as b_q it must be ({weight.shape[0]},), "
+                f"like {weight_key!r} of shape {weight.shape}"
+            )
+        put("b_q", bias_key)
+    return out

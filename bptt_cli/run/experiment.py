@@ -1,0 +1,279 @@
+"""From the option values of ``bptt analyze`` to one experiment: checked settings and given arrays.
+
+``bptt analyze`` and every grid point of ``bptt sweep`` go through :func:`resolve`, with the
+same keyword arguments (the parameter names of the ``analyze`` command, less its output
+options), then :meth:`Experiment.run`, so that a sweep record is exactly what ``bptt analyze``
+reports for those settings. A new ``analyze`` option is handled here (a parameter of
+:func:`resolve`, carried by :class:`Experiment` into :meth:`Experiment.run`) and nowhere else:
+whatever ``analyze`` computes beyond this path, a sweep would not see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bptt_cli.core.network import Given, Spec
+from bptt_cli.errors import BadInput
+
+if TYPE_CHECKING:
+    from bptt_cli.analysis.analyze import Analysis
+    from bptt_cli.core.gated_network import GatedGiven
+    from bptt_cli.estimators.truncation import Estimator
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment, checked: the settings (``spec``), the user's arrays (``given``), the
+    verdict tolerance (orders of magnitude), the input files, the number of Lyapunov exponents
+    (``None``: the default), the truncation and clipping estimators, the memory plan
+    (``checkpoint``, ``max_memory`` in bytes) and, for the JSON ``config``, the estimator
+    options as given (``estimator_options``)."""
+
+    spec: Spec
+    given: Given | GatedGiven
+    tolerance: float
+    files: dict[str, Path | None]
+    lyapunov: int | None = None
+    estimators: tuple[Estimator, ...] = ()
+    checkpoint: str = "auto"
+    max_memory: int | None = None
+    estimator_options: dict[str, Any] = field(default_factory=dict)
+
+    def run(self) -> Analysis:
+        """Compute the experiment: ``analysis.analyze`` with the theory's predictions.
+
+        What ``bptt analyze`` reports and what each ``bptt sweep`` point records.
+        """
+        from bptt_cli.analysis.analyze import analyze
+
+        return analyze(
+            self.spec,
+            self.given,
+            self.tolerance,
+            theory=True,
+            lyapunov=self.lyapunov,
+            checkpoint=self.checkpoint,
+            max_memory=self.max_memory,
+            estimators=self.estimators,
+        )
+
+    @property
+    def drawn(self) -> list[str]:
+        """The arrays drawn at random from the seed (:func:`drawn_arrays`)."""
+        return drawn_arrays(self.given)
+
+    def config(self) -> dict[str, Any]:
+        """``config`` of the JSON record, known before running: ``spec``'s settings, the
+        tolerance and :meth:`report_config` (the Lyapunov count as :func:`analysis.plan` settles it)."""
+        from bptt_cli.analysis.analyze import lyapunov_count
+
+        spec = self.spec
+        return {
+            **{k: getattr(spec, k) for k in spec.__dataclass_fields__},
+            "tolerance": self.tolerance,
+            **self.files,
+            "drawn": self.drawn,
+            "lyapunov": lyapunov_count(spec.cell, spec.hidden, self.lyapunov),
+            **self.estimator_options,
+            "checkpoint": self.checkpoint,
+            "max_memory": self.max_memory,
+        }
+
+    def resolved_options(self) -> dict[str, Any]:
+        """:func:`resolved_options` of this experiment's :meth:`config`."""
+        from bptt_cli.io.records import jsonable
+
+        return resolved_options(jsonable(self.config()))
+
+    def ignored_options(self) -> tuple[str, ...]:
+        """The ``analyze`` options this experiment does not read: ``--forget-bias`` but for the LSTM."""
+        return () if self.spec.cell == "lstm" else ("forget_bias",)
+
+    def report_config(self, an: Analysis) -> dict[str, Any]:
+        """What ``config`` in the JSON output holds beside ``spec`` and ``tolerance``: the input
+        files, the arrays drawn at random, the number of Lyapunov exponents computed, the
+        estimator and memory options."""
+        th = an.theory
+        count = th.lyapunov.exponents.shape[1] if th is not None and th.lyapunov is not None else 0
+        return {
+            **self.files,
+            "drawn": self.drawn,
+            "lyapunov": count,
+            **self.estimator_options,
+            "checkpoint": self.checkpoint,
+            "max_memory": self.max_memory,
+        }
+
+
+def drawn_arrays(given: Given | GatedGiven) -> list[str]:
+    """The arrays not given in a file, so drawn at random from the seed (``W_qh``, ..., ``x``,
+    ``y``; PyTorch's names for a gated cell), in the order of the dataclass's fields."""
+    return [f.name for f in fields(given) if getattr(given, f.name) is None]
+
+
+def network_spec(
+    T: int | None, cell: str, loss: str, hidden: int | None, inputs_dim: int | None, outputs_dim: int | None,
+    ensemble: str | None, gain: float | None, radius: float | None, norm: float | None, bias: float,
+    trials: int, seed: int, weights: Path | None, inputs: Path | None, targets: Path | None,
+    forget_bias: float = 0.0,
+) -> tuple[Spec, Given | GatedGiven]:
+    """The network's settings from its options, and the arrays given in files (checked against
+    each other). ``None`` means "not given": sizes and T then come from the files, else from
+    :class:`Spec`. A gated cell (lstm, gru) gives a :class:`~bptt_cli.core.gated_network.GatedSpec`
+    and reads ``--weights`` with PyTorch's nn.LSTM/nn.GRU names.
+    """
+    import math
+
+    from bptt_cli.core.gated_network import GATED, GatedSpec
+    from bptt_cli.io.arrays import given_from_files
+    from bptt_cli.io.gated_files import gated_given_from_files
+
+    if not math.isfinite(forget_bias):
+        raise BadInput(f"--forget-bias must be a finite number, got {forget_bias}")
+    if gain is not None and (radius is not None or norm is not None):
+        other = "radius" if radius is not None else "norm"
+        raise BadInput(f"--gain conflicts with --{other}: give one of them")
+    if weights is not None and (ensemble is not None or gain is not None):
+        which = "ensemble" if ensemble is not None else "gain"
+        raise BadInput(f"--{which} conflicts with --weights: W_hh comes from the file")
+    gated = cell in GATED
+    given: Given | GatedGiven
+    if gated:
+        given, fixed = gated_given_from_files(cell, weights, inputs, targets)
+    else:
+        given, fixed = given_from_files(weights, inputs, targets)
+    asked = {"T": T, "hidden": hidden, "inputs_dim": inputs_dim, "outputs_dim": outputs_dim}
+    for name, value in asked.items():
+        if value is not None and name in fixed and fixed[name][0] != value:
+            flag = "--" + name.replace("_", "-")
+            raise BadInput(f"{flag} {value} conflicts with {fixed[name][1]}")
+    defaults = GatedSpec() if gated else Spec()
+    sizes = {
+        name: value if value is not None else fixed.get(name, (getattr(defaults, name), ""))[0]
+        for name, value in asked.items()
+    }
+    settings: dict[str, Any] = dict(
+        cell=cell, loss=loss, ensemble=ensemble or defaults.ensemble,
+        gain=gain if gain is not None else defaults.gain,
+        radius=radius, norm=norm, bias=bias, trials=trials, seed=seed, **sizes,
+    )
+    spec = GatedSpec(**settings, forget_bias=forget_bias) if gated else Spec(**settings)
+    return spec, given
+
+
+def resolve(
+    *,
+    T: int | None,
+    cell: str,
+    loss: str,
+    hidden: int | None,
+    inputs_dim: int | None,
+    outputs_dim: int | None,
+    ensemble: str | None,
+    gain: float | None,
+    radius: float | None,
+    norm: float | None,
+    bias: float,
+    forget_bias: float,
+    trials: int,
+    seed: int,
+    weights: Path | str | None,
+    inputs: Path | str | None,
+    targets: Path | str | None,
+    tolerance: float,
+    lyapunov: int | None,
+    truncate: str | None,
+    truncate_mode: str | None,
+    keep_prob: float | None,
+    draws: int | None,
+    clip: float | None,
+    checkpoint: str,
+    max_memory: str | None,
+) -> Experiment:
+    """Check the options of ``bptt analyze`` (all but the output ones) and fill in the defaults.
+
+    Raises :class:`BadInput` for conflicting options or unusable files.
+    """
+    import math
+
+    from bptt_cli.analysis.memory import parse_size
+    from bptt_cli.estimators.truncation import estimators_from_options
+
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise BadInput(f"--tolerance must be a finite number >= 0, got {tolerance}")
+    estimators = estimators_from_options(truncate, truncate_mode, keep_prob, draws, clip)
+    budget = None if max_memory is None else parse_size(max_memory)
+    files = {
+        name: None if p is None else Path(p)
+        for name, p in (("weights", weights), ("inputs", inputs), ("targets", targets))
+    }
+    spec, given = network_spec(
+        T,
+        cell,
+        loss,
+        hidden,
+        inputs_dim,
+        outputs_dim,
+        ensemble,
+        gain,
+        radius,
+        norm,
+        bias,
+        trials,
+        seed,
+        files["weights"],
+        files["inputs"],
+        files["targets"],
+        forget_bias,
+    )
+    from bptt_cli.analysis.analyze import plan
+
+    plan(spec, lyapunov, checkpoint, budget, estimators)  # every cheap check, before any point runs
+    options = {
+        "truncate": truncate,
+        "truncate_mode": truncate_mode,
+        "keep_prob": keep_prob,
+        "draws": draws,
+        "clip": clip,
+    }
+    return Experiment(spec, given, tolerance, files, lyapunov, tuple(estimators), checkpoint, budget, options)
+
+
+# options whose value an experiment resolves and its config holds as resolved
+RESOLVED = (
+    "T", "hidden", "inputs_dim", "outputs_dim", "ensemble", "gain",
+    "weights", "inputs", "targets", "lyapunov",
+)
+
+
+def resolved_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``analyze`` options whose value an experiment resolves, by option name, read from its
+    ``config`` (that of the JSON record): sizes, T, ensemble and gain filled in (from the files or
+    the defaults), the number of Lyapunov exponents, the estimator options as the estimators read
+    them (``--truncate-mode window`` for a K, 100 ``--draws``), ``--checkpoint`` in lower case,
+    ``--max-memory`` in bytes. Two sets of options with the same resolved values (and the same
+    other values) are the same experiment. :class:`BadInput`, ``KeyError`` or ``ValueError`` for
+    a ``config`` that is not one.
+    """
+    from bptt_cli.estimators.truncation import estimators_from_options
+
+    truncate = config["truncate"]
+    estimators = estimators_from_options(
+        None if truncate is None else str(truncate), config["truncate_mode"], config["keep_prob"],
+        config["draws"], config["clip"],
+    )
+    trunc = next((e for e in estimators if e.kind != "clip"), None)
+    random = trunc is not None and trunc.kind == "random"
+    return {
+        **{name: config[name] for name in RESOLVED},
+        "truncate": None if trunc is None else "random" if random else str(trunc.K),
+        "truncate_mode": None if trunc is None or random else trunc.kind,
+        "keep_prob": trunc.keep_prob if random and trunc is not None else None,
+        "draws": trunc.draws if random and trunc is not None else None,
+        "clip": next((e.clip for e in estimators if e.kind == "clip"), None),
+        "checkpoint": str(config["checkpoint"]).strip().lower(),
+        "max_memory": config["max_memory"],
+    }

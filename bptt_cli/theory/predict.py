@@ -1,0 +1,132 @@
+"""Theory beside measurement: every prediction of one experiment, per trial.
+
+Gathers the rates (:mod:`.rates`, :mod:`.meanfield`), Lyapunov exponents (:mod:`.lyapunov`),
+horizons and effective memory (:mod:`.horizons`), non-normality (:mod:`.nonnormal`) and the
+alignment with the dominant eigenvector (:mod:`.alignment`) from a forward pass, its exact
+gradients and the spectrum. Arrays carry the trial axis ``n`` first; natural log per step
+unless named ``log10``; NaN marks "not defined / does not apply" (``null`` in JSON).
+
+``effective_memory`` and ``alignment`` read the per-step mantissas block by block
+(:func:`bptt_cli.core.elman.gradient_blocks`: from the stored pass, or recomputed after a
+checkpointed one, bit for bit the same); everything else uses the per-step log scales, the
+spectrum, ``W_hh``, and ``bptt.segments`` for the Lyapunov exponents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bptt_cli.core.cells import Cell
+from bptt_cli.core.elman import Forward, Gradients, backward, gradient_blocks, segments
+from bptt_cli.core.network import Network, Spec
+from bptt_cli.core.scaled import Array
+from bptt_cli.theory.alignment import Dominant, alignment, dominant_subspace
+from bptt_cli.theory.horizons import effective_memory, horizons
+from bptt_cli.theory.lyapunov import DphiBlock, Lyapunov, lyapunov_exponents, stored_dphi
+from bptt_cli.theory.meanfield import MeanField, mean_field
+from bptt_cli.theory.nonnormal import TransientGrowth, henrici, numerical_abscissa, transient_growth
+from bptt_cli.theory.rates import gelfand_rate, observed_rate, spectral_norm_bound
+from bptt_cli.theory.spectra import Spectrum
+
+MEAN_FIELD_ENSEMBLES = ("gaussian", "uniform")  # iid zero-mean entries
+
+
+@dataclass(frozen=True)
+class Theory:
+    """Predictions for ``n`` trials (see the README section "Theory beside measurement").
+
+    ``rates[name] (n,)`` for ``observed``, ``gelfand``, ``spectral_norm_bound``,
+    ``mean_field``; ``window (n, 2)``: the lags of the observed fit; ``observed_of``: which
+    gradient was fitted; ``mean_field``: the fixed point and chi_1, or ``None`` with
+    ``mean_field_reason``; ``vanish``, ``explode``, ``effective_memory (n,)``: lags;
+    ``henrici``, ``abscissa (n,)``; ``growth``: peak transient growth; ``dominant`` and
+    ``projection``, ``tan_log10 (n, T)``: the alignment (``None`` when not computed);
+    ``reasons``: why a quantity is null for every trial (keys ``gelfand``,
+    ``spectral_norm_bound``, ``alignment``; gated cells, :mod:`bptt_cli.theory.gated_predict`);
+    ``matrix``: the matrix of the spectral quantities (``W_hh``; ``W_hg``/``W_hn`` for gated cells).
+    """
+
+    rates: dict[str, Array]
+    window: Array
+    observed_of: str
+    mean_field: MeanField | None
+    mean_field_reason: str | None
+    lyapunov: Lyapunov | None
+    vanish: Array
+    explode: Array
+    effective_memory: Array
+    henrici: Array
+    abscissa: Array
+    growth: TransientGrowth
+    dominant: Dominant | None
+    projection: Array | None
+    tan_log10: Array | None
+    reasons: dict[str, str] = field(default_factory=dict)
+    matrix: str = "W_hh"
+
+
+def mean_field_applies(spec: Spec, W_hh_from_file: bool) -> str | None:
+    """``None`` when the mean-field theory applies, else the reason it does not."""
+    if W_hh_from_file:
+        return "W_hh comes from a file: its entries are not known to be iid"
+    if spec.ensemble not in MEAN_FIELD_ENSEMBLES:
+        return f"the {spec.ensemble} ensemble does not have iid entries"
+    return None
+
+
+def _dphi_blocks(net: Network, cell: Cell, fwd: Forward) -> Iterable[DphiBlock]:
+    if fwd.checkpoints is None:
+        return stored_dphi(fwd.dphi, fwd.e_s.shape[1])
+    return ((seg.t0, seg.t1, seg.dphi) for seg in segments(net, cell, fwd))
+
+
+def theory(
+    spec: Spec, net: Network, cell: Cell, fwd: Forward, grads: Gradients, sp: Spectrum,
+    lyapunov: int, W_hh_from_file: bool = False,
+) -> Theory:
+    """Every prediction for the trials of one experiment.
+
+    ``lyapunov``: how many exponents (0 for none, at most ``h``). For the mean loss a second
+    backward pass with the last loss gives the last step's chain ``(dh_T/dh_t)^T dL/dh_T``.
+    """
+    n, T, _, _, _ = net.shape
+    chain = grads if spec.loss == "last" else backward(net, fwd, cell, "last")
+    observed, window = observed_rate(chain.dL_dh_s)
+    reason = mean_field_applies(spec, W_hh_from_file)
+    mf = None if reason else mean_field(cell, net.W_hh, net.W_hx, net.b_h, net.x)
+    rates = {
+        "observed": observed,
+        "gelfand": gelfand_rate(sp.spectral_radius),
+        "spectral_norm_bound": spectral_norm_bound(cell.gamma, sp.spectral_norm),
+        "mean_field": mf.rate if mf is not None else np.full(n, np.nan),
+    }
+    lyap = None
+    if lyapunov > 0:
+        blocks = _dphi_blocks(net, cell, fwd)
+        lyap = lyapunov_exponents(net.W_hh, blocks, T, lyapunov)
+    vanish, explode = horizons(grads.dL_dh_s)
+    memory = effective_memory(
+        gradient_blocks(net, fwd, cell, "last", chain), chain.dL_da_s, fwd.h_s, *chain.params["W_hh"]
+    )
+    dominant = dominant_subspace(net.W_hh, sp.eigenvalues)
+    projection, tan = alignment(gradient_blocks(net, fwd, cell, spec.loss, grads), T, dominant)
+    return Theory(
+        rates=rates,
+        window=window,
+        observed_of="dL/dh_t" if spec.loss == "last" else "last step's chain",
+        mean_field=mf,
+        mean_field_reason=reason,
+        lyapunov=lyap,
+        vanish=vanish,
+        explode=explode,
+        effective_memory=memory,
+        henrici=henrici(net.W_hh, sp.eigenvalues),
+        abscissa=numerical_abscissa(net.W_hh),
+        growth=transient_growth(net.W_hh, T, sp.spectral_norm),
+        dominant=dominant,
+        projection=projection,
+        tan_log10=tan,
+    )
