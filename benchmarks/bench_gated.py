@@ -28,7 +28,7 @@ from scipy.special import expit
 from timing import interleaved
 
 from bptt_cli.core.gated import gated_bptt
-from bptt_cli.core.gated_network import GatedNetwork, GatedSpec, build_gated_network
+from bptt_cli.core.network import GatedNetwork, GatedSpec, build_network
 
 
 def bare_lstm(net: GatedNetwork, loss: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -149,7 +149,7 @@ def main() -> None:
         for h in args.hidden:
             for T in args.Ts:
                 for n in args.trials:
-                    net = build_gated_network(GatedSpec(cell=cell, loss=args.loss, T=T, hidden=h, trials=n))
+                    net = build_network(GatedSpec(cell=cell, loss=args.loss, T=T, hidden=h, trials=n))
                     bare = bare_lstm if cell == "lstm" else bare_gru
                     fns: dict[str, Callable[[], object]] = {
                         "bptt": partial(gated_bptt, net, args.loss),

@@ -16,15 +16,14 @@ import os
 import platform
 import tracemalloc
 
-from bptt_cli.analysis.analyze import analyze
 from timing import best
 
-from bptt_cli.analysis.gated_memory import gated_bytes
+from bptt_cli.analysis.analyze import analyze
+from bptt_cli.analysis.memory import gated_bytes
 from bptt_cli.core.gated import backward, gated_bptt
-from bptt_cli.core.gated_network import GatedSpec, build_gated_network, state_size
-from bptt_cli.theory.gated_predict import gated_effective_memory, gated_lyapunov
-from bptt_cli.theory.horizons import horizons
-from bptt_cli.theory.lyapunov import window
+from bptt_cli.core.network import GatedSpec, build_network, state_size
+from bptt_cli.theory.horizons import gated_effective_memory, horizons
+from bptt_cli.theory.lyapunov import gated_lyapunov, window
 from bptt_cli.theory.nonnormal import henrici, numerical_abscissa, transient_growth
 from bptt_cli.theory.rates import observed_rate
 from bptt_cli.theory.spectra import spectrum
@@ -52,7 +51,7 @@ def main() -> None:
 
 def bench_size(h: int, T: int, args: argparse.Namespace) -> None:
     spec = GatedSpec(cell=args.cell, loss=args.loss, T=T, hidden=h, forget_bias=args.forget_bias)
-    net = build_gated_network(spec)
+    net = build_network(spec)
     core, (fwd, grads) = best(lambda: gated_bptt(net, args.loss), args.repeats)
     t_sp, sp = best(lambda: spectrum(net.W_hh), args.repeats)
     parts: dict[str, float] = {}

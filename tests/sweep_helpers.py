@@ -11,7 +11,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from bptt_cli.cli import app
-from bptt_cli.run.grid import point_key
+from bptt_cli.io.points import point_key
 
 REPO = Path(__file__).resolve().parent.parent
 BPTT = [sys.executable, "-m", "bptt_cli"]

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pytest
 import reference as ref
-from bptt_cli.analysis.analyze import analyze
 from clitools import (
     assert_bad_input,
     bptt,
@@ -32,9 +31,11 @@ from clitools import (
 )
 
 import bptt_cli
+from bptt_cli.analysis.analyze import analyze
 from bptt_cli.core.cells import CELLS
 from bptt_cli.core.elman import bptt as core_bptt
 from bptt_cli.core.network import PARAMS, Spec, build_network
+from bptt_cli.io.records import summary
 
 LOG10_15 = math.log10(1.5)
 
@@ -96,7 +97,7 @@ def test_analyze_T_100_tables() -> None:
     assert [r[1] for r in params] == ["64 x 64", "64 x 8", "8 x 64", "64", "8"]
     for r in params:
         assert float(r[3]) == pytest.approx(an.grad_params_log10[r[0]][0], abs=0.006)
-    verdict = an.summary()["verdict"]
+    verdict = summary(an)["verdict"]
     assert f"verdict: {verdict}" in out
 
 
@@ -626,7 +627,7 @@ def test_zero_W_hh_is_quiet_and_vanishing() -> None:
 
 def test_streamed_json_is_the_same_text_as_dumps() -> None:
     """write_json (analyze's large records, in pieces) writes exactly what json.dumps would."""
-    from bptt_cli.io.records import CHUNK, dumps, write_json
+    from bptt_cli.io.jsontext import CHUNK, dumps, write_json
 
     obj = {
         "a": np.array([1.0, np.nan, -np.inf, 2.5e-300]),

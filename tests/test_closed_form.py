@@ -21,13 +21,15 @@ import numpy as np
 import pytest
 import reference as ref
 from adapters import LN10, PARAMS, Trial, random_trial
-from bptt_cli.analysis.analyze import Analysis, analyze
 
+from bptt_cli.analysis.analyze import analyze
+from bptt_cli.analysis.result import Analysis
 from bptt_cli.core.cells import CELLS
 from bptt_cli.core.elman import bptt
 from bptt_cli.core.network import Given, Spec
 from bptt_cli.core.scaled import add, log_norm, log_weights, normalize
-from bptt_cli.io.records import analysis_record, dumps
+from bptt_cli.io.jsontext import dumps
+from bptt_cli.io.records import analysis_record
 
 
 def analyze_given(

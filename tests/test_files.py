@@ -19,7 +19,7 @@ from adapters import PARAMS, random_trial
 from clitools import assert_bad_input, bptt, bptt_json
 
 from bptt_cli.errors import BadInput
-from bptt_cli.io.arrays import given_from_files, load_weights
+from bptt_cli.io.weights import given_from_files, load_weights
 
 
 @pytest.fixture

@@ -14,21 +14,22 @@ from typing import Any
 import gated_reference as ref
 import numpy as np
 import pytest
-from bptt_cli.analysis.analyze import analyze
 
-from bptt_cli.analysis.gated_analysis import GatedAnalysis
+from bptt_cli.analysis.analyze import analyze
+from bptt_cli.analysis.result import GatedAnalysis
 from bptt_cli.core import gated
 from bptt_cli.core.gated import StepJacobians, gate_product_log10, gated_bptt
-from bptt_cli.core.gated_network import (
-    PARAMS,
+from bptt_cli.core.network import GATED_PARAMS as PARAMS
+from bptt_cli.core.network import (
     GatedGiven,
     GatedNetwork,
     GatedSpec,
-    build_gated_network,
+    Spec,
+    build_network,
 )
-from bptt_cli.core.network import Spec, build_network
 from bptt_cli.core.scaled import LN10, to_float
 from bptt_cli.errors import BadInput
+from bptt_cli.io.records import summary
 
 CELLS = ("lstm", "gru")
 LOSSES = ("last", "mean")
@@ -84,10 +85,10 @@ def test_trials_at_once_equal_trials_one_by_one(cell: str, loss: str) -> None:
     spec = GatedSpec(
         cell=cell, loss=loss, T=300, hidden=5, inputs_dim=3, outputs_dim=2, trials=3, forget_bias=0.7
     )
-    net = build_gated_network(spec)
+    net = build_network(spec)
     _, together = gated_bptt(net, loss)
     for i, seq in enumerate(net.seeds):
-        one_net = build_gated_network(dataclasses.replace(spec, trials=1), seeds=[seq])
+        one_net = build_network(dataclasses.replace(spec, trials=1), seeds=[seq])
         _, one = gated_bptt(one_net, loss)
         assert np.array_equal(one.dL_dh_s[0], together.dL_dh_s[i])
         assert np.array_equal(one.gain_ln[0], together.gain_ln[i])
@@ -110,7 +111,7 @@ def every_trial_slow(fast: Callable[..., Any]) -> Callable[..., Any]:
 def test_scaled_path_equals_fast_path(cell: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Forcing every sub-block through the step-by-step scaled path changes nothing but rounding."""
     for loss in LOSSES:
-        net = build_gated_network(GatedSpec(cell=cell, loss=loss, T=80, hidden=6, trials=2))
+        net = build_network(GatedSpec(cell=cell, loss=loss, T=80, hidden=6, trials=2))
         _, fast = gated_bptt(net, loss)
         with monkeypatch.context() as m:
             m.setattr(gated, "_fast", every_trial_slow(gated._fast))
@@ -287,7 +288,7 @@ def test_lstm_gradient_lives_on_the_forget_gate_product() -> None:
 
 def test_gate_product_is_the_median_over_units_of_the_log_product() -> None:
     for cell in CELLS:
-        net = build_gated_network(GatedSpec(cell=cell, T=40, hidden=5, trials=2))
+        net = build_network(GatedSpec(cell=cell, T=40, hidden=5, trials=2))
         fwd, _ = gated_bptt(net, "last")
         h = 5
         gate = 1.0 / (1.0 + np.exp(-fwd.pre[:, :, h : 2 * h]))  # f (LSTM), z (GRU)
@@ -299,7 +300,7 @@ def test_gate_product_is_the_median_over_units_of_the_log_product() -> None:
 
 def test_random_init_is_pytorchs_and_shares_data_with_the_elman_network() -> None:
     spec = GatedSpec(cell="lstm", T=20, hidden=16, inputs_dim=3, outputs_dim=2, trials=2, seed=4, bias=0.3)
-    net = build_gated_network(spec)
+    net = build_network(spec)
     k = 1 / np.sqrt(16)
     for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
         value = getattr(net, name)
@@ -311,34 +312,34 @@ def test_random_init_is_pytorchs_and_shares_data_with_the_elman_network() -> Non
     for name in ("x", "y", "W_qh", "b_q"):
         assert np.array_equal(getattr(net, name), getattr(elman, name))
     # T does not change the parameters; the data extend
-    longer = build_gated_network(dataclasses.replace(spec, T=30))
+    longer = build_network(dataclasses.replace(spec, T=30))
     assert np.array_equal(longer.weight_hh_l0, net.weight_hh_l0)
     assert np.array_equal(longer.x[:, :20], net.x)
 
 
 def test_forget_bias_goes_to_the_forget_rows_of_bias_ih() -> None:
     spec = GatedSpec(cell="lstm", T=5, hidden=4, trials=2)
-    base = build_gated_network(spec)
-    shifted = build_gated_network(dataclasses.replace(spec, forget_bias=1.5))
+    base = build_network(spec)
+    shifted = build_network(dataclasses.replace(spec, forget_bias=1.5))
     diff = shifted.bias_ih_l0 - base.bias_ih_l0
     np.testing.assert_allclose(diff[:, 4:8], 1.5, rtol=0, atol=1e-15)
     assert np.all(diff[:, :4] == 0) and np.all(diff[:, 8:] == 0)
     assert np.array_equal(shifted.bias_hh_l0, base.bias_hh_l0)
-    gru = build_gated_network(GatedSpec(cell="gru", T=5, hidden=4, forget_bias=1.5))
-    gru0 = build_gated_network(GatedSpec(cell="gru", T=5, hidden=4))
+    gru = build_network(GatedSpec(cell="gru", T=5, hidden=4, forget_bias=1.5))
+    gru0 = build_network(GatedSpec(cell="gru", T=5, hidden=4))
     assert np.array_equal(gru.bias_ih_l0, gru0.bias_ih_l0)  # the GRU has no forget gate
 
 
 def test_gain_and_ensembles_act_on_every_recurrent_block() -> None:
     spec = GatedSpec(cell="gru", T=5, hidden=8, ensemble="orthogonal", gain=0.5)
-    W = build_gated_network(spec).weight_hh_l0[0]
+    W = build_network(spec).weight_hh_l0[0]
     for b in range(3):
         block = W[8 * b : 8 * (b + 1)]
         np.testing.assert_allclose(block @ block.T, 0.25 * np.eye(8), atol=1e-12)
-    radius = build_gated_network(GatedSpec(cell="lstm", T=5, hidden=8, radius=0.9)).weight_hh_l0[0]
+    radius = build_network(GatedSpec(cell="lstm", T=5, hidden=8, radius=0.9)).weight_hh_l0[0]
     for b in range(4):
         assert abs(np.max(np.abs(np.linalg.eigvals(radius[8 * b : 8 * (b + 1)]))) - 0.9) < 1e-12
-    uniform = build_gated_network(GatedSpec(cell="lstm", T=5, hidden=8, gain=2.0)).weight_hh_l0
+    uniform = build_network(GatedSpec(cell="lstm", T=5, hidden=8, gain=2.0)).weight_hh_l0
     assert np.max(np.abs(uniform)) <= 2.0 / np.sqrt(8) and np.max(np.abs(uniform)) > 1.0 / np.sqrt(8)
 
 
@@ -364,7 +365,7 @@ def test_analysis_object_for_a_gated_cell() -> None:
         an.spectrum.spectral_radius, np.max(np.abs(np.linalg.eigvals(an.net.weight_hh_l0[:, 12:18])), axis=-1)
     )
     assert an.jacobians.dim == 12
-    s = an.summary()
+    s = summary(an)
     assert s["trials"] == 3 and set(s["grad_params_log10"]) == set(PARAMS)
     given = GatedGiven(x=np.zeros((30, 8)))
     assert np.all(analyze(spec, given, 1.0).net.x == 0)

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bptt_cli.analysis.analyze import analyze
 from typer.testing import CliRunner, Result
 
+from bptt_cli.analysis.analyze import analyze
 from bptt_cli.cli import app
-from bptt_cli.core.gated_network import PARAMS, GatedGiven, GatedSpec, build_gated_network
+from bptt_cli.core.network import GATED_PARAMS as PARAMS
+from bptt_cli.core.network import GatedGiven, GatedSpec, build_network
 from bptt_cli.core.scaled import LN10
 
 RUNNER = CliRunner()
@@ -115,7 +116,7 @@ def save_state_dict(
     path: Path, cell: str, h: int = 4, d: int = 3, q: int = 2, extra: dict | None = None
 ) -> dict:
     """A random state_dict with PyTorch's names (and an output layer), saved as .npz."""
-    net = build_gated_network(GatedSpec(cell=cell, T=3, hidden=h, inputs_dim=d, outputs_dim=q, seed=9))
+    net = build_network(GatedSpec(cell=cell, T=3, hidden=h, inputs_dim=d, outputs_dim=q, seed=9))
     arrays = {k: getattr(net, k)[0] for k in PARAMS}
     arrays.update(extra or {})
     np.savez(path, **arrays)
@@ -255,7 +256,7 @@ def test_gated_step_table_fits_80_columns_with_trials(cell: str, T: int) -> None
     every row onto three lines at 80 columns."""
     from clitools import bptt as run
 
-    from bptt_cli.report.tables import report_steps
+    from bptt_cli.report.format import report_steps
 
     result = run("analyze", "--cell", cell, "--T", T, "--hidden", 16, "--trials", 8, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.stderr

@@ -21,21 +21,22 @@ import gated_reference as ref
 import mpmath
 import numpy as np
 import pytest
-from bptt_cli.analysis.analyze import analyze
 from clitools import assert_bad_input, bptt, bptt_json
 from test_gated import network, random_trial
 
-from bptt_cli.analysis import gated_analysis
-from bptt_cli.analysis.gated_memory import gated_bytes
-from bptt_cli.core.gated import gated_bptt
-from bptt_cli.core.gated_network import PARAMS, GatedGiven, GatedNetwork, GatedSpec
-from bptt_cli.core.network import Spec
+import bptt_cli.analysis.analyze
+import bptt_cli.theory.lyapunov
+from bptt_cli.analysis.analyze import analyze
+from bptt_cli.analysis.memory import gated_bytes
+from bptt_cli.analysis.result import GatedAnalysis
+from bptt_cli.core.gated import StepJacobians, gated_bptt
+from bptt_cli.core.network import GATED_PARAMS as PARAMS
+from bptt_cli.core.network import GatedGiven, GatedNetwork, GatedSpec, Spec
 from bptt_cli.errors import BadInput
-from bptt_cli.theory import gated_predict as gated_theory
-from bptt_cli.theory.gated_predict import gated_effective_memory, gated_lyapunov
-from bptt_cli.theory.horizons import HORIZON_FACTOR
-from bptt_cli.theory.lyapunov import start_frame, window
-from bptt_cli.theory.predict import Theory
+from bptt_cli.theory.horizons import HORIZON_FACTOR, gated_effective_memory
+from bptt_cli.theory.lyapunov import gated_lyapunov, start_frame, window
+from bptt_cli.theory.predict import Theory, theory
+from bptt_cli.theory.spectra import spectrum
 
 CELLS = ("lstm", "gru")
 
@@ -113,7 +114,7 @@ def test_lstm_with_a_saturated_forget_gate_in_closed_form() -> None:
     assert th.lyapunov.exponents[0, 4] < -30  # rounding of an exactly singular direction
     # the state never moves: c_t = c_{t-1}
     an = analyze(spec, given)
-    assert isinstance(an, gated_analysis.GatedAnalysis)
+    assert isinstance(an, GatedAnalysis)
     assert an.forward.c is not None and np.all(an.forward.c == 0) and np.all(an.forward.h == 0)
     # dL/dh_{T-k} in the eigenbasis of W_hg (coefficients 1, 2, 3, 4 by increasing eigenvalue)
     order = np.argsort(lam)
@@ -157,7 +158,7 @@ def test_lyapunov_against_a_qr_of_the_explicit_product(cell: str) -> None:
     P, x, y = random_trial(np.random.default_rng(8), cell, h=h, d=2, q=2, T=T, scale=0.6)
     net = network(cell, P, x, y)
     fwd, _ = gated_bptt(net, "last")
-    jac = gated_analysis.StepJacobians(net, fwd)
+    jac = StepJacobians(net, fwd)
     D = jac.dim
     with mpmath.workdps(60):
         for K in (D, 2):
@@ -181,7 +182,7 @@ def test_lyapunov_scaled_steps_equal_plain_steps(cell: str, monkeypatch: pytest.
     net = gated_network(cell, T=300, h=5, trials=2)
     fwd, _ = gated_bptt(net, "last")
     plain = gated_lyapunov(net, fwd, 4)
-    monkeypatch.setattr(gated_theory, "TINY_LN", math.inf)  # no step is ever accepted plain
+    monkeypatch.setattr(bptt_cli.theory.lyapunov, "TINY_LN", math.inf)  # no step is ever accepted plain
     scaled = gated_lyapunov(net, fwd, 4)
     np.testing.assert_allclose(scaled.exponents, plain.exponents, rtol=0, atol=1e-12)
 
@@ -208,13 +209,13 @@ def test_lyapunov_mixed_batch_equals_trials_alone(monkeypatch: pytest.MonkeyPatc
         np.stack([x for _, x, _ in trials]), np.stack([y for _, _, y in trials]),
     )
     redone: list[int] = []
-    scaled = gated_analysis.StepJacobians.apply_T_scaled
+    scaled = StepJacobians.apply_T_scaled
 
     def spy(self: Any, t: int, rows: np.ndarray, V: np.ndarray) -> Any:
         redone.extend(int(i) for i in rows)
         return scaled(self, t, rows, V)
 
-    monkeypatch.setattr(gated_analysis.StepJacobians, "apply_T_scaled", spy)
+    monkeypatch.setattr(StepJacobians, "apply_T_scaled", spy)
     fwd, _ = gated_bptt(both, "last")
     together = gated_lyapunov(both, fwd, 2)
     assert set(redone) == {0}
@@ -277,9 +278,9 @@ def test_effective_memory_against_finite_differences(cell: str) -> None:
 
 
 def gated_network(cell: str, T: int, h: int, trials: int) -> GatedNetwork:
-    from bptt_cli.core.gated_network import build_gated_network
+    from bptt_cli.core.network import build_network
 
-    return build_gated_network(GatedSpec(cell=cell, T=T, hidden=h, trials=trials, forget_bias=1.0, seed=3))
+    return build_network(GatedSpec(cell=cell, T=T, hidden=h, trials=trials, forget_bias=1.0, seed=3))
 
 
 def test_theory_after_trials_at_once_equals_trials_one_by_one() -> None:
@@ -287,13 +288,13 @@ def test_theory_after_trials_at_once_equals_trials_one_by_one() -> None:
     together = analyze(spec, theory=True).theory
     assert together is not None and together.lyapunov is not None
     for i in range(3):
-        from bptt_cli.core.gated_network import build_gated_network
+        from bptt_cli.core.network import build_network
 
         seq = np.random.SeedSequence(9).spawn(3)[i]
-        net = build_gated_network(GatedSpec(cell="gru", loss="mean", T=300, hidden=5), seeds=[seq])
+        net = build_network(GatedSpec(cell="gru", loss="mean", T=300, hidden=5), seeds=[seq])
         fwd, grads = gated_bptt(net, "mean")
-        th = gated_theory.gated_theory(GatedSpec(cell="gru", loss="mean", T=300, hidden=5), net, fwd, grads,
-                                       gated_analysis.spectrum(net.W_hh), 4)
+        th = theory(GatedSpec(cell="gru", loss="mean", T=300, hidden=5), net, fwd, grads,
+                    spectrum(net.W_hh), 4)
         assert th.lyapunov is not None
         assert np.array_equal(th.lyapunov.exponents[0], together.lyapunov.exponents[i])
         for name in ("vanish", "explode", "effective_memory", "henrici"):
@@ -391,7 +392,7 @@ def never_built(*args: object, **kwargs: object) -> Any:
 
 
 def test_a_long_gated_run_is_refused_before_anything_is_allocated(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gated_analysis, "build_gated_network", never_built)
+    monkeypatch.setattr(bptt_cli.analysis.analyze, "build_network", never_built)
     line = assert_bad_input(bptt("analyze", "--cell", "lstm", "--T", 1000000, "--hidden", 256),
                             "--cell lstm", "stores every state", "GiB", "--max-memory")
     assert "1 GiB" in line

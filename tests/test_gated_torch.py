@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from bptt_cli.cli import app
 from bptt_cli.core.gated import gated_bptt
-from bptt_cli.core.gated_network import PARAMS, GatedNetwork, GatedSpec, build_gated_network
+from bptt_cli.core.network import GATED_PARAMS as PARAMS
+from bptt_cli.core.network import GatedNetwork, GatedSpec, build_network
 from bptt_cli.core.scaled import to_float
 
 torch = pytest.importorskip("torch")
@@ -85,7 +86,7 @@ def test_every_gradient_against_torch_autograd(cell: str, loss: str) -> None:
         gain=2.0,
         forget_bias=1.0,
     )
-    net = build_gated_network(spec)
+    net = build_network(spec)
     _, g = gated_bptt(net, loss)
     for i in range(2):
         ref = torch_gradients(net, i, loss)

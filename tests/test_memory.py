@@ -7,12 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bptt_cli.analysis.memory import Sizes, choose_checkpoint, format_size, parse_size, peak_rss_bytes
+from bptt_cli.analysis.memory import Sizes, choose_checkpoint, peak_rss_bytes
 from bptt_cli.core.cells import CELLS
 from bptt_cli.core.elman import BLOCK, bptt
 from bptt_cli.core.network import PARAMS, Spec, build_network
 from bptt_cli.errors import BadInput
-from bptt_cli.estimators.truncation import CHAIN_PARAMS, Estimator, truncated_gradients
+from bptt_cli.estimators.estimator import CHAIN_PARAMS, Estimator
+from bptt_cli.estimators.truncation import truncated_gradients
+from bptt_cli.units import format_size, parse_size
 
 CELL_NAMES = ("identity", "tanh", "relu", "sigmoid")
 

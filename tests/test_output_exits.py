@@ -94,7 +94,6 @@ def test_streamed_csv_is_the_same_text(tmp_path: Path) -> None:
     assert len(text.splitlines()) == 1 + 2 * (CSV_ROWS + 7)
     assert bptt("analyze", *args, "--format", "csv").stdout == text
     from bptt_cli.analysis.analyze import analyze
-
     from bptt_cli.core.network import Spec
 
     assert analysis_csv(analyze(Spec(T=CSV_ROWS + 7, hidden=3, trials=2))) == text

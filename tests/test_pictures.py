@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import reference as ref
-from bptt_cli.analysis.analyze import analyze
 from clitools import bptt, bptt_json, installed_bptt, plain_env, run_in_pty
 from hypothesis import example, given
 from hypothesis import strategies as st
 from rich.console import Console
 
+from bptt_cli.analysis.analyze import analyze
 from bptt_cli.core.network import Spec
-from bptt_cli.io.arrays import given_from_files
+from bptt_cli.io.weights import given_from_files
 from bptt_cli.report.charts import gradient_chart, rho_prediction
 from bptt_cli.report.heatmap import colour_bar, decade, render_sweep
 from bptt_cli.report.terminal import fancy
@@ -292,8 +292,8 @@ def _records(gains: list[float | None], tolerance: float = 1.0) -> list[dict]:
 
 def test_heat_table_shading_only_on_a_colour_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TERM", "xterm-256color")
+    from bptt_cli.io.points import Axis
     from bptt_cli.report.heatmap import layout
-    from bptt_cli.run.grid import Axis
 
     axes = [Axis("radius", "--radius", (0.5, 1.0, 1.5))]
     records = _records([-30.4, -0.2, 17.3])
@@ -355,8 +355,8 @@ def test_heat_table_shades_keep_their_hue_in_every_colour_system(
     out white for every verdict; each colour system keeps vanishing blue, stable green and
     exploding red, in the cells and in the colour bar."""
     monkeypatch.setenv("TERM", "xterm")
+    from bptt_cli.io.points import Axis
     from bptt_cli.report.heatmap import layout
-    from bptt_cli.run.grid import Axis
 
     gains = [-3000.2, -30.4, -2.5, -0.2, 0.7, 3.1, 17.3, 4000.5]
     axes = [Axis("radius", "--radius", tuple(0.5 + 0.1 * i for i in range(len(gains))))]

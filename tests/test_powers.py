@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import reference as ref
 from adapters import LN10, PARAMS, dL_dh, network, param_grads, random_trial, run
-from bptt_cli.analysis.analyze import analyze
 
+from bptt_cli.analysis.analyze import analyze
 from bptt_cli.core import powers as block
 from bptt_cli.core.cells import CELLS
 from bptt_cli.core.elman import POWER_K, bptt, forward

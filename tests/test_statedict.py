@@ -18,7 +18,7 @@ import pytest
 from adapters import random_trial
 from clitools import assert_bad_input, bptt, bptt_json
 
-from bptt_cli.io.arrays import load_weights
+from bptt_cli.io.weights import load_weights
 
 H, D, Q, T = 5, 3, 2, 30
 

@@ -13,8 +13,8 @@ import typer
 from sweep_helpers import SMALL, comparable, invoke, jsonl, same_as_csv
 
 from bptt_cli.cli import NOT_AXES, analyze
+from bptt_cli.io.points import point_key
 from bptt_cli.io.sweep_records import unflatten
-from bptt_cli.run.grid import point_key
 
 
 def analyze_json(*args: str) -> dict[str, Any]:
@@ -31,9 +31,9 @@ def sweep_records(*args: str) -> list[dict[str, Any]]:
 
 def flags_of(point: dict[str, Any]) -> list[str]:
     """The `bptt analyze` flags that reproduce a record's point."""
-    from bptt_cli.run.sweep import analyze_command
+    from bptt_cli.api.options import analyze_options, command
 
-    params = {p.name: p for p in analyze_command(analyze).params}
+    params = {p.name: p for p in command(analyze_options).params}
     args = []
     for name, value in point.items():
         param = params[name]
@@ -169,7 +169,11 @@ def _blas_env(point: dict[str, Any]) -> dict[str, str | None]:
 
 def test_a_new_analyze_option_is_an_axis_with_no_change_to_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
     """Build `sweep` from an analyze with an extra option: it takes an axis at once."""
+    import inspect
+
     import bptt_cli.run.sweep as sweep_module
+    from bptt_cli import cli
+    from bptt_cli.api import options
 
     def analyze_plus(
         future_knob: Annotated[int | None, typer.Option(min=1, help="A future option.")] = None,
@@ -177,19 +181,21 @@ def test_a_new_analyze_option_is_an_axis_with_no_change_to_sweep(monkeypatch: py
     ) -> None:
         """analyze with one more option."""
 
-    # the real analyze's parameters plus the new one
-    import inspect
-
-    sig = inspect.signature(analyze, eval_str=True)
+    # the real analyze's options plus the new one
+    sig = inspect.signature(options.analyze_options, eval_str=True)
     extra = inspect.signature(analyze_plus, eval_str=True).parameters["future_knob"]
     analyze_plus.__signature__ = sig.replace(parameters=[*sig.parameters.values(), extra])  # type: ignore[attr-defined]
     analyze_plus.__annotations__ = {}
+    monkeypatch.setattr(options, "analyze_options", analyze_plus)
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(
-        sweep_module, "run_sweep", lambda axes, defaults, **kw: seen.update({a.name: a for a in axes})
-    )
+
+    def run_sweep(axes: Any, **kw: Any) -> None:
+        seen.update({a.name: a for a in axes})
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(sweep_module, "run_sweep", run_sweep)
     app = typer.Typer(add_completion=False)
-    app.command("sweep")(sweep_module.sweep_command(analyze_plus, NOT_AXES))
+    app.command("sweep")(cli._sweep())
     app.command("other")(lambda: None)
     from typer.testing import CliRunner
 

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import typer
 
+from bptt_cli.api.options import analyze_options, command
 from bptt_cli.cli import NOT_AXES, analyze
 from bptt_cli.errors import BadInput
-from bptt_cli.run.grid import Axis, cell_text, describe, parse_axis, point_key, points
-from bptt_cli.run.sweep import analyze_command
+from bptt_cli.io.points import Axis, cell_text, describe, point_key
+from bptt_cli.run.grid import parse_axis, points
 
-COMMAND = analyze_command(analyze)
+COMMAND = command(analyze_options)
 CTX = typer.Context(COMMAND)
 PARAMS = {p.name: p for p in COMMAND.params}
 

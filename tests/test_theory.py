@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from bptt_cli.analysis.analyze import analyze
 
+from bptt_cli.analysis.analyze import analyze
 from bptt_cli.core.cells import CELLS
 from bptt_cli.core.elman import BackwardBlock, backward, backward_blocks, bptt, stored_blocks
 from bptt_cli.core.network import Given, Spec
@@ -532,8 +532,8 @@ def test_theory_after_a_checkpointed_pass(loss: str) -> None:
     cell = CELLS["tanh"]
     fwd, grads = bptt(an.net, cell, loss)
     fwd_ck, grads_ck = bptt(an.net, cell, loss, checkpoint_every=256)
-    stored = theory(spec, an.net, cell, fwd, grads, an.spectrum, 3)
-    ck = theory(spec, an.net, cell, fwd_ck, grads_ck, an.spectrum, 3)
+    stored = theory(spec, an.net, fwd, grads, an.spectrum, 3)
+    ck = theory(spec, an.net, fwd_ck, grads_ck, an.spectrum, 3)
     for name in stored.rates:
         np.testing.assert_array_equal(ck.rates[name], stored.rates[name])
     assert ck.lyapunov is not None and stored.lyapunov is not None

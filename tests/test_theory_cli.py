@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bptt_cli.analysis.analyze import analyze
 from rich.console import Console
 from typer.testing import CliRunner
 
+from bptt_cli.analysis.analyze import analyze
 from bptt_cli.cli import app
 from bptt_cli.core.network import Spec
 from bptt_cli.report.termplot import Canvas, complex_plane, line_chart
@@ -270,7 +270,8 @@ def test_zero_matrix_theory_records(cell: str) -> None:
     """W_hh = 0 (gain 0): no warning, strict JSON, the exact zeros reported as such.
 
     (Through the CLI the spectrum's condition number 0/0 warns: see spectra.py.)"""
-    from bptt_cli.io.records import dumps, theory_record, theory_summary
+    from bptt_cli.io.jsontext import dumps
+    from bptt_cli.io.records import theory_record, theory_summary
 
     an = analyze(Spec(cell=cell, gain=0.0, T=20, hidden=5), theory=True)
     th = an.theory

@@ -15,15 +15,10 @@ from bptt_cli.core.elman import bptt
 from bptt_cli.core.network import PARAMS, Network, Spec, build_network
 from bptt_cli.core.scaled import LN10, to_float
 from bptt_cli.errors import BadInput
-from bptt_cli.estimators.truncation import (
-    CHAIN_PARAMS,
-    Estimator,
-    clip_gradients,
-    default_uniforms,
-    estimators_from_options,
-    run_estimator,
-    truncated_gradients,
-)
+from bptt_cli.estimators.clipping import clip_gradients
+from bptt_cli.estimators.estimator import CHAIN_PARAMS, Estimator, estimators_from_options
+from bptt_cli.estimators.measure import run_estimator
+from bptt_cli.estimators.truncation import default_uniforms, truncated_gradients
 
 CELL_NAMES = ("identity", "tanh", "relu", "sigmoid")
 

@@ -2,8 +2,8 @@
 
 Used by the terminal chart and the plot files alike: medians and quartiles of
 ``log10 ||dL/dh_t||`` and friends over the trial axis, with ``-inf`` (an exact zero) ordered
-below every number and NaN (undefined) dropped, as :func:`bptt_cli.analysis.analyze.quantiles` does
-for one vector.
+below every number and NaN (undefined) dropped, as :func:`quantiles` does for one
+vector; :func:`spread` summarises one value per trial.
 """
 
 from __future__ import annotations
@@ -44,3 +44,24 @@ def log10_array(rows: Sequence[Sequence[Any] | None]) -> Array:
     return np.array(
         [[-np.inf if v is None else float(v) for v in (row or [])] for row in rows], dtype=np.float64
     )
+
+
+def quantiles(values: Array, qs: tuple[float, ...]) -> Array:
+    """Linear-interpolation quantiles (as ``numpy.quantile``) that let ``-inf`` through.
+
+    NaNs are dropped; with nothing left every quantile is NaN.
+    """
+    v = np.sort(values[~np.isnan(values)])
+    if v.size == 0:
+        return np.full(len(qs), np.nan)
+    pos = np.asarray(qs) * (v.size - 1)
+    lo, hi = np.floor(pos).astype(int), np.ceil(pos).astype(int)
+    a, b, f = v[lo], v[hi], pos - lo
+    with np.errstate(invalid="ignore"):
+        return np.where((f == 0) | np.isneginf(a), a, a + (b - a) * f)
+
+
+def spread(values: Array) -> dict[str, float]:
+    """Median, quartiles and extremes over trials."""
+    q = quantiles(values, (0.5, 0.25, 0.75, 0.0, 1.0))
+    return dict(zip(("median", "q1", "q3", "min", "max"), map(float, q), strict=True))

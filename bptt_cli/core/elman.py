@@ -526,7 +526,7 @@ def _chain_fast(
     ``(G_m, G_s, D_m, D_s)`` (the mantissas written into the given ``G_m``, ``D_m (n, L, h)``)
     and the chain leaving the sub-block (all columns), or, with ``ends``, the gradient at its
     first step; and which trials kept every digit (the others are to be redone by
-    :func:`_chain_scaled`). With two columns and ``pure = (m (n, L, h), s (n, L))``, the last
+    :func:`backward_steps`). With two columns and ``pure = (m (n, L, h), s (n, L))``, the last
     column's rows (the pure chain ``J^T g``) are written there.
     """
     n, L, h = loc_m.shape
@@ -581,26 +581,40 @@ def _chain_fast(
     return chain, ok
 
 
-def _chain_scaled(
+def backward_steps(
     W_hh: Array, dphi: Dphi | None, loc_m: Array, loc_s: Array,
     g_m: Array, g_s: Array, add_local: NDArray[np.bool_], ends: bool,
     pure: tuple[Array, Array] | None = None,
 ) -> Chain:
-    """The same steps as :func:`_chain_fast`, renormalising at every step (the slow path)."""
+    """The seed's recursion, one step at a time, in scaled arithmetic: for k = L-1 .. 0,
+
+        dL/dh_t = W_hh^T dL/da_{t+1} + W_qh^T dL/do_t      (the chain arriving, plus the local term)
+        dL/da_t = diag(phi'(a_t)) dL/dh_t
+        leaving:  W_hh^T dL/da_t
+
+    ``g_m e^g_s`` ``(n, c, h)``, ``(n, c)``: the chain arriving at the sub-block's last step;
+    column 0 is dL/dh_t and gets the local terms ``loc_m e^loc_s`` ``(n, L, h)``, ``(n, L)`` where
+    ``add_local (L,)``; for the mean loss column 1 carries ``J^T g`` alone (written to ``pure``).
+    ``dphi``: ``|phi'(a_t)|`` of the sub-block's steps (``None``: the identity cell). Every vector
+    is renormalised at every step, so nothing over- or underflows. Returns dL/dh_t and dL/da_t as
+    ``(G_m, G_s, D_m, D_s)`` ``(n, L, h)``, ``(n, L)`` and the chain leaving the sub-block (with
+    ``ends``, the gradient at its first step). :func:`_chain_fast` does the same steps in plain
+    float64 within a fixed frame, and falls back to this where a vector nears float64's limits.
+    """
     n, L, h = loc_m.shape
     G_m, G_s, D_m, D_s = np.empty((n, L, h)), np.empty((n, L)), np.empty((n, L, h)), np.empty((n, L))
     for k in range(L - 1, -1, -1):
-        if add_local[k]:
+        if add_local[k]:  # + W_qh^T dL/do_t
             g_m, g_s = g_m.copy(), g_s.copy()
             g_m[:, 0], g_s[:, 0] = add(g_m[:, 0], g_s[:, 0], loc_m[:, k], loc_s[:, k])
-        G_m[:, k], G_s[:, k] = g_m[:, 0], g_s[:, 0]
+        G_m[:, k], G_s[:, k] = g_m[:, 0], g_s[:, 0]  # dL/dh_t
         if pure is not None:
             pure[0][:, k], pure[1][:, k] = g_m[:, -1], g_s[:, -1]
-        d_m, d_s = through_phi(dphi, k, g_m, g_s)
+        d_m, d_s = through_phi(dphi, k, g_m, g_s)  # dL/da_t = diag(phi'(a_t)) dL/dh_t
         D_m[:, k], D_s[:, k] = d_m[:, 0], d_s[:, 0]
         if ends and k == 0:
             break
-        g_m, g_s = normalize(rows_times(d_m, W_hh), d_s)
+        g_m, g_s = normalize(rows_times(d_m, W_hh), d_s)  # W_hh^T dL/da_t (rows: (dL/da_t)^T W_hh)
     return G_m, G_s, D_m, D_s, g_m, g_s
 
 
@@ -636,7 +650,7 @@ def backward_blocks(
 
     The chain runs backwards in sub-blocks of ``SUB`` steps, each in plain float64 within a
     fixed frame (:func:`_chain_fast`) or, for a trial that left float64's safe range, step by
-    step in scaled arithmetic (:func:`_chain_scaled`). A checkpointed forward pass is
+    step in scaled arithmetic (:func:`backward_steps`). A checkpointed forward pass is
     recomputed segment by segment; the blocks are the same, bit for bit, in both modes.
     ``out = (dh_m, dh_s, da_m, da_s)``, ``(n, T, h)`` and ``(n, T)`` (mantissas may be
     ``None``): the blocks are written there (the blocks' arrays are views of them).
@@ -770,7 +784,7 @@ def _chain_sequential(
     W_hh: Array, dphi: Dphi | None, loc_m: Array, loc_s: Array, g_m: Array, g_s: Array,
     add_local: NDArray[np.bool_], ends: bool, out: list[Array], pure: tuple[Array, Array] | None,
 ) -> tuple[Array, Array]:
-    """One sub-block step by step (:func:`_chain_fast`, and :func:`_chain_scaled` for the
+    """One sub-block step by step (:func:`_chain_fast`, and :func:`backward_steps` for the
     trials that left the safe range): writes ``out = [G_m, G_s, D_m, D_s]`` (and ``pure``),
     returns the chain leaving it."""
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked inside
@@ -778,7 +792,7 @@ def _chain_sequential(
     if not ok.all():  # redo those trials step by step
         bad = np.flatnonzero(~ok)
         bad_pure = None if pure is None else (pure[0][bad], pure[1][bad])
-        slow = _chain_scaled(W_hh[bad], None if dphi is None else dphi.trials(bad), loc_m[bad],
+        slow = backward_steps(W_hh[bad], None if dphi is None else dphi.trials(bad), loc_m[bad],
                              loc_s[bad], g_m[bad], g_s[bad], add_local, ends, bad_pure)
         for full, part in zip(chain, slow, strict=True):
             full[bad] = part

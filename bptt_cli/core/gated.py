@@ -63,7 +63,7 @@ from bptt_cli.core.elman import (
     loss_ln,
     vector_sum,
 )
-from bptt_cli.core.gated_network import GatedNetwork
+from bptt_cli.core.network import GatedNetwork
 from bptt_cli.core.scaled import LN10, Array, add, finite_or_zero, normalize
 from bptt_cli.errors import BadInput
 

@@ -1,13 +1,29 @@
-"""The Elman network of an experiment: its settings, parameters and data, stacked over trials.
+"""The network of an experiment: its settings, parameters and data, stacked over trials.
 
-``a_t = W_hx x_t + W_hh h_{t-1} + b_h``, ``h_t = phi(a_t)``, ``o_t = W_qh h_t + b_q``,
-``t = 1..T``, ``h_0 = 0``. Every array carries a leading trial axis ``n``.
+Elman cells (identity, tanh, relu, sigmoid)::
+
+    a_t = W_hx x_t + W_hh h_{t-1} + b_h,   h_t = phi(a_t),   o_t = W_qh h_t + b_q,   t = 1..T, h_0 = 0
+
+Gated cells (PyTorch's nn.LSTM and nn.GRU) carry PyTorch's names and layouts: ``weight_ih_l0 (G h,
+d)``, ``weight_hh_l0 (G h, h)``, ``bias_ih_l0 (G h)``, ``bias_hh_l0 (G h)`` with the gate blocks
+stacked in PyTorch's order (LSTM, G = 4: input i, forget f, cell g, output o; GRU, G = 3: reset r,
+update z, new n), and the output layer ``W_qh (q, h)``, ``b_q (q)`` of the Elman network. Their
+random initialisation is PyTorch's default, ``U(-1/sqrt(h), 1/sqrt(h))`` for every weight and bias
+of the cell; ``--ensemble``/``--gain`` (and ``--radius``/``--norm``) act on each ``h x h`` gate
+block of ``weight_hh_l0`` (drawn independently from the ensemble times the gain, or rescaled to the
+radius/norm), ``--forget-bias`` is added to the LSTM's forget-gate rows of ``bias_ih_l0``.
+
+Both families draw the output layer and the data from the same child streams of a trial's seed, so
+every cell of a comparison sees the same ``W_qh``, ``b_q``, ``x_t`` and ``y_t``. :func:`build_network`
+builds either from its :class:`Spec` (a :class:`GatedSpec` for the gated cells). Every array carries
+a leading trial axis ``n``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from typing import overload
 
 import numpy as np
 
@@ -136,17 +152,204 @@ def draw_trial(spec: Spec, given: Given, seq: np.random.SeedSequence) -> dict[st
     }
 
 
+@overload
+def build_network(  # type: ignore[overload-overlap]
+    spec: GatedSpec, given: GatedGiven | None = None, seeds: list[np.random.SeedSequence] | None = None
+) -> GatedNetwork: ...
+
+
+@overload
 def build_network(
     spec: Spec, given: Given | None = None, seeds: list[np.random.SeedSequence] | None = None
-) -> Network:
+) -> Network: ...
+
+
+def build_network(
+    spec: Spec, given: Given | GatedGiven | None = None, seeds: list[np.random.SeedSequence] | None = None
+) -> Network | GatedNetwork:
     """Draw (or take) the parameters and data of every trial and stack them.
 
-    ``seeds`` defaults to :func:`trial_seeds`; ``W_hh`` is rescaled to ``spec.radius`` or
-    ``spec.norm`` when one is set.
+    ``seeds`` defaults to :func:`trial_seeds`; ``W_hh`` (each ``h x h`` block of a gated cell's
+    ``weight_hh_l0``) is rescaled to ``spec.radius`` or ``spec.norm`` when one is set. A
+    :class:`GatedSpec` gives a :class:`GatedNetwork` (``given`` a :class:`GatedGiven`), anything
+    else a :class:`Network` (``given`` a :class:`Given`).
     """
+    if isinstance(spec, GatedSpec):
+        assert given is None or isinstance(given, GatedGiven)
+        return _build_gated(spec, given, seeds)
+    assert given is None or isinstance(given, Given)
     given = given or Given()
     seeds = seeds if seeds is not None else trial_seeds(spec.seed, spec.trials)
     trials = [draw_trial(spec, given, seq) for seq in seeds]
     stacked = {name: np.stack([tr[name] for tr in trials]) for name in trials[0]}
     stacked["W_hh"] = rescale(stacked["W_hh"], spec.radius, spec.norm)
     return Network(**stacked, seeds=seeds)
+
+
+# -- gated cells (nn.LSTM, nn.GRU) --------------------------------------------------------------
+
+GATED = ("lstm", "gru")
+GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
+CANDIDATE = {"lstm": 2, "gru": 2}  # index of the block that plays W_hh's role (g, n)
+GATED_PARAMS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "W_qh", "b_q")
+# child streams of a trial's SeedSequence: 2, 4, 5, 6 are the Elman network's W_qh, b_q, x, y
+STREAMS = {"W_qh": 2, "b_q": 4, "x": 5, "y": 6,
+           "weight_ih_l0": 7, "weight_hh_l0": 8, "bias_ih_l0": 9, "bias_hh_l0": 10}
+
+
+@dataclass(frozen=True)
+class GatedSpec(Spec):
+    """:class:`Spec` for an LSTM or GRU cell.
+
+    ``ensemble`` defaults to ``uniform`` (PyTorch's initialisation, with ``gain`` 1);
+    ``forget_bias`` is added to the LSTM's forget-gate bias (the GRU has no forget gate and
+    ignores it, so that it can be a sweep axis beside ``cell``). ``bias`` is the standard
+    deviation of ``b_q`` (the gate biases follow PyTorch's initialisation).
+    """
+
+    cell: str = "lstm"
+    ensemble: str = "uniform"
+    forget_bias: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.cell not in GATED:
+            raise BadInput(f"unknown gated cell {self.cell!r} (choose from {', '.join(GATED)})")
+        if not np.isfinite(self.forget_bias):
+            raise BadInput(f"forget_bias must be a finite number, got {self.forget_bias}")
+        # every other setting is checked exactly as for the Elman network
+        Spec(**{f.name: getattr(self, f.name) for f in fields(Spec) if f.name != "cell"})
+
+    @property
+    def gates(self) -> int:
+        """G: 4 for the LSTM, 3 for the GRU."""
+        return len(GATES[self.cell])
+
+
+@dataclass(frozen=True)
+class GatedGiven:
+    """Arrays supplied by the user, PyTorch names; ``None`` means draw at random.
+
+    ``bias_ih_l0``/``bias_hh_l0`` are zeros when a weights file has none (PyTorch's
+    ``bias=False``); the loader fills them in.
+    """
+
+    weight_ih_l0: Array | None = None
+    weight_hh_l0: Array | None = None
+    bias_ih_l0: Array | None = None
+    bias_hh_l0: Array | None = None
+    W_qh: Array | None = None
+    b_q: Array | None = None
+    x: Array | None = None
+    y: Array | None = None
+
+
+@dataclass(frozen=True)
+class GatedNetwork:
+    """Parameters and data of ``n`` trials of an LSTM or GRU.
+
+    Shapes: ``weight_ih_l0 (n, G h, d)``, ``weight_hh_l0 (n, G h, h)``, ``bias_ih_l0 (n, G h)``,
+    ``bias_hh_l0 (n, G h)``, ``W_qh (n, q, h)``, ``b_q (n, q)``, ``x (n, T, d)``, ``y (n, T, q)``.
+    """
+
+    cell: str
+    weight_ih_l0: Array
+    weight_hh_l0: Array
+    bias_ih_l0: Array
+    bias_hh_l0: Array
+    W_qh: Array
+    b_q: Array
+    x: Array
+    y: Array
+    seeds: list[np.random.SeedSequence] = field(default_factory=list, compare=False)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        """``(n, T, h, d, q)``."""
+        n, T, d = self.x.shape
+        return n, T, self.weight_hh_l0.shape[-1], d, self.W_qh.shape[-2]
+
+    @property
+    def gates(self) -> int:
+        return len(GATES[self.cell])
+
+    def block(self, name: str, gate: str) -> Array:
+        """The ``(n, h, h)`` (or ``(n, h, d)``, ``(n, h)``) rows of parameter ``name`` for ``gate``."""
+        h = self.shape[2]
+        k = GATES[self.cell].index(gate)
+        return getattr(self, name)[:, k * h : (k + 1) * h]
+
+    @property
+    def W_hh(self) -> Array:
+        """The candidate block of ``weight_hh_l0`` (``W_hg`` of the LSTM, ``W_hn`` of the GRU),
+        ``(n, h, h)``: the matrix that plays the Elman ``W_hh``'s role, whose spectrum is reported."""
+        return self.block("weight_hh_l0", GATES[self.cell][CANDIDATE[self.cell]])
+
+    def params(self) -> dict[str, Array]:
+        return {name: getattr(self, name) for name in GATED_PARAMS}
+
+    def output_layer(self) -> Network:
+        """The output layer and the data as an Elman :class:`Network` (views, no
+        copies): ``W_qh``, ``b_q``, ``x``, ``y`` and the sizes are this network's; ``W_hh`` is the
+        candidate block and ``W_hx``, ``b_h`` its input rows. For the helpers of
+        :mod:`bptt_cli.core.elman` that read only the output layer (``local_terms``).
+        """
+        h = self.shape[2]
+        k = CANDIDATE[self.cell]
+        rows = slice(k * h, (k + 1) * h)
+        return Network(self.W_hh, self.weight_ih_l0[:, rows], self.W_qh, self.bias_ih_l0[:, rows],
+                       self.b_q, self.x, self.y, self.seeds)
+
+
+def draw_gated_trial(spec: GatedSpec, given: GatedGiven, seq: np.random.SeedSequence) -> dict[str, Array]:
+    """Parameters and data of one trial: the given arrays, the rest drawn from ``seq``."""
+    h, d, q, T, G = spec.hidden, spec.inputs_dim, spec.outputs_dim, spec.T, spec.gates
+    k = 1.0 / np.sqrt(h)
+
+    def recurrent(r: np.random.Generator) -> Array:
+        return np.concatenate([random_W_hh(r, h, spec.ensemble, spec.gain) for _ in range(G)])
+
+    draws: dict[str, Callable[[np.random.Generator], Array]] = {
+        "weight_ih_l0": lambda r: r.uniform(-k, k, (G * h, d)),
+        "weight_hh_l0": recurrent,
+        "bias_ih_l0": lambda r: r.uniform(-k, k, G * h),
+        "bias_hh_l0": lambda r: r.uniform(-k, k, G * h),
+        "W_qh": lambda r: r.standard_normal((q, h)) / np.sqrt(h),
+        "b_q": lambda r: r.standard_normal(q) * spec.bias,
+        "x": lambda r: r.standard_normal((T, d)),
+        "y": lambda r: r.standard_normal((T, q)),
+    }
+    out = {}
+    for name, draw in draws.items():
+        value = getattr(given, name)
+        out[name] = np.asarray(value, dtype=np.float64) if value is not None else draw(
+            child_rng(seq, STREAMS[name])
+        )
+    return out
+
+
+def _build_gated(
+    spec: GatedSpec, given: GatedGiven | None = None, seeds: list[np.random.SeedSequence] | None = None
+) -> GatedNetwork:
+    """Draw (or take) every trial's parameters and data and stack them.
+
+    ``seeds`` defaults to ``SeedSequence(spec.seed).spawn(spec.trials)``. Each ``h x h`` block of
+    ``weight_hh_l0`` is rescaled to ``spec.radius`` or ``spec.norm`` when one is set, and
+    ``spec.forget_bias`` is added to the LSTM's forget rows of ``bias_ih_l0``.
+    """
+    given = given or GatedGiven()
+    seeds = seeds if seeds is not None else trial_seeds(spec.seed, spec.trials)
+    trials = [draw_gated_trial(spec, given, seq) for seq in seeds]
+    stacked = {name: np.stack([tr[name] for tr in trials]) for name in trials[0]}
+    n, h, G = len(seeds), spec.hidden, spec.gates
+    blocks = stacked["weight_hh_l0"].reshape(n, G, h, h)
+    stacked["weight_hh_l0"] = rescale(blocks, spec.radius, spec.norm).reshape(n, G * h, h)
+    if spec.cell == "lstm" and spec.forget_bias:
+        stacked["bias_ih_l0"] = stacked["bias_ih_l0"].copy()
+        stacked["bias_ih_l0"][:, h : 2 * h] += spec.forget_bias
+    return GatedNetwork(spec.cell, **stacked, seeds=seeds)
+
+
+def state_size(cell: str, h: int) -> int:
+    """``D``: the size of the state whose step Jacobians are multiplied: ``2h`` for the LSTM's
+    joint ``(h, c)``, else ``h``."""
+    return 2 * h if cell == "lstm" else h

@@ -85,6 +85,13 @@ def log_weights(s: Array, axis: int = -1) -> tuple[Array, Array]:
     return w, np.squeeze(top, axis=axis)
 
 
+def log_sum_exp(x: Array, axis: int = -1) -> Array:
+    """``ln sum exp x`` along ``axis``; ``-inf`` when every term is ``-inf``; NaN stays NaN."""
+    w, top = log_weights(x, axis=axis)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return finite_or_zero(top) + np.log(np.sum(w, axis=axis))
+
+
 def log_norm(m: Array, s: Array) -> Array:
     """Natural log of the Frobenius norm of ``m * exp(s)`` over the last two axes.
 

@@ -1,29 +1,32 @@
-"""Machine-readable output: the JSON record of an analysis (a public contract), CSV rows,
-and atomic file writes.
+"""The records of the commands: the JSON objects of ``bptt analyze``, ``spectrum`` and ``truncate`` (a
+public contract, docs/json.md) and their CSV rows.
 
-Non-finite numbers never reach the JSON text: ``-inf`` (an exact zero on the log scale)
-and NaN (undefined) are written as ``null`` on purpose, and ``allow_nan=False`` guards it.
+The objects hold numpy arrays and scalars as they are; :mod:`bptt_cli.io.jsontext` writes them
+(``-inf``, an exact zero on the log scale, and NaN, undefined, as ``null``).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import os
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bptt_cli import __version__
-from bptt_cli.analysis.analyze import Analysis, quantiles
-from bptt_cli.core.gated_network import GATED
-from bptt_cli.errors import BadInput
+from bptt_cli.analysis.result import VERDICTS, Analysis, GatedAnalysis
+from bptt_cli.analysis.stats import quantiles, spread
+from bptt_cli.core.network import GATED
+from bptt_cli.io.estimator_records import (
+    comparison_rows,
+    estimate_record,
+    estimate_summary,
+    estimates_summary,
+    pow10_value,
+    trial_estimates,
+)
 
 if TYPE_CHECKING:
     from bptt_cli.analysis.memory import MemoryUse
@@ -31,61 +34,29 @@ if TYPE_CHECKING:
     from bptt_cli.theory.predict import Theory
 
 
-def jsonable(obj: Any) -> Any:
-    """Plain Python values for ``json``: numpy scalars and arrays unwrapped, non-finite to None."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def dumps(obj: Any, indent: int | None = None) -> str:
-    return json.dumps(jsonable(obj), allow_nan=False, indent=indent)
-
-
-CHUNK = 8192  # array entries formatted at a time by write_json
-
-
-def write_json(obj: Any, write: Callable[[str], object]) -> None:
-    """``obj`` as the JSON text ``dumps`` gives, written in pieces.
-
-    numpy arrays are formatted a chunk of entries at a time, so a record with millions of
-    numbers (``grad_h_log10`` at T = 1e6) never exists as one Python list or one string.
-    """
-    if isinstance(obj, dict):
-        write("{")
-        for j, (k, v) in enumerate(obj.items()):
-            write(("" if j == 0 else ", ") + json.dumps(str(k)) + ": ")
-            write_json(v, write)
-        write("}")
-    elif (isinstance(obj, np.ndarray) and obj.ndim > 1) or isinstance(obj, list | tuple):
-        write("[")
-        for j, v in enumerate(obj):
-            if j:
-                write(", ")
-            write_json(v, write)
-        write("]")
-    elif isinstance(obj, np.ndarray) and obj.ndim == 1 and obj.dtype.kind in "fiub":
-        write("[")
-        for j in range(0, len(obj), CHUNK):
-            values = jsonable(obj[j : j + CHUNK].tolist())
-            write(("" if j == 0 else ", ") + json.dumps(values, allow_nan=False)[1:-1])
-        write("]")
-    else:
-        write(json.dumps(jsonable(obj), allow_nan=False))
+def summary(an: Analysis) -> dict[str, Any]:
+    """``summary`` of ``bptt analyze``'s JSON (and of each sweep record): the median verdict and the
+    spread over trials, and the estimators' medians."""
+    gain = spread(an.gain_log10)
+    verdicts = an.verdicts
+    out = {
+        "gain_log10": gain["median"],
+        "verdict": an.verdict,
+        "tolerance": an.tolerance,
+        "trials": len(verdicts),
+        "spread": {"gain_log10": gain, "grad_h1_log10": spread(an.grad_h_log10[:, 0])},
+        "verdict_fractions": {v: verdicts.count(v) / len(verdicts) for v in VERDICTS},
+        "spectral_radius": float(np.median(an.spectrum.spectral_radius)),
+        "spectral_norm": float(np.median(an.spectrum.spectral_norm)),
+        "grad_params_log10": {k: spread(v)["median"] for k, v in an.grad_params_log10.items()},
+    }
+    if an.estimates:
+        out["estimators"] = estimates_summary(an.estimates)
+    return out
 
 
 def analysis_record(an: Analysis, config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON object of ``bptt analyze --format json`` (keys documented in the README)."""
+    """The JSON object of ``bptt analyze --format json`` (keys documented in docs/json.md)."""
     spec = an.spec
     spec_dict = {k: getattr(spec, k) for k in spec.__dataclass_fields__}
     trials = []
@@ -118,17 +89,15 @@ def analysis_record(an: Analysis, config: dict[str, Any] | None = None) -> dict[
             }
         )
         if an.estimates:
-            from bptt_cli.report.truncation_report import trial_estimates
-
             trials[-1]["estimators"] = trial_estimates(an.estimates, i)
-    summary = an.summary()
+    totals = summary(an)
     if an.theory is not None:
-        summary["theory"] = theory_summary(an.theory)
+        totals["theory"] = theory_summary(an.theory)
     record = {
         "version": __version__,
         "config": {**spec_dict, "tolerance": an.tolerance, **(config or {})},
         "trials": trials,
-        "summary": summary,
+        "summary": totals,
     }
     if an.memory is not None:
         record["memory"] = memory_record(an.memory)
@@ -233,8 +202,6 @@ def memory_record(mem: MemoryUse) -> dict[str, Any]:
 
 def gated_trial_arrays(an: Analysis) -> dict[str, Any]:
     """The per-trial arrays of a gated cell (``grad_c_log10``, ``gate_product_log10``); ``{}`` for Elman."""
-    from bptt_cli.analysis.gated_analysis import GatedAnalysis
-
     if not isinstance(an, GatedAnalysis):
         return {}
     out: dict[str, Any] = {}
@@ -242,9 +209,6 @@ def gated_trial_arrays(an: Analysis) -> dict[str, Any]:
         out["grad_c_log10"] = an.grad_c_log10
     out["gate_product_log10"] = an.gate_product_log10
     return out
-
-
-CSV_COLUMNS = ("trial", "t", "lag", "grad_h_log10", "ratio_log10", "predicted_log10")
 
 
 def analysis_csv(an: Analysis) -> str:
@@ -262,14 +226,12 @@ def analysis_csv(an: Analysis) -> str:
 CSV_ROWS = 4096  # rows formatted at a time by write_analysis_csv
 
 
-def write_analysis_csv(an: Analysis, write: Callable[[str], object]) -> None:
-    """The text of :func:`analysis_csv`, written ``CSV_ROWS`` rows at a time (T = 1e8 never
-    exists as one string)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    # grad_c_log10 (LSTM), gate_product_log10, in that order (no gated import for the Elman cells)
-    extra = gated_trial_arrays(an) if an.spec.cell in GATED else {}
-    writer.writerow((*CSV_COLUMNS, *extra))
+def analysis_columns(an: Analysis) -> dict[str, Any]:
+    """The columns of ``bptt analyze --format csv``, flat over trials and steps (row ``i T + k`` is
+    trial ``i``, step ``t = k + 1``): ``trial``, ``t``, ``lag`` (integers), ``grad_h_log10``, its
+    ``ratio_log10`` to t = T and the chapter's ``predicted_log10`` = ``(T - t) log10 rho`` (NaN for
+    the gated cells), and a gated cell's ``grad_c_log10`` (LSTM) and ``gate_product_log10``.
+    ``-inf`` is an exact zero; NaN undefined (both empty cells in the CSV)."""
     g = an.grad_h_log10
     n, T = g.shape
     lag = T - np.arange(1, T + 1)
@@ -277,86 +239,39 @@ def write_analysis_csv(an: Analysis, write: Callable[[str], object]) -> None:
         ratio = g - g[:, -1:]
         predicted = lag[None, :] * np.log10(an.spectrum.spectral_radius)[:, None]
         predicted = np.where(lag[None, :] == 0, 0.0, predicted)
+    extra = gated_trial_arrays(an) if an.spec.cell in GATED else {}
     if an.spec.cell in GATED:
         predicted = np.full_like(g, np.nan)
-    columns = [g, ratio, predicted, *(np.asarray(v, dtype=np.float64) for v in extra.values())]
-    for i in range(n):
-        for k in range(T):
-            row = [c[i, k] for c in columns]
-            writer.writerow([i, k + 1, lag[k], *("" if not np.isfinite(v) else repr(float(v)) for v in row)])
-            if k % CSV_ROWS == CSV_ROWS - 1:
-                write(buf.getvalue())
-                buf.seek(0)
-                buf.truncate()
+    columns: dict[str, Any] = {
+        "trial": np.repeat(np.arange(n), T),
+        "t": np.tile(np.arange(1, T + 1), n),
+        "lag": np.tile(lag, n),
+        "grad_h_log10": g.ravel(),
+        "ratio_log10": ratio.ravel(),
+        "predicted_log10": predicted.ravel(),
+    }
+    for name, values in extra.items():  # grad_c_log10 (LSTM), gate_product_log10, in that order
+        columns[name] = np.asarray(values, dtype=np.float64).ravel()
+    return columns
+
+
+def write_analysis_csv(an: Analysis, write: Callable[[str], object]) -> None:
+    """The text of :func:`analysis_csv`, written ``CSV_ROWS`` rows at a time (T = 1e8 never
+    exists as one string)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    columns = analysis_columns(an)
+    writer.writerow(columns)
+    ints = [columns.pop(k) for k in ("trial", "t", "lag")]
+    floats = list(columns.values())
+    for r in range(len(ints[0])):
+        texts = ("" if not np.isfinite(c[r]) else repr(float(c[r])) for c in floats)
+        writer.writerow([*(int(c[r]) for c in ints), *texts])
+        if r % CSV_ROWS == CSV_ROWS - 1:
+            write(buf.getvalue())
+            buf.seek(0)
+            buf.truncate()
     write(buf.getvalue())
-
-
-@contextmanager
-def atomic_open(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
-    """A file to write ``path`` through: a temporary file in the same directory, fsynced and
-    renamed over ``path`` when the block ends, removed if it fails. Never half-written; the new
-    file gets the permissions of any new file (``mkstemp`` alone would make it private)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def output_format(
-    output: Path | None, fmt: str | None, suffixes: Mapping[str, str], default: str = "table"
-) -> str:
-    """The format of a command's output: ``--format``, else from the ``--output`` suffix (one of
-    ``suffixes``), else ``default``; :class:`BadInput` if the two disagree (``--format csv
-    --output m.jsonl``; ``.txt``, plain text, takes any format) or ``output`` cannot be written
-    (checked now, before any work)."""
-    if output is None:
-        return fmt or default
-    check_writable(output)
-    known = suffixes.get(output.suffix.lower())
-    if fmt is None:
-        if known is None:
-            listed = ", ".join(s for s in suffixes)
-            raise BadInput(f"cannot tell the format of {output} from its suffix (use {listed}, or --format)")
-        return known
-    if known is not None and known != fmt and output.suffix.lower() != ".txt":
-        raise BadInput(
-            f"--format {fmt} conflicts with --output {output} (a {output.suffix} file is {known}): "
-            "drop --format or give the file a matching suffix"
-        )
-    return fmt
-
-
-def check_writable(path: Path) -> None:
-    """:class:`BadInput` unless a file can be written at ``path`` (its directory exists and takes
-    a new file, and ``path`` is not a directory). Leaves nothing behind."""
-    path = Path(path)
-    parent = path.parent
-    if not parent.is_dir():
-        raise BadInput(f"cannot write {path}: directory {parent} does not exist")
-    if path.is_dir():
-        raise BadInput(f"cannot write {path}: it is a directory")
-    try:  # the same temporary file atomic_open writes through
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
-    os.close(fd)
-    os.unlink(tmp)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through :func:`atomic_open`: never half-written."""
-    with atomic_open(path) as f:
-        f.write(text)
 
 
 def nonnormality_record(henrici: float, abscissa: float, growth: Any, i: int) -> dict[str, Any]:
@@ -373,7 +288,7 @@ def nonnormality_record(henrici: float, abscissa: float, growth: Any, i: int) ->
 
 
 def spectrum_record(rep: SpectrumReport, config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON object of ``bptt spectrum --format json`` (keys documented in the README)."""
+    """The JSON object of ``bptt spectrum --format json`` (keys documented in docs/json.md)."""
     spec = rep.spec
     sp = rep.spectrum
     keys = ("hidden", "ensemble", "gain", "radius", "norm", "trials", "seed", "T")
@@ -416,17 +331,60 @@ def spectrum_record(rep: SpectrumReport, config: dict[str, Any] | None = None) -
     }
 
 
-SPECTRUM_CSV_COLUMNS = ("trial", "i", "eigenvalue_re", "eigenvalue_im", "modulus", "singular_value")
+def spectrum_columns(rep: SpectrumReport) -> dict[str, Any]:
+    """The columns of ``bptt spectrum --format csv``, one row per trial and index i (eigenvalues
+    by decreasing modulus, singular values decreasing)."""
+    eig, sv = rep.spectrum.eigenvalues, rep.spectrum.singular_values
+    n, h = eig.shape
+    return {
+        "trial": np.repeat(np.arange(n), h),
+        "i": np.tile(np.arange(1, h + 1), n),
+        "eigenvalue_re": eig.real.ravel(),
+        "eigenvalue_im": eig.imag.ravel(),
+        "modulus": np.hypot(eig.real, eig.imag).ravel(),  # as Python's abs(complex): libm's hypot
+        "singular_value": sv.ravel(),
+    }
 
 
 def spectrum_csv(rep: SpectrumReport) -> str:
     """One row per trial and index i (eigenvalues by decreasing modulus, singular values decreasing)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(SPECTRUM_CSV_COLUMNS)
-    eig, sv = rep.spectrum.eigenvalues, rep.spectrum.singular_values
-    for t in range(eig.shape[0]):
-        for i in range(eig.shape[1]):
-            lam = complex(eig[t, i])
-            writer.writerow([t, i + 1, repr(lam.real), repr(lam.imag), repr(abs(lam)), repr(float(sv[t, i]))])
+    columns = spectrum_columns(rep)
+    writer.writerow(columns)
+    trial, i, *floats = columns.values()
+    for r in range(len(trial)):
+        writer.writerow([int(trial[r]), int(i[r]), *(repr(float(c[r])) for c in floats)])
     return buf.getvalue()
+
+
+def comparison_record(an: Analysis, param: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The JSON object of ``bptt truncate --format json`` (keys documented in docs/json.md)."""
+    spec = an.spec
+    rows = []
+    for r in comparison_rows(an, param):
+        row = {k: v for k, v in r.items() if not k.endswith("_log10")}
+        for key in ("relative_error", "bias", "variance"):
+            row[key], row[key + "_log10"] = pow10_value(r[key + "_log10"]), r[key + "_log10"]
+        rows.append(row)
+    params = an.grad_params_log10
+    trials = [
+        {
+            "trial": i,
+            "seed_spawn_key": list(an.net.seeds[i].spawn_key) if an.net.seeds else None,
+            "grad_params_log10": {k: v[i] for k, v in params.items()},
+            "estimators": [estimate_record(res, i) for res in an.estimates],
+        }
+        for i in range(an.net.shape[0])
+    ]
+    record: dict[str, Any] = {
+        "version": __version__,
+        "config": {**{k: getattr(spec, k) for k in spec.__dataclass_fields__}, **settings},
+        "param": param,
+        "rows": rows,
+        "estimators": [estimate_summary(res) for res in an.estimates],
+        "trials": trials,
+    }
+    if an.memory is not None:
+        record["memory"] = memory_record(an.memory)
+    return record

@@ -90,11 +90,23 @@ def read_state_dict(path: Path) -> dict[str, np.ndarray]:
         raise _torch_error(path, e) from None
     if not isinstance(loaded, dict):
         raise BadInput(f"{path} holds a {type(loaded).__name__}, not a state_dict (save model.state_dict())")
+    return tensors_to_numpy(loaded, path)
+
+
+def tensors_to_numpy(
+    arrays: Mapping[str, Any], path: Path | str = "the given weights"
+) -> dict[str, np.ndarray]:
+    """Named tensors (a state_dict) or arrays as numpy arrays, float tensors as float64; anything
+    else is a :class:`BadInput` naming the key and ``path``."""
     out = {}
-    for key, value in loaded.items():
-        if not isinstance(value, torch.Tensor):
+    for key, value in arrays.items():
+        if isinstance(value, np.ndarray | np.generic | int | float | list | tuple):
+            out[str(key)] = np.asarray(value)
+            continue
+        detach = getattr(value, "detach", None)
+        if detach is None:
             raise BadInput(f"{key!r} in {path} is a {type(value).__name__}, not a tensor")
-        value = value.detach().cpu()
+        value = detach().cpu()
         out[str(key)] = (value.double() if value.is_floating_point() else value).numpy()
     return out
 
@@ -108,7 +120,7 @@ def _hidden(arrays: Mapping[str, Any]) -> int | None:
     return None
 
 
-def unprefix(arrays: Mapping[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
+def unprefix(arrays: Mapping[str, np.ndarray], path: Path | str) -> dict[str, np.ndarray]:
     """A model's state_dict with the module prefixes taken off (see the module doc).
 
     Keys without a dot are kept as they are. Raises :class:`BadInput` for recurrent weights of

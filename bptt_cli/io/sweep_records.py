@@ -35,8 +35,9 @@ from typing import Any, Protocol
 
 from bptt_cli import __version__
 from bptt_cli.errors import BadInput
-from bptt_cli.io.records import dumps, write_atomic
-from bptt_cli.run.grid import cell_text
+from bptt_cli.io.jsontext import dumps
+from bptt_cli.io.output import write_atomic
+from bptt_cli.io.points import cell_text
 
 Record = dict[str, Any]
 FORMATS = ("jsonl", "json", "csv")

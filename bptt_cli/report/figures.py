@@ -35,8 +35,8 @@ from matplotlib.patches import Circle
 from bptt_cli import __version__
 from bptt_cli.analysis.stats import log10_array, over_trials
 from bptt_cli.core.scaled import LN10, Array
+from bptt_cli.io.points import Axis, cell_text
 from bptt_cli.report.heatmap import layout
-from bptt_cli.run.grid import Axis, cell_text
 
 DPI = 150
 ANALYZE_SIZE = (10.0, 7.5)  # inches

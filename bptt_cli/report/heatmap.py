@@ -29,9 +29,9 @@ from rich.table import Table
 from rich.text import Text
 
 from bptt_cli.errors import BadInput
-from bptt_cli.report.tables import VERDICT_STYLE, fmt
+from bptt_cli.io.points import Axis, PointKey, cell_text, point_key
+from bptt_cli.report.format import VERDICT_STYLE, fmt
 from bptt_cli.report.terminal import fancy
-from bptt_cli.run.grid import Axis, PointKey, cell_text, point_key
 
 ROW_PREFERENCE = ("radius", "gain", "norm", "hidden", "bias", "inputs_dim", "outputs_dim")
 COL_PREFERENCE = ("T", "hidden", "cell", "ensemble", "loss")
@@ -227,11 +227,11 @@ def render_sweep(
 
 
 @contextlib.contextmanager
-def progress(total: int, done: int = 0) -> Iterator[Callable[[], None]]:
-    """A progress bar on stderr (points done, elapsed, ETA) when stderr is a terminal; yields
-    the function that advances it by one point."""
+def progress(total: int, done: int = 0, enabled: bool = True) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr (points done, elapsed, ETA) when ``enabled`` and stderr is a
+    terminal; yields the function that advances it by one point."""
     console = Console(stderr=True)
-    if not console.is_terminal or console.is_dumb_terminal or done >= total:
+    if not enabled or not console.is_terminal or console.is_dumb_terminal or done >= total:
         yield lambda: None
         return
     from rich.progress import (

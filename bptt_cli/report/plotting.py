@@ -57,7 +57,7 @@ def save_figure(fig: Figure, path: Path, fmt: str) -> None:
     a failure never leaves a half-written image (nor the temporary file)."""
     import matplotlib
 
-    from bptt_cli.io.records import atomic_open
+    from bptt_cli.io.output import atomic_open
 
     try:
         with atomic_open(path, binary=True) as f, matplotlib.rc_context({"svg.hashsalt": "bptt"}):
@@ -131,17 +131,20 @@ def _nonempty(records: Sequence[Any], path: Path) -> list[Any]:
     return list(records)
 
 
-def write_plot(
-    kind: Kind, data: Any, path: Path, fmt: str, rows: str | None = None, cols: str | None = None
-) -> None:
-    """Draw the figure for ``data`` (what :func:`load_results` returns, or the record the command
-    just made) and write it to ``path`` atomically."""
+def figure_of(kind: Kind, data: Any, rows: str | None = None, cols: str | None = None) -> Figure:
+    """The figure for ``data`` (what :func:`load_results` returns, or the record a command just
+    made, as parsed JSON)."""
     from bptt_cli.report import figures
 
     if kind == "analyze":
-        fig = figures.analysis_figure(data)
-    elif kind == "spectrum":
-        fig = figures.spectrum_figure(data)
-    else:
-        fig = figures.sweep_figure(data, rows, cols)
-    save_figure(fig, path, fmt)
+        return figures.analysis_figure(data)
+    if kind == "spectrum":
+        return figures.spectrum_figure(data)
+    return figures.sweep_figure(data, rows, cols)
+
+
+def write_plot(
+    kind: Kind, data: Any, path: Path, fmt: str, rows: str | None = None, cols: str | None = None
+) -> None:
+    """Draw the figure for ``data`` (see :func:`figure_of`) and write it to ``path`` atomically."""
+    save_figure(figure_of(kind, data, rows, cols), path, fmt)

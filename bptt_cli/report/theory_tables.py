@@ -14,10 +14,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bptt_cli.analysis.analyze import Analysis, quantiles
+from bptt_cli.analysis.result import Analysis
 from bptt_cli.analysis.spectrum import SpectrumReport
+from bptt_cli.analysis.stats import quantiles
 from bptt_cli.core.scaled import Array
-from bptt_cli.report.tables import pow10, report_steps
+from bptt_cli.report.format import pow10, report_steps
 
 
 def _med(values: Array) -> float:

@@ -18,7 +18,8 @@ from typing import Any
 import typer
 
 from bptt_cli.errors import BadInput
-from bptt_cli.run.grid import cell_text, convert, flag_of, parse_axis, value_kind
+from bptt_cli.io.points import cell_text
+from bptt_cli.run.grid import convert, flag_of, parse_axis, value_kind
 
 CONFIG_HELP = (
     "TOML file of defaults: keys are option names; flags on the command line override it. "
@@ -110,17 +111,31 @@ def make_config_callback(
     ) -> Sequence[Path] | None:
         if not value:
             return value
-        by_key: dict[str, Any] = {}
-        for option in ctx.command.params:
-            if option.name != param.name and option.expose_value:
-                by_key.update(dict.fromkeys(_names(option), option))
-        defaults = dict(ctx.default_map or {})
-        for path in value:  # in order: a later file overrides an earlier one
-            defaults.update(_load(path, by_key, ctx, axes, axes_ctx))
-        ctx.default_map = defaults
+        defaults = load_defaults(value, ctx.command, ctx, axes, axes_ctx)
+        ctx.default_map = {**(ctx.default_map or {}), **defaults}
         return value
 
     return callback
+
+
+def load_defaults(
+    paths: Sequence[Path],
+    command: Any,
+    ctx: typer.Context,
+    axes: Mapping[str, Any] | None = None,
+    axes_ctx: typer.Context | None = None,
+) -> dict[str, Any]:
+    """The defaults the TOML files ``paths`` set for ``command``'s options (by option name; later
+    files override earlier ones), each checked by its option (in ``ctx``); :class:`BadInput` naming
+    the file and the key. ``axes``, ``axes_ctx``: as for :func:`make_config_callback`."""
+    by_key: dict[str, Any] = {}
+    for option in command.params:
+        if option.name != "config" and option.expose_value:
+            by_key.update(dict.fromkeys(_names(option), option))
+    defaults: dict[str, Any] = {}
+    for path in paths:  # in order: a later file overrides an earlier one
+        defaults.update(_load(path, by_key, ctx, axes, axes_ctx))
+    return defaults
 
 
 def _load(

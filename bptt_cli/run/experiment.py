@@ -19,9 +19,9 @@ from bptt_cli.core.network import Given, Spec
 from bptt_cli.errors import BadInput
 
 if TYPE_CHECKING:
-    from bptt_cli.analysis.analyze import Analysis
-    from bptt_cli.core.gated_network import GatedGiven
-    from bptt_cli.estimators.truncation import Estimator
+    from bptt_cli.analysis.result import Analysis
+    from bptt_cli.core.network import GatedGiven
+    from bptt_cli.estimators.estimator import Estimator
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Experiment:
     spec: Spec
     given: Given | GatedGiven
     tolerance: float
-    files: dict[str, Path | None]
+    files: dict[str, Path | str | None]
     lyapunov: int | None = None
     estimators: tuple[Estimator, ...] = ()
     checkpoint: str = "auto"
@@ -84,7 +84,7 @@ class Experiment:
 
     def resolved_options(self) -> dict[str, Any]:
         """:func:`resolved_options` of this experiment's :meth:`config`."""
-        from bptt_cli.io.records import jsonable
+        from bptt_cli.io.jsontext import jsonable
 
         return resolved_options(jsonable(self.config()))
 
@@ -117,19 +117,18 @@ def drawn_arrays(given: Given | GatedGiven) -> list[str]:
 def network_spec(
     T: int | None, cell: str, loss: str, hidden: int | None, inputs_dim: int | None, outputs_dim: int | None,
     ensemble: str | None, gain: float | None, radius: float | None, norm: float | None, bias: float,
-    trials: int, seed: int, weights: Path | None, inputs: Path | None, targets: Path | None,
+    trials: int, seed: int, weights: Any, inputs: Any, targets: Any,
     forget_bias: float = 0.0,
 ) -> tuple[Spec, Given | GatedGiven]:
     """The network's settings from its options, and the arrays given in files (checked against
     each other). ``None`` means "not given": sizes and T then come from the files, else from
-    :class:`Spec`. A gated cell (lstm, gru) gives a :class:`~bptt_cli.core.gated_network.GatedSpec`
+    :class:`Spec`. A gated cell (lstm, gru) gives a :class:`~bptt_cli.core.network.GatedSpec`
     and reads ``--weights`` with PyTorch's nn.LSTM/nn.GRU names.
     """
     import math
 
-    from bptt_cli.core.gated_network import GATED, GatedSpec
-    from bptt_cli.io.arrays import given_from_files
-    from bptt_cli.io.gated_files import gated_given_from_files
+    from bptt_cli.core.network import GATED, GatedSpec
+    from bptt_cli.io.weights import given_from_files
 
     if not math.isfinite(forget_bias):
         raise BadInput(f"--forget-bias must be a finite number, got {forget_bias}")
@@ -140,11 +139,7 @@ def network_spec(
         which = "ensemble" if ensemble is not None else "gain"
         raise BadInput(f"--{which} conflicts with --weights: W_hh comes from the file")
     gated = cell in GATED
-    given: Given | GatedGiven
-    if gated:
-        given, fixed = gated_given_from_files(cell, weights, inputs, targets)
-    else:
-        given, fixed = given_from_files(weights, inputs, targets)
+    given, fixed = given_from_files(weights, inputs, targets, cell=cell)
     asked = {"T": T, "hidden": hidden, "inputs_dim": inputs_dim, "outputs_dim": outputs_dim}
     for name, value in asked.items():
         if value is not None and name in fixed and fixed[name][0] != value:
@@ -180,9 +175,9 @@ def resolve(
     forget_bias: float,
     trials: int,
     seed: int,
-    weights: Path | str | None,
-    inputs: Path | str | None,
-    targets: Path | str | None,
+    weights: Path | str | Any,
+    inputs: Path | str | Any,
+    targets: Path | str | Any,
     tolerance: float,
     lyapunov: int | None,
     truncate: str | None,
@@ -195,39 +190,26 @@ def resolve(
 ) -> Experiment:
     """Check the options of ``bptt analyze`` (all but the output ones) and fill in the defaults.
 
-    Raises :class:`BadInput` for conflicting options or unusable files.
+    ``weights``, ``inputs``, ``targets``: files, or (from the Python API) arrays in memory, or a
+    PyTorch module for ``weights``. Raises :class:`BadInput` for conflicting options or unusable files.
     """
     import math
 
-    from bptt_cli.analysis.memory import parse_size
-    from bptt_cli.estimators.truncation import estimators_from_options
+    from bptt_cli.estimators.estimator import estimators_from_options
+    from bptt_cli.units import parse_size
 
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise BadInput(f"--tolerance must be a finite number >= 0, got {tolerance}")
     estimators = estimators_from_options(truncate, truncate_mode, keep_prob, draws, clip)
     budget = None if max_memory is None else parse_size(max_memory)
-    files = {
-        name: None if p is None else Path(p)
+    sources = {
+        name: Path(p) if isinstance(p, str | Path) else p
         for name, p in (("weights", weights), ("inputs", inputs), ("targets", targets))
     }
+    files = {name: source_label(src) for name, src in sources.items()}
     spec, given = network_spec(
-        T,
-        cell,
-        loss,
-        hidden,
-        inputs_dim,
-        outputs_dim,
-        ensemble,
-        gain,
-        radius,
-        norm,
-        bias,
-        trials,
-        seed,
-        files["weights"],
-        files["inputs"],
-        files["targets"],
-        forget_bias,
+        T, cell, loss, hidden, inputs_dim, outputs_dim, ensemble, gain, radius, norm, bias, trials, seed,
+        sources["weights"], sources["inputs"], sources["targets"], forget_bias,
     )
     from bptt_cli.analysis.analyze import plan
 
@@ -240,6 +222,16 @@ def resolve(
         "clip": clip,
     }
     return Experiment(spec, given, tolerance, files, lyapunov, tuple(estimators), checkpoint, budget, options)
+
+
+def source_label(source: Any) -> Path | str | None:
+    """How ``config`` names where an array came from: the file's path, or ``<nn.LSTM in memory>``,
+    ``<arrays in memory>`` for what the Python API was handed."""
+    if source is None or isinstance(source, Path):
+        return source
+    if hasattr(source, "state_dict"):
+        return f"<{type(source).__name__} in memory>"
+    return "<arrays in memory>"
 
 
 # options whose value an experiment resolves and its config holds as resolved
@@ -258,7 +250,7 @@ def resolved_options(config: Mapping[str, Any]) -> dict[str, Any]:
     other values) are the same experiment. :class:`BadInput`, ``KeyError`` or ``ValueError`` for
     a ``config`` that is not one.
     """
-    from bptt_cli.estimators.truncation import estimators_from_options
+    from bptt_cli.estimators.estimator import estimators_from_options
 
     truncate = config["truncate"]
     estimators = estimators_from_options(

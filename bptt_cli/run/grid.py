@@ -20,28 +20,14 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import PurePath
 from typing import Any
 
 import typer
 
 from bptt_cli.errors import BadInput
+from bptt_cli.io.points import Axis, PointKey, cell_text, describe, plain, point_key
 
 RANGE_KINDS = ("lin", "log")
-
-
-@dataclass(frozen=True)
-class Axis:
-    """One option of ``bptt analyze`` and the values it takes in the sweep (in order)."""
-
-    name: str
-    flag: str
-    values: tuple[Any, ...]
-
-    @property
-    def swept(self) -> bool:
-        """More than one value: a dimension of the grid (else a fixed setting)."""
-        return len(self.values) > 1
 
 
 def flag_of(param: Any) -> str:
@@ -57,11 +43,6 @@ def value_kind(param: Any) -> type | None:
         return annotation
     names = {"integer": int, "int range": int, "float": float, "float range": float, "boolean": bool}
     return names.get(getattr(param.type, "name", ""))  # typer < 0.29: the click type
-
-
-def plain(value: Any) -> Any:
-    """A JSON-ready setting: paths as strings, everything else as it is."""
-    return str(value) if isinstance(value, PurePath) else value
 
 
 def convert(
@@ -146,35 +127,6 @@ def points(axes: Sequence[Axis]) -> list[dict[str, Any]]:
     """Every combination of the axes' values (the last axis varies fastest)."""
     names = [a.name for a in axes]
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(a.values for a in axes))]
-
-
-def cell_text(value: Any) -> str:
-    """A setting as text: ``""`` for unset, ``repr`` for floats, ``true``/``false`` for booleans.
-
-    The same text for a value read back from JSON or CSV, so it identifies grid points.
-    """
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-PointKey = tuple[tuple[str, str], ...]
-
-
-def point_key(point: Mapping[str, Any]) -> PointKey:
-    """What identifies a grid point: every setting's text, by option name."""
-    return tuple(sorted((name, cell_text(value)) for name, value in point.items()))
-
-
-def describe(point: Mapping[str, Any], axes: Sequence[Axis]) -> str:
-    """``point cell=tanh T=100 radius=0.9``: the point's values on the swept axes (``the single
-    point`` without any)."""
-    parts = [f"{a.flag.lstrip('-')}={cell_text(point.get(a.name))}" for a in axes if a.swept]
-    return "point " + " ".join(parts) if parts else "the single point"
 
 
 Point = dict[str, Any]

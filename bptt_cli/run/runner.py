@@ -78,7 +78,8 @@ def run_point(point: Point) -> Record:
     ``wall_time_s`` is the time spent here (drawing, BPTT, spectra, theory, summary), seconds.
     """
     start = time.perf_counter()
-    from bptt_cli.io.records import analysis_record, jsonable
+    from bptt_cli.io.jsontext import jsonable
+    from bptt_cli.io.records import analysis_record
     from bptt_cli.run.experiment import resolve
 
     exp = resolve(**point)

@@ -1,177 +1,39 @@
 """``bptt sweep``: ``bptt analyze`` over a grid of settings.
 
-The command is built from ``analyze`` itself: every option of ``analyze`` (but its output
-options) becomes an option of ``sweep`` that takes an axis (see :mod:`bptt_cli.run.grid`), checked
-by ``analyze``'s own option types. An option added to ``analyze`` is an axis with no change here.
-Each grid point is computed by :func:`bptt_cli.run.runner.run_point` (``experiment.resolve``, then
-``analysis.analyze(...).summary()``, as ``bptt analyze``), and its record is written as soon as
-it is done (:mod:`bptt_cli.io.sweep_records`); the terminal gets heat tables (:mod:`bptt_cli.report.heatmap`).
+Every option of ``analyze`` (but its output options) is an axis (:mod:`bptt_cli.run.grid`). Each
+grid point is computed by :func:`bptt_cli.run.runner.run_point` (``experiment.resolve``, then
+``analysis.analyze``, as ``bptt analyze``), and its record is written as soon as it is done
+(:mod:`bptt_cli.io.sweep_records`). :func:`run_sweep` returns every record; the CLI and the API
+show them (heat tables, :mod:`bptt_cli.report.heatmap`) or hand them over.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
-import sys
-from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import typer
+from bptt_cli.errors import BadInput
+from bptt_cli.io.points import Axis
 
-from bptt_cli.errors import BadInput, ExitStatus
-from bptt_cli.run.config import CONFIG_HELP, make_config_callback
-from bptt_cli.run.grid import Axis, flag_of, parse_axis, plain, value_kind
-
-SWEEP_HELP = (
-    "Run analyze over a grid: every analyze option takes a comma list or a range START:STOP:COUNT[:log] "
-    "and the grid is their product. One record per point, written as each point finishes."
-)
-SweepFormat = Literal["table", "jsonl", "json", "csv"]
-FailOn = Literal["vanishing", "exploding", "unstable"]
-SUFFIX_FORMATS: dict[str, SweepFormat] = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".txt": "table"}
+SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".txt": "table"}
 
 
-def _sweep_options(
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            min=1, help="Local worker processes (default: the number of CPUs); 1 runs in this process."
-        ),
-    ] = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            envvar="BPTT_SCHEDULER",
-            help="Run the points on this Dask scheduler (tcp://HOST:8786) instead; needs bptt-cli[dask].",
-        ),
-    ] = None,
-    fmt: Annotated[
-        SweepFormat | None,
-        typer.Option("--format", help="table (heat tables, the default), or records as jsonl, json or csv."),
-    ] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            help="Write the records here as points finish; format from the suffix "
-            "(.jsonl .json .csv; .txt: the tables)."
-        ),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option(help="Keep the records already in --output and run only the points missing there.")
-    ] = False,
-    fail_on: Annotated[
-        FailOn | None,
-        typer.Option(help="Exit 1 if any point's verdict matches (the points are listed on stderr)."),
-    ] = None,
-    rows: Annotated[
-        str | None,
-        typer.Option(help="Axis for the heat table's rows (default: radius, gain or norm if swept)."),
-    ] = None,
-    cols: Annotated[
-        str | None, typer.Option(help="Axis for the heat table's columns (default: T if swept).")
-    ] = None,
-    plot: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="FILE",
-            help="Also draw the phase diagram (and the gain against T) into this image "
-            "(.png, .svg or .pdf); needs bptt-cli[plot].",
-        ),
-    ] = None,
-) -> None:
-    """The options of ``bptt sweep`` that are not ``analyze`` options (a template for the signature)."""
-
-
-SWEEP_OPTIONS = tuple(inspect.signature(_sweep_options, eval_str=True).parameters.values())
-
-
-def analyze_command(analyze: Callable[..., Any]) -> Any:
-    """The click command Typer builds for ``analyze`` (its options, their types and checks)."""
-    app = typer.Typer(add_completion=False)
-    app.command()(analyze)
-    return typer.main.get_command(app)
-
-
-def _axis_help(param: Any) -> str:
-    kind = value_kind(param)
-    how = "list or START:STOP:COUNT[:log]" if kind in (int, float) else "list"
-    default = plain(param.default)
-    shown = (
-        ""
-        if default is None
-        else f" Default {str(default).lower() if isinstance(default, bool) else default}."
-    )
-    return f"{(param.help or '').rstrip('.')}. Axis: a value or a comma {how}.{shown}"
-
-
-def sweep_command(analyze: Callable[..., Any], not_axes: Collection[str]) -> Callable[..., None]:
-    """The ``sweep`` command function for Typer, with one axis option per ``analyze`` option."""
-    command = analyze_command(analyze)
-    axis_params = {p.name: p for p in command.params if p.name not in not_axes}
-    own = {p.name for p in SWEEP_OPTIONS} | {"config"}
-    clash = own & set(axis_params)
-    if clash:
-        raise RuntimeError(f"analyze options {sorted(clash)} clash with sweep's own options")
-    for p in axis_params.values():
-        if p.multiple or p.nargs != 1:
-            raise RuntimeError(f"analyze option {p.name} takes several values: it cannot be a sweep axis")
-    axes_ctx = typer.Context(command)
-
-    parameters = []
-    for p in axis_params.values():
-        info = typer.Option(flag_of(p), help=_axis_help(p), metavar="VALUES", show_default=False)
-        parameters.append(
-            inspect.Parameter(
-                p.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, info]
-            )
-        )
-    config = typer.Option(
-        metavar="FILE",
-        help=CONFIG_HELP + " Lists are axes.",
-        is_eager=True,
-        callback=make_config_callback(axis_params, axes_ctx),
-    )
-    parameters += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in SWEEP_OPTIONS]
-    parameters.append(
-        inspect.Parameter(
-            "config",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=None,
-            annotation=Annotated[list[Path] | None, config],
-        )
-    )
-
-    def sweep(**options: Any) -> None:
-        options.pop("config", None)
-        axes_text = {name: options.pop(name) for name in axis_params}
-        axes = [
-            Axis(
-                name,
-                flag_of(p),
-                (plain(p.default),) if axes_text[name] is None else parse_axis(axes_text[name], p, axes_ctx),
-            )
-            for name, p in axis_params.items()
-        ]
-        defaults = {name: plain(p.default) for name, p in axis_params.items()}
-        run_sweep(axes, defaults, **options)
-
-    sweep.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-    sweep.__doc__ = SWEEP_HELP
-    return sweep
-
-
-def _cpus() -> int:
+def cpus() -> int:
+    """The CPUs this process may run on (the default number of local workers)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
 
 
-def _format(output: Path | None, fmt: SweepFormat | None) -> SweepFormat:
-    from bptt_cli.io.records import output_format
+def sweep_format(output: Path | None, fmt: str | None) -> str:
+    """The records' format: ``--format``, else from the ``--output`` suffix, else ``table``."""
+    from bptt_cli.io.output import output_format
 
-    return output_format(output, fmt, SUFFIX_FORMATS)  # type: ignore[return-value]
+    return output_format(output, fmt, SUFFIX_FORMATS)
 
 
 def shape(exp: Any) -> Hashable:
@@ -195,43 +57,74 @@ def copy_record(
     }
 
 
+@dataclass
+class SweepRun:
+    """A finished (or stopped) sweep: ``records`` by grid index (the first point of each identity),
+    ``failed`` points (index: why), the grid's ``product`` of points and its :class:`Points`."""
+
+    axes: Sequence[Axis]
+    product: list[dict[str, Any]]
+    grid: Any
+    records: dict[int, dict[str, Any]] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """How many distinct points the grid has."""
+        return len(self.grid.unique)
+
+    def shown(self) -> list[dict[str, Any]]:
+        """A record for every point of the product that has one (a point equal to an earlier one
+        shows its record under its own spelling), in grid order: what the tables show."""
+        return [
+            {**self.records[self.grid.index[key]], "point": p}
+            for p, key in zip(self.product, self.grid.identity, strict=True)
+            if self.grid.index[key] in self.records
+        ]
+
+    def ordered(self) -> list[dict[str, Any]]:
+        """Every record once, in grid order, with its point as spelled in this sweep."""
+        return [{**self.records[i], "point": self.product[i]} for i in sorted(self.records)]
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep: ``done`` of ``total`` points have records (in ``output``, if any)."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"{done} of {total} points")
+        self.done, self.total = done, total
+
+
 def run_sweep(
     axes: Sequence[Axis],
-    defaults: Mapping[str, Any],
     *,
     workers: int | None = None,
     scheduler: str | None = None,
-    fmt: SweepFormat | None = None,
+    out_format: str = "table",
     output: Path | None = None,
     resume: bool = False,
-    fail_on: str | None = None,
-    rows: str | None = None,
-    cols: str | None = None,
-    plot: Path | None = None,
-) -> None:
-    """Check everything, run the missing points, stream their records, then show the tables
-    (and draw the ``plot`` file).
+    progress: bool = True,
+) -> SweepRun:
+    """Check every point, run the missing ones, stream their records to ``output``, return them all.
 
-    ``axes``: one per ``analyze`` option, in its order; ``defaults``: ``analyze``'s defaults.
-    Points whose numbers another point of the grid gives (they differ only in options the cell
-    ignores) are computed once. A point that fails while it runs (bad input found only then) is
-    listed on stderr at the end, with nothing written for it, and the sweep exits 2 after the
-    others are done: ``--resume`` then runs only the points missing from ``--output``.
+    ``axes``: one per ``analyze`` option, in its order; ``out_format``: of the records in ``output``
+    (``table``: nothing is written here). Points whose numbers another point of the grid gives
+    (they differ only in options the cell ignores) are computed once. A point that fails while it
+    runs (bad input found only then) is in :attr:`SweepRun.failed`, with nothing written for it:
+    ``--resume`` then runs only the points missing from ``output``. ``progress``: a progress bar on
+    a terminal's stderr. Ctrl-C closes ``output`` with the whole records done and raises
+    :class:`SweepInterrupted`.
     """
-    from bptt_cli.analysis.analyze import FAIL_ON
-    from bptt_cli.io.records import jsonable
+    from bptt_cli.io.jsontext import jsonable
+    from bptt_cli.io.points import describe
     from bptt_cli.io.sweep_records import open_sink, read_records
-    from bptt_cli.report.heatmap import layout, progress
-    from bptt_cli.report.plotting import check_plot
+    from bptt_cli.report.heatmap import progress as progress_bar
     from bptt_cli.run.experiment import resolve
-    from bptt_cli.run.grid import Points, describe, points
+    from bptt_cli.run.grid import Points, points
     from bptt_cli.run.runner import Failure, PointFailed, running
 
-    out_format = _format(output, fmt)
     if resume and (output is None or out_format == "table"):
         raise BadInput("--resume needs --output FILE with records (.jsonl, .json or .csv)")
-    plan = layout(axes, rows, cols)
-    plot_format = check_plot(plot)
     product = points(axes)
     experiments = []
     for p in product:  # every point is checked before anything is run or written
@@ -277,7 +170,7 @@ def run_sweep(
             runs_of[work] = i
             followers[i] = []
             to_run.append(i)
-    n_workers = workers if workers is not None else _cpus()
+    n_workers = workers if workers is not None else cpus()
     if n_workers > 1 or scheduler:
         cost = [
             exp.spec.trials * (exp.spec.T * exp.spec.hidden**2 + 10 * exp.spec.hidden**3)
@@ -285,9 +178,9 @@ def run_sweep(
         ]
         to_run.sort(key=lambda i: -cost[i])  # longest first, so that the last ones to finish are short
 
-    records_out = out_format != "table"
-    records: dict[int, dict[str, Any]] = dict(done)
-    failed: dict[int, str] = {}
+    records_out = out_format != "table"  # to output, or streamed to stdout
+    run = SweepRun(axes, product, grid, dict(done))
+    records, failed = run.records, run.failed
     shapes = {shape(experiments[i]) for i in grid.unique}
 
     def order(record: dict[str, Any]) -> int:
@@ -302,7 +195,7 @@ def run_sweep(
             # the output is created (or cut to its whole records) before anything is computed
             sink = open_sink(out_format, output, existing, order, shapes, kind_of) if records_out else None
             try:
-                with progress(len(grid.unique), len(done)) as advance:
+                with progress_bar(len(grid.unique), len(done), enabled=progress) as advance:
 
                     def emit(i: int, record: dict[str, Any]) -> None:
                         records[i] = record
@@ -329,79 +222,5 @@ def run_sweep(
     except PointFailed as e:
         raise BadInput(f"{describe(e.point, axes)}: {e}") from None
     except KeyboardInterrupt:
-        if output is not None and records_out:
-            print(
-                f"bptt: {len(records)} of {len(grid.unique)} points are in {output}; "
-                "run again with --resume to finish",
-                file=sys.stderr,
-            )
-        raise
-
-    # every point of the product, for the tables: a point equal to an earlier one shows its record
-    shown = [
-        {**records[grid.index[key]], "point": p}
-        for p, key in zip(product, grid.identity, strict=True)
-        if grid.index[key] in records
-    ]
-    if not records_out or output is not None:
-        _show(shown, axes, defaults, plan, output if out_format == "table" else None)
-    if plot is not None and plot_format is not None and records:
-        import json
-
-        from bptt_cli.io.records import dumps
-        from bptt_cli.report.plotting import write_plot
-
-        ordered = [{**records[i], "point": product[i]} for i in sorted(records)]  # as spelled here
-        write_plot("sweep", json.loads(dumps(ordered)), plot, plot_format, rows, cols)
-    matched = []
-    if fail_on is not None:
-        matched = [i for i in sorted(records) if records[i]["summary"]["verdict"] in FAIL_ON[fail_on]]
-        for i in matched:
-            s = records[i]["summary"]
-            gain = s["gain_log10"]
-            print(
-                f"bptt: {describe(product[i], axes)}: {s['verdict']} (median gain_log10 "
-                f"{'null' if gain is None else format(gain, '+.2f')}) matches --fail-on {fail_on}",
-                file=sys.stderr,
-            )
-    if failed:
-        for i in sorted(failed):
-            print(f"bptt: error: {describe(product[i], axes)}: {failed[i]}", file=sys.stderr)
-        where = (
-            "; --resume with the same --output runs only them" if output is not None and records_out else ""
-        )
-        raise BadInput(
-            f"{len(failed)} of {len(grid.unique)} points failed (listed above) and have no record{where}"
-        )
-    if matched:
-        raise typer.Exit(ExitStatus.VERDICT_MATCHED)
-
-
-def _show(
-    records: Sequence[Mapping[str, Any]],
-    axes: Sequence[Axis],
-    defaults: Mapping[str, Any],
-    plan: Any,
-    path: Path | None,
-) -> None:
-    """The heat tables on stdout, or into ``path`` (written atomically)."""
-    from bptt_cli.io.records import write_atomic
-    from bptt_cli.report.heatmap import render_sweep
-    from bptt_cli.report.terminal import stdout_console, text_console
-
-    fixed = {
-        a.flag.lstrip("-"): a.values[0]
-        for a in axes
-        if not a.swept
-        and a.values[0] is not None
-        and (a.values[0] != defaults.get(a.name) or a.name in ("trials", "seed"))
-    }
-    if path is not None:
-        console = text_console(120)
-        render_sweep(records, axes, plan, console, fixed)
-        write_atomic(path, console.export_text())
-        return
-    console = stdout_console()
-    if not console.is_terminal:
-        console = stdout_console(width=max(console.width, 120))
-    render_sweep(records, axes, plan, console, fixed)
+        raise SweepInterrupted(len(records), len(grid.unique)) from None
+    return run

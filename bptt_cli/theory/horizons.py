@@ -1,17 +1,25 @@
 """How far back in time the gradient reaches: vanishing/exploding horizons and effective memory.
 
 Lags ``k = T - t`` count steps back from the last one. Results are float arrays holding
-whole numbers, NaN for "never within T" or "undefined" (``null`` in JSON).
+whole numbers, NaN for "never within T" or "undefined" (``null`` in JSON). The effective memory
+of a gated cell (:func:`gated_effective_memory`) is that of ``dL/dweight_hh_l0 = sum_t
+dL/d(W_hh h_{t-1} + b_hh) h_{t-1}^T`` (last loss), on a recomputed backward pass read block by
+block, last first, and only as far as needed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bptt_cli.core.elman import BackwardBlock
-from bptt_cli.core.scaled import Array
+from bptt_cli.core.network import GatedNetwork
+from bptt_cli.core.scaled import Array, normalize
+
+if TYPE_CHECKING:
+    from bptt_cli.core.gated import GatedBlock, GatedForward, GatedGradients
 
 HORIZON_FACTOR = 1e8
 MEMORY_TOLERANCE = 0.05
@@ -104,3 +112,30 @@ def _scan_block(
             return b0 + int(hit[-1]), R, norm2  # largest j: the fewest steps removed
     R = R - X.T @ Y
     return None, R, float(np.sum(R * R))
+
+
+# -- gated cells --------------------------------------------------------------------------------
+
+
+def _memory_blocks(net: GatedNetwork, fwd: GatedForward) -> Iterator[BackwardBlock]:
+    """The last loss's backward pass as :class:`~bptt_cli.core.elman.BackwardBlock` s, the last block first:
+    ``da`` is ``dL/d(W_hh h_{t-1} + b_hh)`` (the rows of ``weight_hh_l0``'s gradient) and ``h_m``
+    the unit mantissas of ``h_{b0}..h_{b1}``."""
+    from bptt_cli.core.gated import backward_blocks
+
+    blk: GatedBlock
+    for blk in backward_blocks(net, fwd, "last"):
+        h_m, h_s = normalize(fwd.h[:, blk.b0 : blk.b1 + 1])
+        (dh_m, dh_s), (gh_m, gh_s) = blk.rec[0], blk.rec[-1]
+        yield BackwardBlock(blk.b0, blk.b1, dh_m, dh_s, gh_m, gh_s, *blk.do, h_m, h_s, None)
+
+
+def gated_effective_memory(net: GatedNetwork, fwd: GatedForward, chain: GatedGradients) -> Array:
+    """Smallest ``k`` such that the last ``k`` steps give ``dL/dweight_hh_l0`` to within 5%, ``(n,)``.
+
+    ``chain``: the gradients of the ``last`` loss (their ``dL_dgh_s`` and ``weight_hh_l0``);
+    the blocks are recomputed, and only as many as the answer needs.
+    """
+    assert chain.dL_dgh_s is not None
+    total_m, total_s = chain.params["weight_hh_l0"]
+    return effective_memory(_memory_blocks(net, fwd), chain.dL_dgh_s, fwd.h_s, total_m, total_s)

@@ -14,17 +14,27 @@ is accumulated, and ``diag(phi'(a_t))`` is applied as ``exp(ln|phi'| - max ln|ph
 the maximum added to the sums, so nothing overflows or underflows.
 
 Running backwards also suits a checkpointed forward pass, whose segments come last first.
+
+The gated cells (LSTM, GRU) have the same exponents of their step Jacobians ``J_t = ds_t/ds_{t-1}``
+of the joint state ``s = (h, c)`` (LSTM, ``D = 2h``) or ``h`` (GRU, ``D = h``), by the same QR
+method backwards from t = T and with the same window (:func:`window` with the state size ``D`` in
+place of ``h``): :func:`gated_lyapunov`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bptt_cli.core.elman import Dphi
-from bptt_cli.core.scaled import Array
+from bptt_cli.core.network import GatedNetwork
+from bptt_cli.core.scaled import Array, finite_or_zero, normalize
+
+if TYPE_CHECKING:
+    from bptt_cli.core.gated import GatedForward, StepJacobians
 
 MAX_TRANSIENT = 100  # steps discarded: min(T // 10, MAX_TRANSIENT)
 STEP_BUDGET = 2**30  # steps averaged: min(T - transient, max(MIN_STEPS, STEP_BUDGET // (h^2 K + 2^17)))
@@ -32,6 +42,7 @@ MIN_STEPS = 500  # (a fraction of a second: 500 steps at h = 1024, 2730 at 256, 
 CHUNK = 256  # steps whose derivatives are prepared at once
 START_SEED = 20130101  # the fixed random start Q_0 (same for every trial and run)
 REL_FLOOR = -700.0  # nonzero |phi'| more than e^700 below the step's largest are raised to it
+TINY_LN = -600.0  # a gated QR step whose |R_ii| fell below e^-600 (or was not finite) is redone scaled
 
 
 @dataclass(frozen=True)
@@ -128,3 +139,83 @@ def _relative_dphi(dphi: Dphi | None, n: int, L: int) -> tuple[Array | None, Arr
     if dphi is None:
         return None, np.zeros((n, L))
     return np.where(dphi.w > 0, np.maximum(dphi.w, np.exp(REL_FLOOR)), 0.0), dphi.top
+
+
+# -- gated cells --------------------------------------------------------------------------------
+
+
+def gated_lyapunov(
+    net: GatedNetwork, fwd: GatedForward, K: int, transient: int | None = None, steps: int | None = None
+) -> Lyapunov:
+    """Top ``K`` Lyapunov exponents of every trial's product of step Jacobians.
+
+    ``Q_T = Q_0`` (the fixed start of :func:`~bptt_cli.theory.lyapunov.start_frame`, ``D x K``), then
+    ``J_t^T Q_t = Q_{t-1} R_t`` for t = T, T-1, ...; ``lambda_i = (1/N) sum ln |R_t[i, i]|``
+    over the ``N = steps`` steps after the first ``transient`` (both default to
+    :func:`~bptt_cli.theory.lyapunov.window` ``(T, D, K)``). ``J_t^T`` is applied with the kernel's
+    backward step on coefficients prepared ``CHUNK`` steps at a time, in plain float64 (gates
+    and their derivatives are at most 1); a trial whose step lost its frame (a non-finite entry,
+    or ``|R_ii| < e^-600``: derivatives of gates saturated beyond float64's range) is redone with
+    every coefficient in log form (:meth:`~bptt_cli.core.gated.StepJacobians.apply_T_scaled`), the
+    parts of the state joined by :func:`_joint` (a part below ``e^-700`` of the other is raised
+    to it): the exponents stay finite, and are exact while the gates' derivatives stay within
+    float64's range.
+    """
+    from bptt_cli.core.gated import StepJacobians
+
+    jac = StepJacobians(net, fwd)
+    n, T = fwd.pre.shape[:2]
+    D = jac.dim
+    if transient is None or steps is None:
+        transient, steps = window(T, D, K)
+    Q = np.broadcast_to(start_frame(D, K), (n, D, K)).copy()
+    logs = np.zeros((n, K))
+    stop = T - transient - steps  # first 0-based step not used
+    first_used = T - transient  # steps t < first_used are averaged
+    c1 = T
+    while c1 > stop:  # chunks of steps at absolute multiples of CHUNK, last first
+        c0 = max((c1 - 1) // CHUNK * CHUNK, stop)
+        co = jac.coefficients(c0, c1)
+        diag = np.empty((n, c1 - c0, K))
+        for k in range(c1 - c0 - 1, -1, -1):
+            Q, diag[:, k] = _qr_step(jac, co, k, c0 + k + 1, Q)
+        used = slice(0, max(0, min(c1, first_used) - c0))  # steps c0 .. first_used-1
+        logs += np.sum(diag[:, used], axis=1)
+        c1 = c0
+    return Lyapunov.from_sums(logs, steps, transient)
+
+
+def _qr_step(jac: StepJacobians, co: dict[str, Array], k: int, t: int, Q: Array) -> tuple[Array, Array]:
+    """``Q <- qr(J_t^T Q)`` for every trial, ``Q (n, D, K)``: the new ``Q`` and ``ln |R_ii| (n, K)``.
+
+    ``co`` holds the coefficients of a chunk whose ``k``-th step is step ``t``.
+    """
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        Y = np.swapaxes(jac.apply_T_with(co, k, np.swapaxes(Q, -1, -2)), -1, -2)  # (n, D, K)
+    finite = np.isfinite(Y).all(axis=(1, 2))
+    Y[~finite] = 0.0
+    Q_new, R = np.linalg.qr(Y)
+    with np.errstate(divide="ignore"):
+        ln = np.log(np.abs(np.diagonal(R, axis1=-2, axis2=-1)))
+    bad = np.flatnonzero(~(finite & np.all(ln >= TINY_LN, axis=1)))
+    if bad.size:
+        with np.errstate(divide="ignore", under="ignore"):
+            m, s = _joint(jac.apply_T_scaled(t, bad, np.swapaxes(Q[bad], -1, -2)))
+            Q_bad, R_bad = np.linalg.qr(np.swapaxes(m, -1, -2))
+            # Y = m^T diag(e^s) = Q_bad R_bad diag(e^s): the same Q, R_ii scaled by e^s_i
+            ln[bad] = np.log(np.abs(np.diagonal(R_bad, axis1=-2, axis2=-1))) + s
+        Q_new[bad] = Q_bad
+    return Q_new, ln
+
+
+def _joint(parts: list[tuple[Array, Array]]) -> tuple[Array, Array]:
+    """The rows of the joint state from its scaled parts: mantissa ``(b, k, D)`` of unit rows and
+    log scale ``(b, k)``. A part more than ``e^700`` below its row's largest is raised to that
+    (:data:`~bptt_cli.theory.lyapunov.REL_FLOOR`, as the Elman cell's ``ln |phi'|``), so that it is not
+    lost to float64's range: exact within that range, a finite approximation beyond it."""
+    if len(parts) == 1:
+        return parts[0]
+    top = finite_or_zero(np.max(np.stack([s for _, s in parts]), axis=0))
+    rel = [np.where(np.isfinite(s), np.maximum(s - top, REL_FLOOR), -np.inf) for _, s in parts]
+    return normalize(np.concatenate([m * np.exp(r)[..., None] for (m, _), r in zip(parts, rel, strict=True)],
+                                    axis=-1), top)

@@ -1,0 +1,139 @@
+"""The result of one experiment: every trial's exact gradients, spectrum, theory and estimators.
+
+Everything here is log10 (orders of magnitude) unless named ``_ln``; ``-inf`` marks an exact zero
+and NaN an undefined ratio (both become ``null`` in JSON). One class serves every cell:
+:class:`GatedAnalysis` adds what only a gated cell has (its ``grad_c_log10``, the gate product
+that keeps the gradient alive, the step Jacobians); its ``spectrum`` is that of the candidate block
+(``W_hg`` of the LSTM, ``W_hn`` of the GRU), the matrix that plays the Elman ``W_hh``'s role.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bptt_cli.analysis.stats import quantiles
+from bptt_cli.core.elman import Gradients
+from bptt_cli.core.network import GatedNetwork, Network, Spec
+from bptt_cli.core.scaled import LN10, Array, log_norm
+from bptt_cli.theory.spectra import Spectrum
+
+if TYPE_CHECKING:
+    from bptt_cli.analysis.memory import MemoryUse
+    from bptt_cli.core.gated import GatedForward, GatedGradients, StepJacobians
+    from bptt_cli.estimators.measure import EstimatorResult
+    from bptt_cli.theory.predict import Theory
+
+VERDICTS = ("vanishing", "stable", "exploding", "undefined")
+FAIL_ON = {
+    "vanishing": {"vanishing"},
+    "exploding": {"exploding"},
+    "unstable": {"vanishing", "exploding"},
+}
+
+
+def verdict(gain_log10: float, tolerance: float) -> str:
+    """``vanishing`` below ``-tolerance`` orders of magnitude, ``exploding`` above, else ``stable``.
+
+    An exact zero (``-inf``) vanishes; NaN (the last step's gradient is itself zero) is
+    ``undefined``.
+    """
+    if np.isnan(gain_log10):
+        return "undefined"
+    if gain_log10 < -tolerance:
+        return "vanishing"
+    if gain_log10 > tolerance:
+        return "exploding"
+    return "stable"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Results of every trial of one experiment (arrays have a leading trial axis ``n``)."""
+
+    spec: Spec
+    net: Network | GatedNetwork
+    grads: Gradients
+    spectrum: Spectrum
+    tolerance: float
+    theory: Theory | None = None  # the predictions beside the measurement (bptt_cli.theory.predict)
+    estimates: tuple[EstimatorResult, ...] = ()  # truncation and clipping (bptt_cli.estimators)
+    memory: MemoryUse | None = None
+    # log10 norm of each parameter gradient's step-t term, (n, T) each (Elman only;
+    # bptt_cli.theory.contributions)
+    param_terms_log10: dict[str, Array] | None = None
+
+    @property
+    def grad_h_log10(self) -> Array:
+        """``log10 ||dL/dh_t||``, ``(n, T)``, index 0 is t = 1."""
+        return self.grads.dL_dh_s / LN10
+
+    @property
+    def gain_log10(self) -> Array:
+        """``log10 ||J^T g|| - log10 ||g||``, ``(n,)``."""
+        return self.grads.gain_ln / LN10
+
+    @property
+    def grad_params_log10(self) -> dict[str, Array]:
+        """log10 Frobenius norm of each parameter gradient, ``(n,)`` each, in the network's order."""
+        out = {}
+        for name, (m, s) in self.grads.params.items():
+            out[name] = (log_norm(m, s) if m.ndim == 3 else log_norm(m[..., None], s)) / LN10
+        return out
+
+    @property
+    def verdicts(self) -> list[str]:
+        return [verdict(g, self.tolerance) for g in self.gain_log10]
+
+    @property
+    def median_gain_log10(self) -> float:
+        """The median over trials of :attr:`gain_log10` (``-inf`` counts as the smallest)."""
+        return float(quantiles(self.gain_log10, (0.5,))[0])
+
+    @property
+    def verdict(self) -> str:
+        """The verdict of the median gain: what ``summary.verdict`` reports and ``--fail-on`` matches."""
+        return verdict(self.median_gain_log10, self.tolerance)
+
+    def fails(self, fail_on: str | None) -> bool:
+        """Whether the median verdict matches ``--fail-on``."""
+        return fail_on is not None and self.verdict in FAIL_ON[fail_on]
+
+
+@dataclass(frozen=True)
+class GatedAnalysis(Analysis):
+    """Results of every trial of one LSTM/GRU experiment; ``fwd`` is the cached forward pass."""
+
+    fwd: GatedForward | None = None
+
+    @property
+    def gated_net(self) -> GatedNetwork:
+        assert isinstance(self.net, GatedNetwork)
+        return self.net
+
+    @property
+    def forward(self) -> GatedForward:
+        assert self.fwd is not None
+        return self.fwd
+
+    @property
+    def grad_c_log10(self) -> Array | None:
+        """``log10 ||dL/dc_t||`` of the LSTM, ``(n, T)`` (``None`` for the GRU)."""
+        grads: GatedGradients = self.grads  # type: ignore[assignment]
+        return None if grads.dL_dc_s is None else grads.dL_dc_s / LN10
+
+    @property
+    def gate_product_log10(self) -> Array:
+        """``log10 prod_{s>t} f_s`` (LSTM) or ``z_s`` (GRU), median over units, ``(n, T)``."""
+        from bptt_cli.core.gated import gate_product_log10
+
+        return gate_product_log10(self.gated_net, self.forward)
+
+    @property
+    def jacobians(self) -> StepJacobians:
+        """The step Jacobians ``ds_t/ds_{t-1}`` (joint ``(h, c)`` for the LSTM)."""
+        from bptt_cli.core.gated import StepJacobians
+
+        return StepJacobians(self.gated_net, self.forward)
