@@ -145,7 +145,7 @@ VERDICTS = {"vanishing", "stable", "exploding", "undefined"}
 
 
 def check_contract(rec: dict[str, Any], T: int, h: int, n: int) -> None:
-    """Every key of the README's JSON contract, with its type and length."""
+    """Every key of the JSON contract (docs/json.md), with its type and length."""
     assert rec["version"] == bptt_cli.__version__
     for key, kind in CONFIG_KEYS.items():
         assert key in rec["config"], key

@@ -18,6 +18,7 @@ from bptt_cli.theory.spectra import spectrum
 
 if TYPE_CHECKING:
     from bptt_cli.estimators.estimator import Estimator
+    from bptt_cli.estimators.measure import EstimatorResult
 
 
 def lyapunov_count(cell: str, h: int, lyapunov: int | None) -> int:
@@ -56,7 +57,6 @@ def plan(
     mode and budget, the estimators' memory, what gated cells cannot do. :class:`BadInput`
     if one fails. ``bptt sweep`` runs it on every point before it writes anything."""
     from bptt_cli.analysis.memory import memory_plan
-    from bptt_cli.estimators.measure import draw_batch
 
     K = lyapunov_count(spec.cell, spec.hidden, lyapunov)
     if isinstance(spec, GatedSpec) and estimators:
@@ -67,7 +67,11 @@ def plan(
     mode = memory_plan(spec, checkpoint, max_memory)
     n, T, h, d = spec.trials, spec.T, spec.hidden, spec.inputs_dim
     room = None if max_memory is None else max(0, max_memory - mode.estimated_bytes)
-    batches = tuple(draw_batch(est, n, T, h, d, BLOCK, room) for est in estimators)
+    batches: tuple[int, ...] = ()
+    if estimators:
+        from bptt_cli.estimators.measure import draw_batch
+
+        batches = tuple(draw_batch(est, n, T, h, d, BLOCK, room) for est in estimators)
     return Plan(K, mode, batches)
 
 
@@ -105,15 +109,18 @@ def analyze(
     net = build_network(spec, given)
     from bptt_cli.core.cells import CELLS
     from bptt_cli.core.elman import bptt
-    from bptt_cli.estimators.measure import run_estimator
     from bptt_cli.theory.contributions import param_terms_log10
 
     cell = CELLS[spec.cell]
     fwd, grads = bptt(net, cell, spec.loss, mode.checkpoint_every)
-    estimates = tuple(
-        run_estimator(net, cell, spec.loss, fwd, grads, est, batch)
-        for est, batch in zip(estimators, settled.batches, strict=True)
-    )
+    estimates: tuple[EstimatorResult, ...] = ()
+    if estimators:
+        from bptt_cli.estimators.measure import run_estimator
+
+        estimates = tuple(
+            run_estimator(net, cell, spec.loss, fwd, grads, est, batch)
+            for est, batch in zip(estimators, settled.batches, strict=True)
+        )
     terms = param_terms_log10(grads.dL_da_s, fwd.h_s, fwd.e_s, net.x, spec.loss)
     sp = spectrum(net.W_hh)
     th = _theory(spec, net, fwd, grads, sp, settled.lyapunov, given) if theory else None

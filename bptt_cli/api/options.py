@@ -300,3 +300,14 @@ def parse_axes(values: Mapping[str, Any]) -> list[Any]:
             parsed = (convert_axis(p, value, ctx, flag_of(p)),)
         axes.append(Axis(name, flag_of(p), parsed))
     return axes
+
+
+def markdown_table(template: Callable[..., Any]) -> str:
+    """The options of ``template`` as a Markdown table (keyword, default, help): what docs/api.md
+    shows, kept equal to the declarations by ``tests/test_api.py``."""
+    lines = ["| keyword | default | what it sets |", "| --- | --- | --- |"]
+    helps = help_of(template)
+    for p in parameters(template):
+        text = helps[p.name].replace("|", "\\|")
+        lines.append(f"| `{p.name}` | `{p.default!r}` | {text} |")
+    return "\n".join(lines)

@@ -16,12 +16,12 @@ import numpy as np
 from bptt_cli.analysis.stats import spread
 from bptt_cli.core.network import PARAMS
 from bptt_cli.core.scaled import LN10, Array
-from bptt_cli.estimators.accuracy import Accuracy
 from bptt_cli.estimators.estimator import MODES, Estimator
-from bptt_cli.estimators.measure import EstimatorResult
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (the estimators' machinery loads only when a run has estimators)
     from bptt_cli.analysis.result import Analysis
+    from bptt_cli.estimators.accuracy import Accuracy
+    from bptt_cli.estimators.measure import EstimatorResult
 
 RELATIVE = ("relative_error", "norm_ratio")
 RANDOM_ONLY = ("relative_bias", "relative_variance", "relative_spread")

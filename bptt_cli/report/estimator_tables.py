@@ -10,7 +10,6 @@ from rich.table import Table
 
 from bptt_cli.core.scaled import LN10
 from bptt_cli.estimators.estimator import CHAIN_PARAMS
-from bptt_cli.estimators.measure import EstimatorResult
 from bptt_cli.io.estimator_records import comparison_rows, log10_fields, median
 from bptt_cli.report.format import pow10 as _num
 from bptt_cli.report.header import render_header
@@ -19,6 +18,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from bptt_cli.analysis.result import Analysis
+    from bptt_cli.estimators.measure import EstimatorResult
 
 
 def _cost(res: EstimatorResult) -> str:
