@@ -30,7 +30,7 @@ the same operations in the same order, so the two modes give the same numbers bi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bptt_cli.core.cells import Cell, split_dphi, split_log_dphi
-from bptt_cli.core.network import PARAMS, Network
+from bptt_cli.core.head import finite_input, local_terms, loss_ln, output_grads
+from bptt_cli.core.network import Network
 from bptt_cli.core.powers import Powers, applies, next_rows, powers
 from bptt_cli.core.scaled import LN10, Array, add, finite_or_zero, log_weights, normalize, to_float, unit_rows
 from bptt_cli.errors import BadInput
@@ -96,9 +97,11 @@ class Forward:
 
     ``h_m (n, T+1, h)`` and ``h_s (n, T+1)``: h_0..h_T as mantissa and log scale;
     ``dphi``: ``|phi'(a_t)|`` for t = 1..T (``None`` for the identity cell);
-    ``e_m (n, T, q)``, ``e_s (n, T)``: the output error ``o_t - y_t``.
-    With ``checkpoints`` set (memory-efficient mode) the per-t mantissas ``h_m``, ``dphi``
-    and ``e_m`` are ``None``; the per-t log scales ``h_s`` and ``e_s`` are always kept.
+    ``e_m (n, T, q)``, ``e_s (n, T)``: ``dl_t/do_t``, the output error ``o_t - y_t`` for ``mse``
+    (:mod:`bptt_cli.core.head`); ``l_ln (n, T)``: ``ln l_t`` (``None`` for ``mse``: it follows
+    from ``e_s``). With ``checkpoints`` set (memory-efficient mode) the per-t mantissas ``h_m``,
+    ``dphi`` and ``e_m`` are ``None``; the per-t log scales ``h_s``, ``e_s`` (and ``l_ln``) are
+    always kept.
     """
 
     h_m: Array | None
@@ -109,6 +112,7 @@ class Forward:
     checkpoints: Checkpoints | None = None
     block: int = BLOCK
     powers: Powers | None = None  # the linear cell's block products (see bptt_cli.core.powers)
+    l_ln: Array | None = None
 
     @property
     def log_dphi(self) -> Array | None:
@@ -136,6 +140,7 @@ class Gradients:
     params: dict[str, tuple[Array, Array]]
     loss_ln: Array
     gain_ln: Array
+    dL_dx: tuple[Array, Array] | None = None  # (m (n, T, d), s (n, T)): dL/dx_t, to the layer below
 
 
 @dataclass(frozen=True)
@@ -155,22 +160,61 @@ class Segment:
     e_s: Array
 
 
-def finite_input(A: Array, what: str, b0: int) -> Array:
-    """``A (n, L, k)``, a quantity of steps ``b0+1..b0+L`` formed from the inputs and weights in
-    plain float64, if it is finite. Entries beyond float64's range cannot be carried further
-    (for tanh and sigmoid not even ``ln phi'`` would fit): that is bad input, named."""
-    finite = np.isfinite(A).all(axis=(0, 2))
-    if not finite.all():
-        t = b0 + 1 + int(np.argmin(finite))
-        raise BadInput(f"{what} overflows float64 at t = {t}: rescale the inputs or the weights")
-    return A
+Terms = tuple[Array, Array, Array, Array]
 
 
-def _drive(net: Network, b0: int, b1: int) -> Array:
-    """``W_hx x_t + b_h`` for indices ``b0..b1-1`` as plain floats, ``(n, L, h)``."""
-    with np.errstate(over="ignore", invalid="ignore"):  # checked
-        U = np.matmul(net.x[:, b0:b1], np.swapaxes(net.W_hx, -1, -2)) + net.b_h[:, None, :]
-    return finite_input(U, "the input drive W_hx x_t + b_h", b0)
+@dataclass(frozen=True)
+class Local:
+    """What reaches ``dL/dh_t`` directly at each step, not through ``h_{t+1}``: the local terms.
+
+    ``W_qh^T dL/do_t`` from the network's own output layer (:func:`head_local`), or, for a layer
+    below another in a stack, ``W_ih^T dL/da_t`` of the layer above (:func:`given_local`).
+    ``terms(seg, b0, b1)``: ``(do_m (n, L, q), do_s (n, L), local_m (n, L, h), local_s (n, L))`` of
+    indices ``b0..b1-1`` (``dL/do_t``, empty without an output layer); ``every_step``: local terms
+    before t = T too (the mean loss; a layer below another), else at t = T only; ``loss``: the
+    output layer's loss, ``last`` or ``mean`` (``None`` without one: no ``W_qh``, ``b_q``).
+    """
+
+    terms: Callable[[Any, int, int], Terms]  # (a Segment, or None for a gated cell's stored pass)
+    every_step: bool
+    loss: str | None = None
+
+
+def head_local(net: Network, loss: str) -> Local:
+    """The local terms ``W_qh^T dL/do_t`` of the network's own output layer and ``loss``."""
+    T = net.shape[1]
+
+    def terms(seg: Segment, b0: int, b1: int) -> Terms:
+        rows = slice(b0 - seg.t0, b1 - seg.t0)
+        return local_terms(net.W_qh, seg.e_m[:, rows], seg.e_s[:, rows], loss, T, b1)
+
+    return Local(terms, loss == "mean", loss)
+
+
+def given_local(m: Array, s: Array, every_step: bool = True) -> Local:
+    """Local terms given for every step: unit rows ``m (n, T, h)`` and their log norms ``s (n, T)``
+    (``every_step=False``: only the term at t = T is used)."""
+    n, T = s.shape
+
+    def terms(seg: Segment, b0: int, b1: int) -> Terms:
+        ls = s[:, b0:b1]
+        if not every_step:
+            ls = np.where(np.arange(b0, b1) == T - 1, ls, -np.inf)
+        return np.zeros((n, b1 - b0, 0)), np.full((n, b1 - b0), -np.inf), m[:, b0:b1], ls
+
+    return Local(terms, every_step)
+
+
+def _drive(net: Network, b0: int, b1: int) -> tuple[Array, Array | None]:
+    """``W_hx x_t + b_h`` for indices ``b0..b1-1``, ``(n, L, h)``: plain floats (and ``None``), or,
+    for scaled inputs (``net.x_s``), unit rows and their log norms ``(n, L)``."""
+    if net.x_s is None:
+        with np.errstate(over="ignore", invalid="ignore"):  # checked
+            U = np.matmul(net.x[:, b0:b1], np.swapaxes(net.W_hx, -1, -2)) + net.b_h[:, None, :]
+        return finite_input(U, "the input drive W_hx x_t + b_h", b0), None
+    Wx = np.matmul(net.x[:, b0:b1], np.swapaxes(net.W_hx, -1, -2))
+    b = np.broadcast_to(net.b_h[:, None, :], Wx.shape)
+    return add(Wx, net.x_s[:, b0:b1], *normalize(b))
 
 
 def kept_every_digit(ln_norm: Array, start: Array) -> NDArray[np.bool_]:
@@ -212,22 +256,26 @@ def _step_scaled(
 
 def _forward_fast(
     cell: Cell, W_hh_T: Array, U: Array, m: Array, s: Array,
-    out_m: Array, out_s: Array, out_dphi: Dphi | None,
+    out_m: Array, out_s: Array, out_dphi: Dphi | None, U_s: Array | None = None,
 ) -> NDArray[np.bool_]:
     """Steps of one sub-block in plain float64 within a fixed frame ``e^S``, then renormalised.
 
     ``U (n, L, h)`` is the drive; the rows h_{t0+1}.. are written to ``out_m[:, :L]``,
     ``out_s[:, :L]`` and ``|phi'|`` to ``out_dphi``. Homogeneous cells run on the mantissa
     (the drive divided by ``e^S``); bounded cells (tanh, sigmoid) on the state itself.
+    A scaled drive (``U`` unit rows, ``U_s (n, L)`` their log norms) is brought into the frame.
     Returns which trials kept every digit; the others' rows are to be overwritten.
     """
     L = U.shape[1]
     tiny = finite_or_zero(s) < -FRAME_LN  # exp(-s) or the state itself would underflow
     if cell.homogeneous:
         S = finite_or_zero(s)
-        x, U = m, U * np.exp(-S)[:, None, None]
+        x = m
+        U = U * np.exp(-S)[:, None, None] if U_s is None else U * np.exp(U_s - S[:, None])[..., None]
     else:
         S, x = np.zeros_like(s), to_float(m, s)
+        if U_s is not None:  # beyond float64 it overflows: the step by step path then takes it
+            U = U * np.exp(U_s)[..., None]
     rows = out_m[:, :L]  # the states are written here, then made unit rows in place
     pre = None if cell.homogeneous else np.empty_like(U)
     buf = rows if pre is None else pre  # a_t is formed in place (no temporaries)
@@ -253,15 +301,15 @@ def _forward_fast(
 
 def _sequential(
     cell: Cell, W_hh_T: Array, U: Array, m: Array, s: Array,
-    out_m: Array, out_s: Array, dphi: Dphi | None,
+    out_m: Array, out_s: Array, dphi: Dphi | None, U_s: Array | None = None,
 ) -> None:
     """One sub-block step by step: in plain float64 (:func:`_forward_fast`), and the trials that
     left the safe range again in scaled arithmetic (:func:`_step_scaled`)."""
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked inside
-        ok = _forward_fast(cell, W_hh_T, U, m, s, out_m, out_s, dphi)
+        ok = _forward_fast(cell, W_hh_T, U, m, s, out_m, out_s, dphi, U_s)
     if not ok.all():
         bad = np.flatnonzero(~ok)
-        u_m, u_s = normalize(U[bad])
+        u_m, u_s = normalize(U[bad]) if U_s is None else (U[bad], U_s[bad])
         m, s = m[bad], s[bad]
         for k in range(U.shape[1]):
             m, s, d = _step_scaled(cell, W_hh_T[bad], m, s, u_m[:, k], u_s[:, k])
@@ -273,7 +321,7 @@ def _sequential(
 def forward_powers(net: Network, cell: Cell) -> Powers | None:
     """``W_hh^T``'s block products with the inputs ``[x_t, 1]``, where they pay off (linear cell)."""
     n, T, h, d, _ = net.shape
-    if not applies(cell.linear, n, T, h, d + 1, POWER_K):
+    if net.x_s is not None or not applies(cell.linear, n, T, h, d + 1, POWER_K):
         return None
     C = np.concatenate([np.swapaxes(net.W_hx, -1, -2), net.b_h[:, None, :]], axis=1)
     return powers(np.swapaxes(net.W_hh, -1, -2), C, POWER_K)
@@ -299,7 +347,7 @@ def _run(
     sub = SUB if pw is None else pw.k
     for b0 in range(t0, t1, block):
         b1 = min(b0 + block, t1)
-        U = _drive(net, b0, b1)
+        U, U_s = _drive(net, b0, b1)
         for c0 in range(b0, b1, sub):
             c1 = min(c0 + sub, b1)
             i0, i1 = c0 - t0, c1 - t0
@@ -312,36 +360,41 @@ def _run(
                                              z, np.zeros(z.shape[:2]))
                 out_m[:, i0:i1], out_s[:, i0:i1] = rows, rows_s
                 todo = np.flatnonzero(~ok)
+            cols = slice(c0 - b0, c1 - b0)
             if todo.size == n:
-                _sequential(cell, W_hh_T, U[:, c0 - b0 : c1 - b0], m, s, out_m[:, i0:i1],
-                            out_s[:, i0:i1], dphi)
+                _sequential(cell, W_hh_T, U[:, cols], m, s, out_m[:, i0:i1], out_s[:, i0:i1], dphi,
+                            None if U_s is None else U_s[:, cols])
             elif todo.size:
                 rows_m, rows_s = np.empty((todo.size, c1 - c0, m.shape[1])), np.empty((todo.size, c1 - c0))
-                _sequential(cell, W_hh_T[todo], U[todo, c0 - b0 : c1 - b0], m[todo], s[todo],
-                            rows_m, rows_s, None)
+                _sequential(cell, W_hh_T[todo], U[todo, cols], m[todo], s[todo], rows_m, rows_s, None,
+                            None if U_s is None else U_s[todo, cols])
                 out_m[todo, i0:i1], out_s[todo, i0:i1] = rows_m, rows_s
             m, s = out_m[:, i1 - 1].copy(), out_s[:, i1 - 1].copy()
     return m, s
 
 
-def _output_error(net: Network, h_m: Array, h_s: Array, b0: int, b1: int) -> tuple[Array, Array]:
-    """``o_t - y_t`` for indices ``b0..b1-1`` from ``h_m (n, L, h)`` = h_{b0+1}..h_{b1}."""
-    Wh = np.matmul(h_m, np.swapaxes(net.W_qh, -1, -2))
-    with np.errstate(over="ignore", invalid="ignore"):  # checked
-        offset = finite_input(net.b_q[:, None, :] - net.y[:, b0:b1], "b_q - y_t", b0)
-    return add(Wh, h_s, *normalize(offset))
+def _output_error(
+    net: Network, h_m: Array, h_s: Array, b0: int, b1: int
+) -> tuple[Array, Array, Array | None]:
+    """``dl_t/do_t`` (for ``mse`` the output error ``o_t - y_t``) for indices ``b0..b1-1`` from
+    ``h_m (n, L, h)`` = h_{b0+1}..h_{b1}, and ``ln l_t`` (``None`` for ``mse``):
+    :func:`bptt_cli.core.head.output_grads`."""
+    return output_grads(net.W_qh, net.b_q, net.y[:, b0:b1], net.criterion, h_m, h_s, b0)
 
 
 def _errors(net: Network, h_m: Array, h_s: Array, t0: int, t1: int, block: int,
-            e_m: Array | None, e_s: Array) -> None:
-    """Fill ``e_m[:, :L]``, ``e_s[:, :L]`` block by block; ``h_m`` holds h_{t0}..h_{t1}."""
+            e_m: Array | None, e_s: Array, l_ln: Array | None = None) -> None:
+    """Fill ``e_m[:, :L]``, ``e_s[:, :L]`` (and ``l_ln[:, :L]``) block by block; ``h_m`` holds
+    h_{t0}..h_{t1}."""
     for b0 in range(t0, t1, block):
         b1 = min(b0 + block, t1)
         rows = slice(b0 - t0 + 1, b1 - t0 + 1)
-        m, s = _output_error(net, h_m[:, rows], h_s[:, rows], b0, b1)
+        m, s, ln = _output_error(net, h_m[:, rows], h_s[:, rows], b0, b1)
         if e_m is not None:
             e_m[:, b0 - t0 : b1 - t0] = m
         e_s[:, b0 - t0 : b1 - t0] = s
+        if l_ln is not None and ln is not None:
+            l_ln[:, b0 - t0 : b1 - t0] = ln
 
 
 def forward(net: Network, cell: Cell, checkpoint_every: int | None = None, block: int = BLOCK) -> Forward:
@@ -355,14 +408,17 @@ def forward(net: Network, cell: Cell, checkpoint_every: int | None = None, block
     pw = forward_powers(net, cell)
     h_s = np.full((n, T + 1), -np.inf)
     e_s = np.empty((n, T))
-    m0, s0 = np.zeros((n, h)), np.full(n, -np.inf)
+    l_ln = None if net.criterion == "mse" else np.empty((n, T))
+    m0, s0 = (np.zeros((n, h)), np.full(n, -np.inf)) if net.h0 is None else normalize(net.h0)
+    h_s[:, 0] = s0
     if checkpoint_every is None:
         h_m = np.zeros((n, T + 1, h))
+        h_m[:, 0] = m0
         dphi = None if cell.linear else Dphi.empty(n, T, h)
         _run(net, cell, 0, T, m0, s0, block, h_m[:, 1:], h_s[:, 1:], dphi, pw)
         e_m = np.empty((n, T, q))
-        _errors(net, h_m, h_s, 0, T, block, e_m, e_s)
-        return Forward(h_m, h_s, dphi, e_m, e_s, None, block, pw)
+        _errors(net, h_m, h_s, 0, T, block, e_m, e_s, l_ln)
+        return Forward(h_m, h_s, dphi, e_m, e_s, None, block, pw, l_ln)
     K = checkpoint_every
     if K < 1 or K % block:
         raise BadInput(f"checkpoint interval must be a positive multiple of {block}, got {K}")
@@ -379,8 +435,9 @@ def forward(net: Network, cell: Cell, checkpoint_every: int | None = None, block
         m, s = _run(net, cell, t0, t1, np.array(m), np.array(s), block, seg_m[:, 1:], seg_s[:, 1:],
                     seg_dphi, pw)
         h_s[:, t0 + 1 : t1 + 1] = seg_s[:, 1 : t1 - t0 + 1]
-        _errors(net, seg_m, seg_s, t0, t1, block, None, e_s[:, t0:t1])
-    return Forward(None, h_s, None, None, e_s, Checkpoints(K, ck_m, ck_s), block, pw)
+        _errors(net, seg_m, seg_s, t0, t1, block, None, e_s[:, t0:t1],
+                None if l_ln is None else l_ln[:, t0:t1])
+    return Forward(None, h_s, None, None, e_s, Checkpoints(K, ck_m, ck_s), block, pw, l_ln)
 
 
 def segments(net: Network, cell: Cell, fwd: Forward) -> Iterator[Segment]:
@@ -409,40 +466,6 @@ def segments(net: Network, cell: Cell, fwd: Forward) -> Iterator[Segment]:
         _errors(net, seg_m, seg_s, t0, t1, fwd.block, e_m, e_s)
         dphi = None if seg_dphi is None else seg_dphi.steps(0, L)
         yield Segment(t0, t1, seg_m[:, : L + 1], seg_s[:, : L + 1], dphi, e_m[:, :L], e_s[:, :L])
-
-
-def _output_grad_block(e_m: Array, e_s: Array, loss: str, T: int, b1: int) -> tuple[Array, Array]:
-    """``dL/do_t`` for the indices of ``e_m (n, L, q)``, the last of which is ``b1 - 1``."""
-    if loss == "mean":
-        return e_m, e_s - np.log(T)
-    s = np.full_like(e_s, -np.inf)
-    m = np.zeros_like(e_m)
-    if b1 == T:
-        s[:, -1] = e_s[:, -1]
-        m[:, -1] = e_m[:, -1]
-    return m, s
-
-
-def local_terms(
-    net: Network, e_m: Array, e_s: Array, loss: str, b1: int
-) -> tuple[Array, Array, Array, Array]:
-    """``dL/do_t`` and the local terms ``W_qh^T dL/do_t`` of one block ending at index ``b1 - 1``.
-
-    Returns ``(do_m (n, L, q), do_s (n, L), local_m (n, L, h), local_s (n, L))``.
-    """
-    do_m, do_s = _output_grad_block(e_m, e_s, loss, net.shape[1], b1)
-    local_m, local_s = normalize(np.matmul(do_m, net.W_qh), do_s)
-    return do_m, do_s, local_m, local_s
-
-
-def loss_ln(fwd: Forward, loss: str) -> Array:
-    """Natural log of the loss, ``(n,)``."""
-    if loss == "last":
-        return np.log(0.5) + 2.0 * fwd.e_s[:, -1]
-    T = fwd.e_s.shape[1]
-    w, top = log_weights(2.0 * fwd.e_s)
-    with np.errstate(divide="ignore"):
-        return np.log(0.5 / T) + finite_or_zero(top) + np.log(np.sum(w, axis=-1))
 
 
 def through_phi(dphi: Dphi | None, k: int, m: Array, s: Array) -> tuple[Array, Array]:
@@ -643,7 +666,7 @@ class BackwardBlock:
 
 
 def backward_blocks(
-    net: Network, fwd: Forward, cell: Cell, loss: str,
+    net: Network, fwd: Forward, cell: Cell, loss: str | Local,
     out: tuple[Array | None, Array, Array | None, Array] | None = None,
 ) -> Iterator[BackwardBlock]:
     """The exact backward pass block by block, the last block first.
@@ -653,24 +676,24 @@ def backward_blocks(
     step in scaled arithmetic (:func:`backward_steps`). A checkpointed forward pass is
     recomputed segment by segment; the blocks are the same, bit for bit, in both modes.
     ``out = (dh_m, dh_s, da_m, da_s)``, ``(n, T, h)`` and ``(n, T)`` (mantissas may be
-    ``None``): the blocks are written there (the blocks' arrays are views of them).
+    ``None``): the blocks are written there (the blocks' arrays are views of them). ``loss``:
+    the output layer's loss (``last``, ``mean``), or the :class:`Local` terms to start from.
     """
     n, T, h, _, _ = net.shape
     block = fwd.block
-    # Column 0 carries dL/dh_t; for the mean loss, column 1 carries J^T g without the
-    # local terms (for the last loss the two coincide).
-    cols = 1 if loss == "last" else 2
+    local = head_local(net, loss) if isinstance(loss, str) else loss
+    # Column 0 carries dL/dh_t; with local terms before T (the mean loss), column 1 carries
+    # J^T g without them (for the last loss the two coincide).
+    cols = 2 if local.every_step else 1
     g_m, g_s = np.zeros((n, cols, h)), np.full((n, cols), -np.inf)
-    pw = backward_powers(net, cell)
+    pw = backward_powers(net, cell) if local.loss is not None else None
     sub = SUB if pw is None else pw.k
     prev: _Rows | None = None  # the last sub-block done, when it had ``sub`` steps
     for seg in segments(net, cell, fwd):
         t0 = seg.t0
         for b0 in range(t0 + ((seg.t1 - 1 - t0) // block) * block, t0 - 1, -block):
             b1 = min(b0 + block, seg.t1)
-            do_m, do_s, local_m, local_s = local_terms(
-                net, seg.e_m[:, b0 - t0 : b1 - t0], seg.e_s[:, b0 - t0 : b1 - t0], loss, b1
-            )
+            do_m, do_s, local_m, local_s = local.terms(seg, b0, b1)
             if b1 == T:  # dL/dh_T = W_qh^T dL/do_T starts every column
                 g_m = np.repeat(local_m[:, -1:], cols, axis=1)
                 g_s = np.repeat(local_s[:, -1:], cols, axis=1)
@@ -680,7 +703,7 @@ def backward_blocks(
             for c0 in range(b0 + ((b1 - 1 - b0) // sub) * sub, b0 - 1, -sub):
                 c1 = min(c0 + sub, b1)
                 sl = slice(c0 - b0, c1 - b0)
-                add_local = np.arange(c0, c1) < (T - 1 if loss == "mean" else 0)
+                add_local = np.arange(c0, c1) < (T - 1 if local.every_step else 0)
                 dphi = None if seg.dphi is None else seg.dphi.steps(c0 - t0, c1 - t0)
                 lm, ls = local_m[:, sl], local_s[:, sl]
                 pure = None
@@ -690,8 +713,8 @@ def backward_blocks(
                 todo: NDArray[np.intp] | None = None  # trials left to the step-by-step paths (None: all)
                 if pw is not None and prev is not None and c1 - c0 == sub:
                     cur = _Rows(rows[0][:, sl], rows[1][:, sl], pure, do_m[:, sl], do_s[:, sl])
-                    ok, g_m, g_s = _chain_powers(pw, net.W_hh, prev, cur, loss == "last" and c1 + sub - 1 < T,
-                                                 c0 == 0)
+                    ok, g_m, g_s = _chain_powers(pw, net.W_hh, prev, cur,
+                                                 not local.every_step and c1 + sub - 1 < T, c0 == 0)
                     rows[2][:, sl], rows[3][:, sl] = rows[0][:, sl], rows[1][:, sl]  # identity: D = G
                     todo = np.flatnonzero(~ok)
                 if todo is None:
@@ -805,11 +828,17 @@ def _chain_sequential(
     return g_m, g_s
 
 
-def backward(net: Network, fwd: Forward, cell: Cell, loss: str) -> Gradients:
+def backward(
+    net: Network, fwd: Forward, cell: Cell, loss: str | Local, input_grads: bool = False
+) -> Gradients:
     """Exact BPTT gradients from a forward pass (stored, or checkpointed and recomputed).
 
     Consumes :func:`backward_blocks`; the parameter sums take one matrix product per block.
+    ``loss``: the output layer's loss, or the :class:`Local` terms of a layer in a stack (then
+    ``W_qh``, ``b_q`` get no gradient and the loss is NaN). ``input_grads``: also
+    ``dL/dx_t = W_hx^T dL/da_t`` (``dL_dx``, scaled rows), what a layer passes to the one below.
     """
+    local = head_local(net, loss) if isinstance(loss, str) else loss
     n, T, h, _, _ = net.shape
     keep = fwd.checkpoints is None
     dh_m = np.empty((n, T, h)) if keep else None
@@ -817,20 +846,27 @@ def backward(net: Network, fwd: Forward, cell: Cell, loss: str) -> Gradients:
     dh_s, da_s = np.empty((n, T)), np.empty((n, T))
     first_s = np.full(n, -np.inf)
     sums = ParamSums()
-    for blk in backward_blocks(net, fwd, cell, loss, (dh_m, dh_s, da_m, da_s)):
+    dx = (np.empty((n, T, net.shape[3])), np.empty((n, T))) if input_grads else None
+    for blk in backward_blocks(net, fwd, cell, local, (dh_m, dh_s, da_m, da_s)):
         b0, b1 = blk.b0, blk.b1
+        if dx is not None:
+            dx[0][:, b0:b1], dx[1][:, b0:b1] = normalize(np.matmul(blk.da_m, net.W_hx), blk.da_s)
         hp_m, hp_s, hn_m, hn_s = blk.h_m[:, :-1], blk.h_s[:, :-1], blk.h_m[:, 1:], blk.h_s[:, 1:]
+        x_s = blk.da_s if net.x_s is None else blk.da_s + net.x_s[:, b0:b1]
         sums.add("W_hh", *block_sum(blk.da_m, hp_m, blk.da_s + hp_s))
-        sums.add("W_hx", *block_sum(blk.da_m, net.x[:, b0:b1], blk.da_s))
-        sums.add("W_qh", *block_sum(blk.do_m, hn_m, blk.do_s + hn_s))
+        sums.add("W_hx", *block_sum(blk.da_m, net.x[:, b0:b1], x_s))
+        if local.loss is not None:
+            sums.add("W_qh", *block_sum(blk.do_m, hn_m, blk.do_s + hn_s))
         sums.add("b_h", *vector_sum(blk.da_m, blk.da_s))
-        sums.add("b_q", *vector_sum(blk.do_m, blk.do_s))
+        if local.loss is not None:
+            sums.add("b_q", *vector_sum(blk.do_m, blk.do_s))
         if blk.first_s is not None:
             first_s = blk.first_s[:, -1]  # ln ||J^T g||: the last column at t = 1
     last_s = dh_s[:, -1]  # ln ||g||, as reported (so that T = 1 gives exactly 0)
     with np.errstate(invalid="ignore"):
         gain = np.where(np.isneginf(last_s), np.nan, first_s - last_s)
-    return Gradients(dh_m, dh_s, da_m, da_s, sums.sums, loss_ln(fwd, loss), gain)
+    lost = loss_ln(fwd.e_s, fwd.l_ln, local.loss) if local.loss is not None else np.full(n, np.nan)
+    return Gradients(dh_m, dh_s, da_m, da_s, sums.sums, lost, gain, dx)
 
 
 def stored_blocks(fwd: Forward, grads: Gradients) -> Iterator[BackwardBlock]:
@@ -852,7 +888,7 @@ def stored_blocks(fwd: Forward, grads: Gradients) -> Iterator[BackwardBlock]:
 
 
 def gradient_blocks(
-    net: Network, fwd: Forward, cell: Cell, loss: str, grads: Gradients | None = None
+    net: Network, fwd: Forward, cell: Cell, loss: str | Local, grads: Gradients | None = None
 ) -> Iterator[BackwardBlock]:
     """Blocks of dL/dh_t, dL/da_t and h_{t-1}, the last first: read back from ``grads`` (the same
     loss's gradients) when they were stored, else recomputed by :func:`backward_blocks`.
@@ -930,8 +966,7 @@ def bptt(
     def groups() -> Iterator[tuple[slice, tuple[Forward, Gradients]]]:
         for i0 in range(0, n, size):
             g = slice(i0, min(i0 + size, n))
-            part = net.replace(**{name: getattr(net, name)[g] for name in (*PARAMS, "x", "y")})
-            part = dataclasses.replace(part, seeds=net.seeds[g])
+            part = net.trials(g)
             fwd = forward(part, cell, checkpoint_every, block)
             yield g, (fwd, backward(part, fwd, cell, loss))
 

@@ -55,14 +55,14 @@ from bptt_cli.core.elman import (
     SUB,
     Forward,
     Gradients,
+    Local,
     ParamSums,
+    Terms,
     block_sum,
-    finite_input,
     kept_every_digit,
-    local_terms,
-    loss_ln,
     vector_sum,
 )
+from bptt_cli.core.head import cross_entropy, finite_input, local_terms, loss_ln
 from bptt_cli.core.network import GatedNetwork
 from bptt_cli.core.scaled import LN10, Array, add, finite_or_zero, normalize
 from bptt_cli.errors import BadInput
@@ -81,8 +81,9 @@ class GatedForward:
     ``pre (n, T, G h)``: gate pre-activations of t = 1..T (LSTM: ``a_t``; GRU: the arguments of
     sigma for r and z and of tanh for n); ``h (n, T+1, h)``: h_0..h_T; ``c (n, T+1, h)``: the
     LSTM's c_0..c_T (``None`` for the GRU); ``ghn (n, T, h)``: the GRU's ``W_hn h_{t-1} + b_hn``
-    (``None`` for the LSTM); ``e_m (n, T, q)``, ``e_s (n, T)``: the output error ``o_t - y_t``;
-    ``h_s (n, T+1)``: ``ln ||h_t||`` (``-inf`` for h_0 = 0).
+    (``None`` for the LSTM); ``e_m (n, T, q)``, ``e_s (n, T)``: ``dl_t/do_t``, the output error
+    ``o_t - y_t`` for ``mse`` (:mod:`bptt_cli.core.head`); ``h_s (n, T+1)``: ``ln ||h_t||``
+    (``-inf`` for h_0 = 0); ``l_ln (n, T)``: ``ln l_t`` (``None`` for ``mse``).
     """
 
     cell: str
@@ -93,11 +94,12 @@ class GatedForward:
     e_m: Array
     e_s: Array
     h_s: Array
+    l_ln: Array | None = None
 
     def outputs(self) -> Forward:
         """The output errors (and ``h_s``) as an Elman :class:`~bptt_cli.core.elman.Forward`, for the
         helpers of :mod:`bptt_cli.core.elman` that read only those (``loss_ln``)."""
-        return Forward(None, self.h_s, None, self.e_m, self.e_s)
+        return Forward(None, self.h_s, None, self.e_m, self.e_s, l_ln=self.l_ln)
 
 
 @dataclass(frozen=True)
@@ -213,10 +215,22 @@ def _input_drive(net: GatedNetwork, b0: int, b1: int) -> Array:
     return finite_input(U, "the input drive W_ih x_t + b_ih", b0)
 
 
-def _output_errors(net: GatedNetwork, h: Array) -> Scaled:
-    """``o_t - y_t`` for t = 1..T from ``h (n, T+1, h)``, scaled, ``(n, T, q)`` and ``(n, T)``."""
-    e = np.matmul(h[:, 1:], np.swapaxes(net.W_qh, -1, -2)) + net.b_q[:, None, :] - net.y
-    return normalize(e)
+def _output_errors(net: GatedNetwork, h: Array) -> tuple[Array, Array, Array | None]:
+    """``dl_t/do_t`` for t = 1..T from ``h (n, T+1, h)``, scaled, ``(n, T, q)`` and ``(n, T)``:
+    the output error ``o_t - y_t`` for ``mse``; and ``ln l_t`` (``None`` for ``mse``)."""
+    o = np.matmul(h[:, 1:], np.swapaxes(net.W_qh, -1, -2)) + net.b_q[:, None, :]
+    if net.criterion == "mse":
+        return (*normalize(o - net.y), None)
+    return cross_entropy(*normalize(o), net.y)
+
+
+def _initial(net: GatedNetwork, H: Array, C: Array | None, h_s: Array) -> None:
+    """``h_0`` (and the LSTM's ``c_0``) into ``H[:, 0]``, ``C[:, 0]`` (zeros unless given)."""
+    if net.h0 is not None:
+        H[:, 0] = net.h0
+        h_s[:, 0] = normalize(net.h0)[1]
+    if C is not None and net.c0 is not None:
+        C[:, 0] = net.c0
 
 
 def _checked_block(cell: str, *pre: Array) -> None:
@@ -246,6 +260,7 @@ class LSTMKernel:
         pre = np.empty((n, T, 4 * h))
         H, C = np.zeros((n, T + 1, h)), np.zeros((n, T + 1, h))
         h_s = np.full((n, T + 1), -np.inf)
+        _initial(net, H, C, h_s)
         with np.errstate(over="ignore", invalid="ignore"):  # checked block by block
             for b0 in range(0, T, BLOCK):
                 b1 = min(b0 + BLOCK, T)
@@ -260,7 +275,8 @@ class LSTMKernel:
                     H[:, t + 1] = gates[:, 3 * h :] * np.tanh(c)
                 _checked_block("lstm", pre[:, b0:b1])
                 _state_scales(H, b0, b1, h_s)
-        return GatedForward("lstm", pre, H, C, None, *_output_errors(net, H), h_s)
+        e_m, e_s, l_ln = _output_errors(net, H)
+        return GatedForward("lstm", pre, H, C, None, e_m, e_s, h_s, l_ln)
 
     def coefficients(self, net: GatedNetwork, fwd: GatedForward, b0: int, b1: int) -> Coefs:
         assert fwd.c is not None
@@ -350,6 +366,7 @@ class GRUKernel:
         ghn = np.empty((n, T, h))
         H = np.zeros((n, T + 1, h))
         h_s = np.full((n, T + 1), -np.inf)
+        _initial(net, H, None, h_s)
         with np.errstate(over="ignore", invalid="ignore"):  # checked block by block
             for b0 in range(0, T, BLOCK):
                 b1 = min(b0 + BLOCK, T)
@@ -366,7 +383,8 @@ class GRUKernel:
                     H[:, t + 1] = new + rz[:, h:] * (H[:, t] - new)
                 _checked_block("gru", pre[:, b0:b1], ghn[:, b0:b1])
                 _state_scales(H, b0, b1, h_s)
-        return GatedForward("gru", pre, H, None, ghn, *_output_errors(net, H), h_s)
+        e_m, e_s, l_ln = _output_errors(net, H)
+        return GatedForward("gru", pre, H, None, ghn, e_m, e_s, h_s, l_ln)
 
     def coefficients(self, net: GatedNetwork, fwd: GatedForward, b0: int, b1: int) -> Coefs:
         assert fwd.ghn is not None
@@ -568,22 +586,34 @@ class GatedBlock:
     end: list[Scaled] | None
 
 
-def backward_blocks(net: GatedNetwork, fwd: GatedForward, loss: str) -> Iterator[GatedBlock]:
+def head_local(net: GatedNetwork, fwd: GatedForward, loss: str) -> Local:
+    """The local terms ``W_qh^T dL/do_t`` of the network's own output layer and ``loss``."""
+    T = net.shape[1]
+
+    def terms(_: object, b0: int, b1: int) -> Terms:
+        return local_terms(net.W_qh, fwd.e_m[:, b0:b1], fwd.e_s[:, b0:b1], loss, T, b1)
+
+    return Local(terms, loss == "mean", loss)
+
+
+def backward_blocks(net: GatedNetwork, fwd: GatedForward, loss: str | Local) -> Iterator[GatedBlock]:
     """The exact backward pass block by block, the last block first.
 
     The chain runs backwards in sub-blocks of ``SUB`` steps (:func:`_fast`, and :func:`_scaled`
     for the trials that left float64's safe range); coefficients are computed once per block
-    of ``BLOCK`` steps. Stops wherever the consumer stops reading.
+    of ``BLOCK`` steps. Stops wherever the consumer stops reading. ``loss``: the output layer's
+    loss, or the :class:`~bptt_cli.core.elman.Local` terms of a layer in a stack.
     """
     kern = KERNELS[net.cell]
     n, T, h, _, _ = net.shape
-    out_net = net.output_layer()
-    # Column 0 carries dL/ds_t; for the mean loss, column 1 carries J^T g without the local terms.
-    cols = 1 if loss == "last" else 2
+    local = head_local(net, fwd, loss) if isinstance(loss, str) else loss
+    # Column 0 carries dL/ds_t; with local terms before T (the mean loss), column 1 carries J^T g
+    # without them.
+    cols = 2 if local.every_step else 1
     chain: list[Scaled] = [(np.zeros((n, cols, h)), np.full((n, cols), -np.inf)) for _ in range(kern.parts)]
     for b0 in range(((T - 1) // BLOCK) * BLOCK, -1, -BLOCK):
         b1 = min(b0 + BLOCK, T)
-        do_m, do_s, local_m, local_s = local_terms(out_net, fwd.e_m[:, b0:b1], fwd.e_s[:, b0:b1], loss, b1)
+        do_m, do_s, local_m, local_s = local.terms(None, b0, b1)
         start_s = None
         if b1 == T:  # dL/dh_T = W_qh^T dL/do_T starts every column; the c part starts at 0
             chain[0] = (np.repeat(local_m[:, -1:], cols, axis=1), np.repeat(local_s[:, -1:], cols, axis=1))
@@ -594,7 +624,7 @@ def backward_blocks(net: GatedNetwork, fwd: GatedForward, loss: str) -> Iterator
         for c0 in range(b0 + ((b1 - 1 - b0) // SUB) * SUB, b0 - 1, -SUB):
             c1 = min(c0 + SUB, b1)
             sl = slice(c0 - b0, c1 - b0)
-            add_local = np.arange(c0, c1) < (T - 1 if loss == "mean" else 0)
+            add_local = np.arange(c0, c1) < (T - 1 if local.every_step else 0)
             sub = {k: v[:, sl] for k, v in co.items()}
             rows, chain = _sub_block(kern, net, fwd, sub, c0, chain, local_m[:, sl], local_s[:, sl],
                                      add_local, c0 == 0)
@@ -603,13 +633,19 @@ def backward_blocks(net: GatedNetwork, fwd: GatedForward, loss: str) -> Iterator
         yield GatedBlock(b0, b1, rec, (do_m, do_s), start_s, chain if b0 == 0 else None)
 
 
-def backward(net: GatedNetwork, fwd: GatedForward, loss: str, keep: bool = True) -> GatedGradients:
+def backward(
+    net: GatedNetwork, fwd: GatedForward, loss: str | Local, keep: bool = True, input_grads: bool = False
+) -> GatedGradients:
     """Exact BPTT gradients of every trial from a forward pass.
 
     Consumes :func:`backward_blocks`; the parameter sums take one matrix product per block.
     ``keep=False`` drops the per-step mantissas of dL/dh_t and dL/dc_t (the log norms, parameter
-    gradients, loss and gain are kept): ``T h`` floats per trial less each.
+    gradients, loss and gain are kept): ``T h`` floats per trial less each. ``loss``: the output
+    layer's loss, or the local terms of a layer in a stack (no ``W_qh``, ``b_q``; NaN loss).
+    ``input_grads``: also ``dL/dx_t = W_ih^T dL/d(W_ih x_t + b_ih)`` (``dL_dx``, scaled rows), what
+    a layer passes to the layer below it.
     """
+    local = head_local(net, fwd, loss) if isinstance(loss, str) else loss
     kern = KERNELS[net.cell]
     n, T, h, _, _ = net.shape
     dh_m = np.empty((n, T, h)) if keep else None
@@ -621,12 +657,17 @@ def backward(net: GatedNetwork, fwd: GatedForward, loss: str, keep: bool = True)
     sums = ParamSums()
     last_s = np.full(n, -np.inf)
     end: list[Scaled] = []
-    for blk in backward_blocks(net, fwd, loss):
+    dx = (np.empty((n, T, net.shape[3])), np.empty((n, T))) if input_grads else None
+    for blk in backward_blocks(net, fwd, local):
         b0, b1, rec = blk.b0, blk.b1, blk.rec
         kern.param_sums(sums, net, fwd, rec, b0, b1)
-        do_m, do_s = blk.do
-        sums.add("W_qh", *block_sum(do_m, fwd.h[:, b0 + 1 : b1 + 1], do_s))
-        sums.add("b_q", *vector_sum(do_m, do_s))
+        if local.loss is not None:
+            do_m, do_s = blk.do
+            sums.add("W_qh", *block_sum(do_m, fwd.h[:, b0 + 1 : b1 + 1], do_s))
+            sums.add("b_q", *vector_sum(do_m, do_s))
+        if dx is not None:  # rec[1] is the GRU's dL/dgi, rec[2] the LSTM's dL/da (4h)
+            gi_m, gi_s = rec[2] if lstm else rec[1]
+            dx[0][:, b0:b1], dx[1][:, b0:b1] = normalize(np.matmul(gi_m, net.weight_ih_l0), gi_s)
         dh_s[:, b0:b1] = rec[0][1]
         if dh_m is not None:
             dh_m[:, b0:b1] = rec[0][0]
@@ -643,9 +684,8 @@ def backward(net: GatedNetwork, fwd: GatedForward, loss: str, keep: bool = True)
 
     with np.errstate(invalid="ignore"):
         gain = np.where(np.isneginf(last_s), np.nan, joint_ln(end)[:, -1] - last_s)
-    return GatedGradients(
-        dh_m, dh_s, None, da_s, sums.sums, loss_ln(fwd.outputs(), loss), gain, dc_m, dc_s, gh_s
-    )
+    lost = loss_ln(fwd.e_s, fwd.l_ln, local.loss) if local.loss is not None else np.full(n, np.nan)
+    return GatedGradients(dh_m, dh_s, None, da_s, sums.sums, lost, gain, dx, dc_m, dc_s, gh_s)
 
 
 def gated_bptt(net: GatedNetwork, loss: str) -> tuple[GatedForward, GatedGradients]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 
@@ -94,7 +94,11 @@ class Network:
     """Parameters and data of ``n`` trials.
 
     Shapes: ``W_hh (n, h, h)``, ``W_hx (n, h, d)``, ``W_qh (n, q, h)``, ``b_h (n, h)``,
-    ``b_q (n, q)``, ``x (n, T, d)``, ``y (n, T, q)``.
+    ``b_q (n, q)``, ``x (n, T, d)``, ``y (n, T, q)`` (``mse``) or ``(n, T)`` classes
+    (``cross-entropy``). ``h0 (n, h)``: the initial state (``None``: zeros). ``x_s (n, T)``: when
+    set, the inputs are scaled, ``x_t = x[:, t] e^{x_s[:, t]}`` with unit rows ``x`` (the states of
+    a layer below, which may lie beyond float64); else ``x`` holds plain floats. ``d = 0`` is the
+    autonomous network (no input: ``W_hx`` and ``x`` have no columns).
     """
 
     W_hh: Array
@@ -105,6 +109,9 @@ class Network:
     x: Array
     y: Array
     seeds: list[np.random.SeedSequence] = field(default_factory=list, compare=False)
+    criterion: str = "mse"
+    h0: Array | None = None
+    x_s: Array | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
@@ -115,10 +122,16 @@ class Network:
     def params(self) -> dict[str, Array]:
         return {name: getattr(self, name) for name in PARAMS}
 
-    def replace(self, **arrays: Array) -> Network:
+    def replace(self, **arrays: Any) -> Network:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(arrays)
         return Network(**values)
+
+    def trials(self, g: slice) -> Network:
+        """Trials ``g`` (views), every array with a trial axis sliced."""
+        arrays = {name: getattr(self, name) for name in (*PARAMS, "x", "y", "h0", "x_s")}
+        sliced = {k: None if v is None else v[g] for k, v in arrays.items()}
+        return self.replace(**sliced, seeds=self.seeds[g])
 
 
 def trial_seeds(seed: int, trials: int) -> list[np.random.SeedSequence]:
@@ -183,7 +196,8 @@ def build_network(
     trials = [draw_trial(spec, given, seq) for seq in seeds]
     stacked = {name: np.stack([tr[name] for tr in trials]) for name in trials[0]}
     stacked["W_hh"] = rescale(stacked["W_hh"], spec.radius, spec.norm)
-    return Network(**stacked, seeds=seeds)
+    a = stacked
+    return Network(a["W_hh"], a["W_hx"], a["W_qh"], a["b_h"], a["b_q"], a["x"], a["y"], seeds)
 
 
 # -- gated cells (nn.LSTM, nn.GRU) --------------------------------------------------------------
@@ -261,6 +275,9 @@ class GatedNetwork:
     x: Array
     y: Array
     seeds: list[np.random.SeedSequence] = field(default_factory=list, compare=False)
+    criterion: str = "mse"
+    h0: Array | None = None  # (n, h): h_0 (None: zeros)
+    c0: Array | None = None  # (n, h): the LSTM's c_0 (None: zeros)
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
@@ -346,7 +363,9 @@ def _build_gated(
     if spec.cell == "lstm" and spec.forget_bias:
         stacked["bias_ih_l0"] = stacked["bias_ih_l0"].copy()
         stacked["bias_ih_l0"][:, h : 2 * h] += spec.forget_bias
-    return GatedNetwork(spec.cell, **stacked, seeds=seeds)
+    a = stacked
+    return GatedNetwork(spec.cell, a["weight_ih_l0"], a["weight_hh_l0"], a["bias_ih_l0"], a["bias_hh_l0"],
+                        a["W_qh"], a["b_q"], a["x"], a["y"], seeds)
 
 
 def state_size(cell: str, h: int) -> int:

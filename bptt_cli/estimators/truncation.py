@@ -39,7 +39,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bptt_cli.core.cells import Cell
-from bptt_cli.core.elman import Forward, ParamSums, block_sum, local_terms, segments, vector_sum
+from bptt_cli.core.elman import Forward, ParamSums, block_sum, segments, vector_sum
+from bptt_cli.core.head import local_terms
 from bptt_cli.core.network import Network
 from bptt_cli.core.scaled import Array, finite_or_zero, normalize
 from bptt_cli.estimators.estimator import Estimator
@@ -185,7 +186,7 @@ def truncated_gradients(
             b1 = min(b0 + fwd.block, seg.t1)
             L = b1 - b0
             _, _, loc_m, loc_s = local_terms(
-                net, seg.e_m[:, b0 - t0 : b1 - t0], seg.e_s[:, b0 - t0 : b1 - t0], loss, b1
+                net.W_qh, seg.e_m[:, b0 - t0 : b1 - t0], seg.e_s[:, b0 - t0 : b1 - t0], loss, T, b1
             )
             if seg.dphi is None:
                 w, tphi = None, np.zeros((n, L))
