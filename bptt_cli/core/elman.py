@@ -178,6 +178,14 @@ class Local:
     terms: Callable[[Any, int, int], Terms]  # (a Segment, or None for a gated cell's stored pass)
     every_step: bool
     loss: str | None = None
+    at_T: Callable[[], Local] | None = None  # the same terms kept at t = T only
+
+    def last(self) -> Local:
+        """The local terms at t = T only: what starts the last step's chain ``(dh_T/dh_t)^T g``."""
+        if not self.every_step:
+            return self
+        assert self.at_T is not None
+        return self.at_T()
 
 
 def head_local(net: Network, loss: str) -> Local:
@@ -188,7 +196,7 @@ def head_local(net: Network, loss: str) -> Local:
         rows = slice(b0 - seg.t0, b1 - seg.t0)
         return local_terms(net.W_qh, seg.e_m[:, rows], seg.e_s[:, rows], loss, T, b1)
 
-    return Local(terms, loss == "mean", loss)
+    return Local(terms, loss == "mean", loss, lambda: head_local(net, "last"))
 
 
 def given_local(m: Array, s: Array, every_step: bool = True) -> Local:
@@ -202,7 +210,7 @@ def given_local(m: Array, s: Array, every_step: bool = True) -> Local:
             ls = np.where(np.arange(b0, b1) == T - 1, ls, -np.inf)
         return np.zeros((n, b1 - b0, 0)), np.full((n, b1 - b0), -np.inf), m[:, b0:b1], ls
 
-    return Local(terms, every_step)
+    return Local(terms, every_step, None, lambda: given_local(m, s, False))
 
 
 def _drive(net: Network, b0: int, b1: int) -> tuple[Array, Array | None]:

@@ -593,7 +593,7 @@ def head_local(net: GatedNetwork, fwd: GatedForward, loss: str) -> Local:
     def terms(_: object, b0: int, b1: int) -> Terms:
         return local_terms(net.W_qh, fwd.e_m[:, b0:b1], fwd.e_s[:, b0:b1], loss, T, b1)
 
-    return Local(terms, loss == "mean", loss)
+    return Local(terms, loss == "mean", loss, lambda: head_local(net, fwd, "last"))
 
 
 def backward_blocks(net: GatedNetwork, fwd: GatedForward, loss: str | Local) -> Iterator[GatedBlock]:

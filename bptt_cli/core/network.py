@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, overload
 
 import numpy as np
+from numpy.typing import NDArray
 
 from bptt_cli.core.cells import CELLS
 from bptt_cli.core.ensembles import ENSEMBLES, random_W_hh, rescale
@@ -33,6 +34,8 @@ from bptt_cli.core.scaled import Array
 from bptt_cli.errors import BadInput
 
 LOSSES = ("last", "mean")
+CRITERIA = ("mse", "cross-entropy")
+INITIAL = ("zeros", "random")  # --h0, or a file
 PARAMS = ("W_hh", "W_hx", "W_qh", "b_h", "b_q")
 
 
@@ -53,19 +56,26 @@ class Spec:
     bias: float = 0.0
     trials: int = 1
     seed: int = 0
+    criterion: str = "mse"
+    layers: int = 1
+    bidirectional: bool = False
+    h0: str = "zeros"  # zeros, random, or the file the initial states came from
 
     def __post_init__(self) -> None:
         def flag(name: str) -> str:  # messages name the command-line option
             return "--" + name.replace("_", "-")
 
-        for name, choices in (("cell", CELLS), ("loss", LOSSES), ("ensemble", ENSEMBLES)):
+        choose = (("cell", CELLS), ("loss", LOSSES), ("ensemble", ENSEMBLES), ("criterion", CRITERIA))
+        for name, choices in choose:
             if getattr(self, name) not in choices:
                 raise BadInput(
                     f"unknown {flag(name)} {getattr(self, name)!r} (choose from {', '.join(choices)})"
                 )
-        for name in ("T", "hidden", "inputs_dim", "outputs_dim", "trials"):
+        for name in ("T", "hidden", "outputs_dim", "trials", "layers"):
             if getattr(self, name) < 1:
                 raise BadInput(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
+        if self.inputs_dim < 0:
+            raise BadInput(f"--inputs-dim must be at least 0 (0: no input), got {self.inputs_dim}")
         if self.seed < 0:
             raise BadInput(f"--seed must be non-negative, got {self.seed}")
         if self.radius is not None and self.norm is not None:
@@ -76,9 +86,20 @@ class Spec:
                 raise BadInput(f"{flag(name)} must be a finite number >= 0, got {value}")
 
 
+    @property
+    def stacked(self) -> bool:
+        """More than one layer, or both directions: a :class:`~bptt_cli.core.stack.StackNetwork`."""
+        return self.layers > 1 or self.bidirectional
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+
 @dataclass(frozen=True)
 class Given:
-    """Arrays supplied by the user (from files); ``None`` means draw at random."""
+    """Arrays supplied by the user (from files); ``None`` means draw at random (``h0``: zeros or
+    random as ``Spec.h0`` says). ``y`` holds reals ``(T, q)`` or classes ``(T,)``."""
 
     W_hh: Array | None = None
     W_hx: Array | None = None
@@ -87,6 +108,7 @@ class Given:
     b_q: Array | None = None
     x: Array | None = None
     y: Array | None = None
+    h0: Array | None = None
 
 
 @dataclass(frozen=True)
@@ -151,18 +173,49 @@ def draw_trial(spec: Spec, given: Given, seq: np.random.SeedSequence) -> dict[st
     def pick(name: str, j: int, draw: Callable[[np.random.Generator], Array]) -> Array:
         value = getattr(given, name)
         if value is not None:
-            return np.asarray(value, dtype=np.float64)
+            return value if name == "y" else np.asarray(value, dtype=np.float64)
         return draw(child_rng(seq, j))
 
     return {
         "W_hh": pick("W_hh", 0, lambda r: random_W_hh(r, h, spec.ensemble, spec.gain)),
-        "W_hx": pick("W_hx", 1, lambda r: r.standard_normal((h, d)) / np.sqrt(d)),
+        "W_hx": pick("W_hx", 1, lambda r: r.standard_normal((h, d)) / np.sqrt(max(d, 1))),
         "W_qh": pick("W_qh", 2, lambda r: r.standard_normal((q, h)) / np.sqrt(h)),
         "b_h": pick("b_h", 3, lambda r: r.standard_normal(h) * spec.bias),
         "b_q": pick("b_q", 4, lambda r: r.standard_normal(q) * spec.bias),
         "x": pick("x", 5, lambda r: r.standard_normal((T, d))),
-        "y": pick("y", 6, lambda r: r.standard_normal((T, q))),
+        "y": pick("y", 6, lambda r: draw_targets(r, spec.criterion, T, q)),
     }
+
+
+def draw_targets(r: np.random.Generator, criterion: str, T: int, q: int) -> NDArray[Any]:
+    """Targets of one trial: ``N(0, 1)`` reals ``(T, q)`` (``mse``), or classes ``(T,)`` drawn
+    uniformly from ``[0, q)`` (``cross-entropy``)."""
+    if criterion == "cross-entropy":
+        return r.integers(0, q, T)
+    return r.standard_normal((T, q))
+
+
+H0_STREAM, C0_STREAM = 11, 12  # child streams of a trial's initial states (--h0 random)
+
+
+def initial_states(
+    spec: Spec, given: Array | None, seqs: list[np.random.SeedSequence], count: int, stream: int = H0_STREAM
+) -> Array | None:
+    """The initial states of ``count`` layer-directions, ``(n, count, h)``, or ``None`` for zeros:
+    ``given`` (``(h,)`` for every one, or ``(count, h)``), or ``N(0, 1)`` from the trial's own stream
+    (``--h0 random``: its stream ``(stream, k)`` for layer-direction ``k``, so nothing else changes)."""
+    h = spec.hidden
+    if given is not None:
+        rows = np.broadcast_to(np.asarray(given, dtype=np.float64).reshape(-1, h), (count, h))
+        return np.broadcast_to(rows, (len(seqs), count, h)).copy()
+    if spec.h0 != "random":
+        return None
+    out = np.empty((len(seqs), count, h))
+    for i, seq in enumerate(seqs):
+        for k in range(count):
+            sub = np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, stream, k))
+            out[i, k] = np.random.default_rng(sub).standard_normal(h)
+    return out
 
 
 @overload
@@ -197,7 +250,9 @@ def build_network(
     stacked = {name: np.stack([tr[name] for tr in trials]) for name in trials[0]}
     stacked["W_hh"] = rescale(stacked["W_hh"], spec.radius, spec.norm)
     a = stacked
-    return Network(a["W_hh"], a["W_hx"], a["W_qh"], a["b_h"], a["b_q"], a["x"], a["y"], seeds)
+    h0 = initial_states(spec, given.h0, seeds, 1)
+    return Network(a["W_hh"], a["W_hx"], a["W_qh"], a["b_h"], a["b_q"], a["x"], a["y"], seeds,
+                   spec.criterion, None if h0 is None else h0[:, 0])
 
 
 # -- gated cells (nn.LSTM, nn.GRU) --------------------------------------------------------------
@@ -255,6 +310,8 @@ class GatedGiven:
     b_q: Array | None = None
     x: Array | None = None
     y: Array | None = None
+    h0: Array | None = None
+    c0: Array | None = None
 
 
 @dataclass(frozen=True)
@@ -304,18 +361,6 @@ class GatedNetwork:
     def params(self) -> dict[str, Array]:
         return {name: getattr(self, name) for name in GATED_PARAMS}
 
-    def output_layer(self) -> Network:
-        """The output layer and the data as an Elman :class:`Network` (views, no
-        copies): ``W_qh``, ``b_q``, ``x``, ``y`` and the sizes are this network's; ``W_hh`` is the
-        candidate block and ``W_hx``, ``b_h`` its input rows. For the helpers of
-        :mod:`bptt_cli.core.elman` that read only the output layer (``local_terms``).
-        """
-        h = self.shape[2]
-        k = CANDIDATE[self.cell]
-        rows = slice(k * h, (k + 1) * h)
-        return Network(self.W_hh, self.weight_ih_l0[:, rows], self.W_qh, self.bias_ih_l0[:, rows],
-                       self.b_q, self.x, self.y, self.seeds)
-
 
 def draw_gated_trial(spec: GatedSpec, given: GatedGiven, seq: np.random.SeedSequence) -> dict[str, Array]:
     """Parameters and data of one trial: the given arrays, the rest drawn from ``seq``."""
@@ -333,14 +378,15 @@ def draw_gated_trial(spec: GatedSpec, given: GatedGiven, seq: np.random.SeedSequ
         "W_qh": lambda r: r.standard_normal((q, h)) / np.sqrt(h),
         "b_q": lambda r: r.standard_normal(q) * spec.bias,
         "x": lambda r: r.standard_normal((T, d)),
-        "y": lambda r: r.standard_normal((T, q)),
+        "y": lambda r: draw_targets(r, spec.criterion, T, q),
     }
     out = {}
     for name, draw in draws.items():
         value = getattr(given, name)
-        out[name] = np.asarray(value, dtype=np.float64) if value is not None else draw(
-            child_rng(seq, STREAMS[name])
-        )
+        if value is not None:
+            out[name] = value if name == "y" else np.asarray(value, dtype=np.float64)
+        else:
+            out[name] = draw(child_rng(seq, STREAMS[name]))
     return out
 
 
@@ -364,8 +410,11 @@ def _build_gated(
         stacked["bias_ih_l0"] = stacked["bias_ih_l0"].copy()
         stacked["bias_ih_l0"][:, h : 2 * h] += spec.forget_bias
     a = stacked
+    h0 = initial_states(spec, given.h0, seeds, 1)
+    c0 = initial_states(spec, given.c0, seeds, 1, C0_STREAM) if spec.cell == "lstm" else None
     return GatedNetwork(spec.cell, a["weight_ih_l0"], a["weight_hh_l0"], a["bias_ih_l0"], a["bias_hh_l0"],
-                        a["W_qh"], a["b_q"], a["x"], a["y"], seeds)
+                        a["W_qh"], a["b_q"], a["x"], a["y"], seeds, spec.criterion,
+                        None if h0 is None else h0[:, 0], None if c0 is None else c0[:, 0])
 
 
 def state_size(cell: str, h: int) -> int:

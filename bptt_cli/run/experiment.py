@@ -111,7 +111,7 @@ class Experiment:
 def drawn_arrays(given: Given | GatedGiven) -> list[str]:
     """The arrays not given in a file, so drawn at random from the seed (``W_qh``, ..., ``x``,
     ``y``; PyTorch's names for a gated cell), in the order of the dataclass's fields."""
-    return [f.name for f in fields(given) if getattr(given, f.name) is None]
+    return [f.name for f in fields(given) if getattr(given, f.name) is None and f.name not in ("h0", "c0")]
 
 
 def network_spec(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bptt_cli.core.elman import BackwardBlock
+from bptt_cli.core.elman import BackwardBlock, Local
 from bptt_cli.core.network import GatedNetwork
 from bptt_cli.core.scaled import Array, normalize
 
@@ -117,25 +117,30 @@ def _scan_block(
 # -- gated cells --------------------------------------------------------------------------------
 
 
-def _memory_blocks(net: GatedNetwork, fwd: GatedForward) -> Iterator[BackwardBlock]:
+def _memory_blocks(
+    net: GatedNetwork, fwd: GatedForward, local: Local | str = "last"
+) -> Iterator[BackwardBlock]:
     """The last loss's backward pass as :class:`~bptt_cli.core.elman.BackwardBlock` s, the last block first:
     ``da`` is ``dL/d(W_hh h_{t-1} + b_hh)`` (the rows of ``weight_hh_l0``'s gradient) and ``h_m``
     the unit mantissas of ``h_{b0}..h_{b1}``."""
     from bptt_cli.core.gated import backward_blocks
 
     blk: GatedBlock
-    for blk in backward_blocks(net, fwd, "last"):
+    for blk in backward_blocks(net, fwd, local):
         h_m, h_s = normalize(fwd.h[:, blk.b0 : blk.b1 + 1])
         (dh_m, dh_s), (gh_m, gh_s) = blk.rec[0], blk.rec[-1]
         yield BackwardBlock(blk.b0, blk.b1, dh_m, dh_s, gh_m, gh_s, *blk.do, h_m, h_s, None)
 
 
-def gated_effective_memory(net: GatedNetwork, fwd: GatedForward, chain: GatedGradients) -> Array:
+def gated_effective_memory(
+    net: GatedNetwork, fwd: GatedForward, chain: GatedGradients, local: Local | str = "last"
+) -> Array:
     """Smallest ``k`` such that the last ``k`` steps give ``dL/dweight_hh_l0`` to within 5%, ``(n,)``.
 
     ``chain``: the gradients of the ``last`` loss (their ``dL_dgh_s`` and ``weight_hh_l0``);
-    the blocks are recomputed, and only as many as the answer needs.
+    the blocks are recomputed, and only as many as the answer needs. ``local``: the local terms at
+    t = T only that ``chain`` was computed with (default the output layer's, last loss).
     """
     assert chain.dL_dgh_s is not None
     total_m, total_s = chain.params["weight_hh_l0"]
-    return effective_memory(_memory_blocks(net, fwd), chain.dL_dgh_s, fwd.h_s, total_m, total_s)
+    return effective_memory(_memory_blocks(net, fwd, local), chain.dL_dgh_s, fwd.h_s, total_m, total_s)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bptt_cli.core.cells import CELLS, Cell
-from bptt_cli.core.elman import Forward, Gradients, backward, gradient_blocks, segments
+from bptt_cli.core.elman import Forward, Gradients, Local, backward, gradient_blocks, head_local, segments
 from bptt_cli.core.network import CANDIDATE, GATES, GatedNetwork, GatedSpec, Network, Spec
 from bptt_cli.core.scaled import Array
 from bptt_cli.theory.alignment import Dominant, alignment, dominant_subspace
@@ -113,7 +113,8 @@ def _dphi_blocks(net: Network, cell: Cell, fwd: Forward) -> Iterable[DphiBlock]:
 
 def theory(
     spec: Spec, net: Network | GatedNetwork, fwd: Forward | GatedForward, grads: Gradients, sp: Spectrum,
-    lyapunov: int, W_hh_from_file: bool = False,
+    lyapunov: int, W_hh_from_file: bool = False, local: Local | None = None,
+    mean_field_reason: str | None = None,
 ) -> Theory:
     """Every prediction for the trials of one experiment, for any cell.
 
@@ -122,16 +123,21 @@ def theory(
     candidate block for a gated cell); ``lyapunov``: how many exponents (0 for none, at most the
     state size); ``W_hh_from_file``: the mean field then does not apply. For the mean loss a
     second backward pass with the last loss gives the last step's chain ``(dh_T/dh_t)^T dL/dh_T``.
+    ``local``: the local terms the gradients were computed with (a layer of a stack: those of the
+    layer above; default the network's own output layer and ``spec.loss``); ``mean_field_reason``:
+    why the mean field does not apply, when the caller knows (a layer driven by the layer below).
     """
     if isinstance(spec, GatedSpec):
         assert isinstance(net, GatedNetwork) and not isinstance(fwd, Forward)
-        return _gated_theory(spec, net, fwd, grads, sp, lyapunov)  # type: ignore[arg-type]
+        return _gated_theory(spec, net, fwd, grads, sp, lyapunov, local)  # type: ignore[arg-type]
     assert isinstance(net, Network) and isinstance(fwd, Forward)
     cell = CELLS[spec.cell]
     n, T, _, _, _ = net.shape
-    chain = grads if spec.loss == "last" else backward(net, fwd, cell, "last")
+    local = local or head_local(net, spec.loss)
+    last = local.last()
+    chain = grads if not local.every_step else backward(net, fwd, cell, last)
     observed, window = observed_rate(chain.dL_dh_s)
-    reason = mean_field_applies(spec, W_hh_from_file)
+    reason = mean_field_reason or mean_field_applies(spec, W_hh_from_file)
     mf = None if reason else mean_field(cell, net.W_hh, net.W_hx, net.b_h, net.x)
     rates = {
         "observed": observed,
@@ -145,14 +151,14 @@ def theory(
         lyap = lyapunov_exponents(net.W_hh, blocks, T, lyapunov)
     vanish, explode = horizons(grads.dL_dh_s)
     memory = effective_memory(
-        gradient_blocks(net, fwd, cell, "last", chain), chain.dL_da_s, fwd.h_s, *chain.params["W_hh"]
+        gradient_blocks(net, fwd, cell, last, chain), chain.dL_da_s, fwd.h_s, *chain.params["W_hh"]
     )
     dominant = dominant_subspace(net.W_hh, sp.eigenvalues)
-    projection, tan = alignment(gradient_blocks(net, fwd, cell, spec.loss, grads), T, dominant)
+    projection, tan = alignment(gradient_blocks(net, fwd, cell, local, grads), T, dominant)
     return Theory(
         rates=rates,
         window=window,
-        observed_of="dL/dh_t" if spec.loss == "last" else "last step's chain",
+        observed_of="dL/dh_t" if not local.every_step else "last step's chain",
         mean_field=mf,
         mean_field_reason=reason,
         lyapunov=lyap,
@@ -174,7 +180,8 @@ def candidate_name(cell: str) -> str:
 
 
 def _gated_theory(
-    spec: GatedSpec, net: GatedNetwork, fwd: GatedForward, grads: GatedGradients, sp: Spectrum, lyapunov: int
+    spec: GatedSpec, net: GatedNetwork, fwd: GatedForward, grads: GatedGradients, sp: Spectrum, lyapunov: int,
+    local: Local | None = None,
 ) -> Theory:
     """Every prediction that applies to the trials of one LSTM/GRU experiment.
 
@@ -183,8 +190,11 @@ def _gated_theory(
     """
     n, T, _, _, _ = net.shape
     from bptt_cli.core.gated import backward as gated_backward
+    from bptt_cli.core.gated import head_local as gated_head_local
 
-    chain = grads if spec.loss == "last" else gated_backward(net, fwd, "last", keep=False)
+    local = local or gated_head_local(net, fwd, spec.loss)
+    last = local.last()
+    chain = grads if not local.every_step else gated_backward(net, fwd, last, keep=False)
     observed, fit = observed_rate(chain.dL_dh_s)
     rates = {"observed": observed, **{name: np.full(n, np.nan) for name in REASONS if name != "alignment"}}
     vanish, explode = horizons(grads.dL_dh_s)
@@ -192,13 +202,13 @@ def _gated_theory(
     return Theory(
         rates=rates,
         window=fit,
-        observed_of="dL/dh_t" if spec.loss == "last" else "last step's chain",
+        observed_of="dL/dh_t" if not local.every_step else "last step's chain",
         mean_field=None,
         mean_field_reason=REASONS["mean_field"],
         lyapunov=gated_lyapunov(net, fwd, lyapunov) if lyapunov > 0 else None,
         vanish=vanish,
         explode=explode,
-        effective_memory=gated_effective_memory(net, fwd, chain),
+        effective_memory=gated_effective_memory(net, fwd, chain, last),
         henrici=henrici(W, sp.eigenvalues),
         abscissa=numerical_abscissa(W),
         growth=transient_growth(W, T, sp.spectral_norm),
