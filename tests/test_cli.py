@@ -412,7 +412,7 @@ BAD_ARGS: list[tuple[list[str], tuple[str, ...]]] = [
     (["--T"], ("--T",)),
     (["--hidden", "0"], ("--hidden",)),
     (["--hidden", "-3"], ("--hidden",)),
-    (["--inputs-dim", "0"], ("--inputs-dim",)),
+    (["--inputs-dim", "-1"], ("--inputs-dim",)),
     (["--outputs-dim", "0"], ("--outputs-dim",)),
     (["--trials", "0"], ("--trials",)),
     (["--seed", "-1"], ("--seed",)),

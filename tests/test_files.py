@@ -124,7 +124,8 @@ def test_sizes_come_from_files(tmp_path: Path, trial) -> None:  # type: ignore[n
     p, x, y = trial
     save_trial(tmp_path, p, x, y)
     given, sizes = given_from_files(tmp_path / "w.npz", tmp_path / "x.npy", tmp_path / "y.npy")
-    assert {k: v[0] for k, v in sizes.items()} == {"hidden": 5, "inputs_dim": 3, "outputs_dim": 2, "T": 30}
+    assert {k: v[0] for k, v in sizes.items()} == {"hidden": 5, "inputs_dim": 3, "outputs_dim": 2, "T": 30,
+                                                   "layers": 1, "bidirectional": False}
     assert given.x is not None and given.x.dtype == np.float64
     # the same values given on the command line agree, so they are accepted
     rec = bptt_json(

@@ -180,14 +180,19 @@ def _bad_models() -> list[tuple[str, Any, tuple[str, ...]]]:
             ("W_qh", "twice", "'fc.weight'"),
         ),
         (
-            "a second layer",
-            {**_model_dict("lstm", rnn, head), "lstm.weight_hh_l1": rnn["weight_hh_l0"]},
-            ("'weight_hh_l1'", "single-layer"),
+            "a layer missing",
+            {**_model_dict("lstm", rnn, head), "lstm.weight_hh_l2": rnn["weight_hh_l0"]},
+            ("weight_hh_l1", "layer 1", "missing"),
         ),
         (
-            "a second direction",
+            "a second direction, the head one direction wide",
             {**_model_dict("lstm", rnn, head), "lstm.weight_hh_l0_reverse": rnn["weight_hh_l0"]},
-            ("'weight_hh_l0_reverse'", "one-direction"),
+            ("'fc.weight'", f"(q, {2 * H})", "2h"),
+        ),
+        (
+            "a projection",
+            {**_model_dict("lstm", rnn, head), "lstm.weight_hr_l0": np.ones((H, H))},
+            ("'weight_hr_l0'", "proj_size"),
         ),
     ]
 

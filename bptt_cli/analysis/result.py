@@ -10,13 +10,13 @@ that keeps the gradient alive, the step Jacobians); its ``spectrum`` is that of 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bptt_cli.analysis.stats import quantiles
 from bptt_cli.core.elman import Gradients
-from bptt_cli.core.network import GatedNetwork, Network, Spec
+from bptt_cli.core.network import GatedNetwork, Spec
 from bptt_cli.core.scaled import LN10, Array, log_norm
 from bptt_cli.theory.spectra import Spectrum
 
@@ -49,12 +49,69 @@ def verdict(gain_log10: float, tolerance: float) -> str:
     return "stable"
 
 
+def log10_norms(params: dict[str, tuple[Array, Array]]) -> dict[str, Array]:
+    """log10 Frobenius norm of each scaled parameter gradient, ``(n,)`` each; a parameter with no
+    entries (``W_hx`` of a network without inputs) has none and is left out."""
+    out = {}
+    for name, (m, s) in params.items():
+        if m[0].size:
+            out[name] = (log_norm(m, s) if m.ndim == 3 else log_norm(m[..., None], s)) / LN10
+    return out
+
+
+def worst(verdicts: list[tuple[str, float]]) -> str:
+    """The worst of several ``(verdict, median gain_log10)``: vanishing or exploding before stable
+    before undefined, and between two unstable ones the larger ``|gain|``."""
+    rank = {"undefined": 0, "stable": 1, "vanishing": 2, "exploding": 2}
+    return max(verdicts, key=lambda vg: (rank[vg[0]], abs(vg[1]) if np.isfinite(vg[1]) else np.inf))[0]
+
+
+@dataclass(frozen=True)
+class LayerAnalysis:
+    """One layer and direction of a network (the JSON's ``trials[i].layers[j]``), ``n`` trials.
+
+    ``layer`` (0 nearest the input), ``direction`` (0 forward, 1 reverse); ``grad_h_log10 (n, T)``:
+    ``log10 ||dL/dh_t||`` of its states, index 0 is t = 1 (real time, for either direction);
+    ``gain_log10 (n,)``: the gain of its own chain, from its last step to its first (for the reverse
+    direction, from t = 1 to t = T); ``spectrum``: of its ``W_hh`` (the candidate block of a gated
+    cell); ``grad_params_log10``: its parameters' gradients under PyTorch's names; ``theory``: the
+    predictions that apply to it (``None`` without theory).
+    """
+
+    layer: int
+    direction: int
+    grad_h_log10: Array
+    gain_log10: Array
+    spectrum: Spectrum
+    grad_params_log10: dict[str, Array]
+    tolerance: float
+    theory: Theory | None = None
+
+    @property
+    def verdicts(self) -> list[str]:
+        return [verdict(g, self.tolerance) for g in self.gain_log10]
+
+    @property
+    def median_gain_log10(self) -> float:
+        return float(quantiles(self.gain_log10, (0.5,))[0])
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.median_gain_log10, self.tolerance)
+
+
 @dataclass(frozen=True)
 class Analysis:
-    """Results of every trial of one experiment (arrays have a leading trial axis ``n``)."""
+    """Results of every trial of one experiment (arrays have a leading trial axis ``n``).
+
+    For a stacked or bidirectional network ``net`` is the :class:`~bptt_cli.core.stack.StackNetwork`,
+    ``layers`` holds every layer-direction, and ``grads``, ``spectrum``, ``theory`` describe layer
+    0, forward (the gradient that travels furthest), with the output layer's ``W_qh``, ``b_q``;
+    ``first`` is that layer's own network. A one-layer network has one entry in ``layers``.
+    """
 
     spec: Spec
-    net: Network | GatedNetwork
+    net: Any
     grads: Gradients
     spectrum: Spectrum
     tolerance: float
@@ -64,6 +121,8 @@ class Analysis:
     # log10 norm of each parameter gradient's step-t term, (n, T) each (Elman only;
     # bptt_cli.theory.contributions)
     param_terms_log10: dict[str, Array] | None = None
+    layers: tuple[LayerAnalysis, ...] = ()
+    first: Any = None
 
     @property
     def grad_h_log10(self) -> Array:
@@ -78,10 +137,7 @@ class Analysis:
     @property
     def grad_params_log10(self) -> dict[str, Array]:
         """log10 Frobenius norm of each parameter gradient, ``(n,)`` each, in the network's order."""
-        out = {}
-        for name, (m, s) in self.grads.params.items():
-            out[name] = (log_norm(m, s) if m.ndim == 3 else log_norm(m[..., None], s)) / LN10
-        return out
+        return log10_norms(self.grads.params)
 
     @property
     def verdicts(self) -> list[str]:
@@ -94,12 +150,16 @@ class Analysis:
 
     @property
     def verdict(self) -> str:
-        """The verdict of the median gain: what ``summary.verdict`` reports and ``--fail-on`` matches."""
+        """The verdict of the median gain (``summary.verdict``); the worst over the layers of a stack."""
+        if len(self.layers) > 1:
+            return worst([(lay.verdict, lay.median_gain_log10) for lay in self.layers])
         return verdict(self.median_gain_log10, self.tolerance)
 
     def fails(self, fail_on: str | None) -> bool:
-        """Whether the median verdict matches ``--fail-on``."""
-        return fail_on is not None and self.verdict in FAIL_ON[fail_on]
+        """Whether the verdict (of any layer) matches ``--fail-on``."""
+        if fail_on is None:
+            return False
+        return any(v in FAIL_ON[fail_on] for v in [self.verdict, *(lay.verdict for lay in self.layers)])
 
 
 @dataclass(frozen=True)
@@ -110,8 +170,10 @@ class GatedAnalysis(Analysis):
 
     @property
     def gated_net(self) -> GatedNetwork:
-        assert isinstance(self.net, GatedNetwork)
-        return self.net
+        """The gated network of layer 0, forward (the network itself for one layer)."""
+        net = self.first if self.first is not None else self.net
+        assert isinstance(net, GatedNetwork)
+        return net
 
     @property
     def forward(self) -> GatedForward:

@@ -19,6 +19,7 @@ import typer
 from bptt_cli.errors import BadInput
 
 CellName = Literal["identity", "tanh", "relu", "sigmoid", "lstm", "gru"]
+CriterionName = Literal["mse", "cross-entropy"]
 ElmanCellName = Literal["identity", "tanh", "relu", "sigmoid"]
 LossName = Literal["last", "mean"]
 EnsembleName = Literal["gaussian", "orthogonal", "symmetric", "uniform", "identity"]
@@ -27,7 +28,9 @@ ParamName = Literal["W_hh", "W_hx", "W_qh", "b_h", "b_q"]
 
 TOpt = Annotated[int | None, typer.Option("--T", min=1, help="Sequence length (default 100, or from --inputs/--targets).")]
 HiddenOpt = Annotated[int | None, typer.Option(min=1, help="Hidden size h (default 64, or from --weights).")]
-InputsDimOpt = Annotated[int | None, typer.Option(min=1, help="Input size d (default 8).")]
+InputsDimOpt = Annotated[int | None, typer.Option(min=0, help="Input size d (default 8); 0: no input, the autonomous network h_t = phi(W_hh h_{t-1} + b_h).")]
+CriterionOpt = Annotated[CriterionName, typer.Option(help="mse: 1/2||o_t - y_t||^2; cross-entropy: softmax over the q outputs and the NLL of an integer class per step (torch.nn.functional.cross_entropy).")]
+H0Opt = Annotated[str, typer.Option("--h0", metavar="zeros|random|FILE", help="Initial state h_0: zeros; random, N(0, 1) per unit from the trial's own stream; or a .npy of shape (h,) or (layers x directions, h) (.npz with h0 and c0 for an LSTM).")]
 OutputsDimOpt = Annotated[int | None, typer.Option(min=1, help="Output size q (default 8).")]
 EnsembleOpt = Annotated[EnsembleName | None, typer.Option(help="Random W_hh ensemble (default gaussian).")]
 GainOpt = Annotated[float | None, typer.Option(help="Scale of the ensemble: about its spectral radius (default 1).")]
@@ -35,16 +38,19 @@ RadiusOpt = Annotated[float | None, typer.Option(help="Rescale W_hh to this exac
 NormOpt = Annotated[float | None, typer.Option(help="Rescale W_hh to this exact spectral norm.")]
 BiasOpt = Annotated[float, typer.Option(help="Standard deviation of b_h and b_q.")]
 SeedOpt = Annotated[int, typer.Option(min=0, help="Root seed; trial i uses SeedSequence(seed).spawn(trials)[i].")]
-WeightsOpt = Annotated[Path | None, typer.Option(help=".npz with W_hh [W_hx W_qh b_h b_q] or PyTorch nn.RNN names; .npy for W_hh.")]
+WeightsOpt = Annotated[Path | None, typer.Option(help=".npz with W_hh [W_hx W_qh b_h b_q] (or Dive into Deep Learning's W_xh W_hh b_h W_hq b_q), or a PyTorch nn.RNN/nn.LSTM/nn.GRU state_dict (.pt or .npz, any layers and directions, with a Linear head); .npy for W_hh.")]
 InputsOpt = Annotated[Path | None, typer.Option(help=".npy of inputs x_t, shape T x d.")]
-TargetsOpt = Annotated[Path | None, typer.Option(help=".npy of targets y_t, shape T x q.")]
+TargetsOpt = Annotated[Path | None, typer.Option(help=".npy of targets y_t, shape T x q (mse), or integer classes, shape T (cross-entropy).")]
 
 
 def analyze_options(
     T: TOpt = None,
     cell: Annotated[CellName, typer.Option(help="Activation phi of the Elman cell (identity, tanh, relu, sigmoid), or a gated cell: lstm, gru (PyTorch's nn.LSTM, nn.GRU).")] = "identity",
-    loss: Annotated[LossName, typer.Option(help="last: 1/2||o_T - y_T||^2; mean: average of 1/2||o_t - y_t||^2.")] = "last",
+    loss: Annotated[LossName, typer.Option(help="last: the loss of step T alone; mean: the average over t = 1..T.")] = "last",
+    criterion: CriterionOpt = "mse",
     hidden: HiddenOpt = None,
+    layers: Annotated[int | None, typer.Option(min=1, help="Stacked layers (default 1, or from --weights).")] = None,
+    bidirectional: Annotated[bool | None, typer.Option("--bidirectional/--no-bidirectional", help="Both directions in every layer, as PyTorch's bidirectional=True (default: one, or from --weights).")] = None,
     inputs_dim: InputsDimOpt = None,
     outputs_dim: OutputsDimOpt = None,
     ensemble: EnsembleOpt = None,
@@ -58,6 +64,7 @@ def analyze_options(
     weights: WeightsOpt = None,
     inputs: InputsOpt = None,
     targets: TargetsOpt = None,
+    h0: H0Opt = "zeros",
     tolerance: Annotated[float, typer.Option(help="Orders of magnitude of gain counted as stable.")] = 1.0,
     lyapunov: Annotated[int | None, typer.Option(min=0, help="How many Lyapunov exponents (default min(hidden, 4); 0 for none).")] = None,
     truncate: Annotated[str | None, typer.Option(metavar="K|random", help="Also measure a truncated gradient: keep K steps of every chain, or 'random' (with --keep-prob).")] = None,
@@ -74,13 +81,15 @@ def analyze_options(
 
 def spectrum_options(
     hidden: HiddenOpt = None,
+    layers: Annotated[int | None, typer.Option(min=1, help="Stacked layers, each with its own W_hh (default 1, or from --weights).")] = None,
+    bidirectional: Annotated[bool | None, typer.Option("--bidirectional/--no-bidirectional", help="Both directions in every layer (default: one, or from --weights).")] = None,
     ensemble: EnsembleOpt = None,
     gain: GainOpt = None,
     radius: RadiusOpt = None,
     norm: NormOpt = None,
     trials: Annotated[int, typer.Option(min=1, help="Independent random draws.")] = 1,
     seed: SeedOpt = 0,
-    weights: Annotated[Path | None, typer.Option(help=".npz with W_hh (or weight_hh_l0), or .npy of W_hh.")] = None,
+    weights: Annotated[Path | None, typer.Option(help=".npz with W_hh (or weight_hh_l0, of every layer of an nn.RNN state_dict), or .npy of W_hh.")] = None,
     T: Annotated[int, typer.Option("--T", min=1, help="Horizon of the peak transient growth max_k ||W^k||_2, k <= T.")] = 100,
 ) -> None:
     """What ``bptt spectrum`` computes (:func:`bptt_cli.spectrum`)."""
@@ -94,6 +103,7 @@ def truncate_options(
     T: TOpt = None,
     cell: Annotated[ElmanCellName, typer.Option(help="Activation phi of the Elman cell.")] = "identity",
     loss: Annotated[LossName, typer.Option(help="mean (default here: the chapter's objective, 1/T sum_t l_t) or last.")] = "mean",
+    criterion: CriterionOpt = "mse",
     hidden: HiddenOpt = None,
     inputs_dim: InputsDimOpt = None,
     outputs_dim: OutputsDimOpt = None,
@@ -107,6 +117,7 @@ def truncate_options(
     weights: WeightsOpt = None,
     inputs: InputsOpt = None,
     targets: TargetsOpt = None,
+    h0: H0Opt = "zeros",
     K: Annotated[str | None, typer.Option("--K", metavar="K1,K2,...", help=f"Truncation lengths of regular truncation (default {DEFAULT_K}, those below T).")] = None,
     truncate_mode: Annotated[TruncateMode, typer.Option(help="window: each loss term keeps its last K steps (the chapter's regular truncation); chunk: chunks of K steps, gradient detached between chunks.")] = "window",
     keep_prob: Annotated[str, typer.Option(metavar="P1,P2,...", help="Keep probabilities of randomized truncation.")] = DEFAULT_KEEP_PROBS,

@@ -36,7 +36,7 @@ def pow2_scale(A: Array) -> Array:
     """Powers of two ``2^e``, one per matrix of ``A (..., r, c)``, with ``max |A| / 2^e`` in
     ``[0.5, 1)`` (1 for a zero matrix): dividing by them is exact, and the entries' squares and
     products then stay inside float64. Shape ``(...)``."""
-    peak = np.max(np.abs(A), axis=(-2, -1))
+    peak = np.max(np.abs(A), axis=(-2, -1), initial=0.0)
     _, e = np.frexp(peak)
     return np.ldexp(1.0, np.where(peak > 0, e, 0))
 

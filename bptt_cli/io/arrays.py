@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 
 from bptt_cli.core.scaled import Array
 from bptt_cli.errors import BadInput
@@ -120,3 +121,56 @@ def fixed_sizes(arrays: Mapping[str, Array], axes: SizeAxes) -> dict[str, tuple[
     return sizes
 
 
+
+
+def load_classes(source: Path | np.ndarray, label: str | None = None) -> NDArray[np.int64]:
+    """Integer classes ``(T,)`` (the targets of ``--criterion cross-entropy``) from a ``.npy`` file or
+    an array: one non-negative integer per step (the upper bound, q, is checked by the caller)."""
+    if isinstance(source, np.ndarray):
+        value, where = source, label or "the given targets"
+    else:
+        loaded = load_arrays(source)
+        if not isinstance(loaded, np.ndarray):
+            raise BadInput(f"targets file {source} must be a .npy array of shape (T,), not an archive")
+        value, where = loaded, str(source)
+    if value.dtype.kind not in "iu":
+        raise BadInput(
+            f"targets in {where} have dtype {value.dtype}; --criterion cross-entropy needs integer classes "
+            "(shape (T,))"
+        )
+    if value.ndim != 1 or value.shape[0] < 1:
+        raise BadInput(
+            f"targets in {where} have shape {value.shape}; --criterion cross-entropy needs (T,) classes"
+        )
+    if np.any(value < 0):
+        t = int(np.argmax(value < 0)) + 1
+        raise BadInput(f"targets in {where}: class {int(value[t - 1])} at t = {t} is negative")
+    return value.astype(np.int64)
+
+
+def load_initial(source: Path | np.ndarray) -> tuple[Array, Array | None]:
+    """Initial states from ``--h0 FILE``: a ``.npy`` of ``h_0`` (``(h,)`` or one row per layer and
+    direction), or a ``.npz`` with ``h0`` and, for an LSTM, ``c0``; or an array. Shapes are checked
+    against the network by the caller."""
+    if isinstance(source, np.ndarray):
+        return check_array(source, "h0", "the given h0", source.ndim), None
+    loaded = load_arrays(source)
+    if isinstance(loaded, np.ndarray):
+        return check_array(loaded, "h0", source, loaded.ndim), None
+    unknown = sorted(set(loaded) - {"h0", "c0"})
+    if unknown or "h0" not in loaded:
+        found = ", ".join(sorted(loaded)) or "nothing"
+        raise BadInput(f"--h0 {source} must hold h0 (and c0 for an LSTM), found {found}")
+    c0 = loaded.get("c0")
+    return (check_array(loaded["h0"], "h0", source, loaded["h0"].ndim),
+            None if c0 is None else check_array(c0, "c0", source, c0.ndim))
+
+
+def fit_initial(value: Array | None, count: int, h: int, name: str, where: str) -> Array | None:
+    """``value`` checked to be ``(h,)`` (every layer-direction) or ``(count, h)``: as ``(count, h)``."""
+    if value is None:
+        return None
+    if value.shape == (h,) or value.shape == (count, h):
+        return np.broadcast_to(value, (count, h)).copy()
+    rows = f" or ({count}, {h}), one row per layer and direction" if count > 1 else ""
+    raise BadInput(f"{name} in {where} has shape {value.shape}; expected ({h},){rows}")

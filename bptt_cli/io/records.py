@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bptt_cli import __version__
-from bptt_cli.analysis.result import VERDICTS, Analysis, GatedAnalysis
+from bptt_cli.analysis.result import VERDICTS, Analysis, GatedAnalysis, LayerAnalysis
 from bptt_cli.analysis.stats import quantiles, spread
 from bptt_cli.core.network import GATED
+from bptt_cli.core.stack import DIRECTIONS
 from bptt_cli.io.estimator_records import (
     comparison_rows,
     estimate_record,
@@ -52,6 +53,41 @@ def summary(an: Analysis) -> dict[str, Any]:
     }
     if an.estimates:
         out["estimators"] = estimates_summary(an.estimates)
+    out["layers"] = [
+        {"layer": lay.layer, "direction": DIRECTIONS[lay.direction], "gain_log10": lay.median_gain_log10,
+         "verdict": lay.verdict}
+        for lay in an.layers
+    ]
+    return out
+
+
+def spectrum_entry(sp: Any, i: int) -> dict[str, Any]:
+    """The ``spectrum`` object of trial ``i`` (spectral radius, norm, condition number, eigenvalues)."""
+    eig = sp.eigenvalues[i]
+    return {
+        "spectral_radius": sp.spectral_radius[i],
+        "spectral_norm": sp.spectral_norm[i],
+        "condition_number": sp.condition_number[i],
+        "eigenvalues": np.stack([eig.real, eig.imag], axis=-1),
+    }
+
+
+def layer_record(lay: LayerAnalysis, i: int) -> dict[str, Any]:
+    """Trial ``i``'s object of one layer-direction (``trials[i].layers[j]``): its gradient, gain,
+    verdict, spectrum, parameter gradients and, with the theory, the rates, mean field, Lyapunov
+    exponents and horizons that apply to it."""
+    out: dict[str, Any] = {
+        "layer": lay.layer,
+        "direction": DIRECTIONS[lay.direction],
+        "grad_h_log10": lay.grad_h_log10[i],
+        "gain_log10": lay.gain_log10[i],
+        "verdict": lay.verdicts[i],
+        "spectrum": spectrum_entry(lay.spectrum, i),
+        "grad_params_log10": {k: v[i] for k, v in lay.grad_params_log10.items()},
+    }
+    if lay.theory is not None:
+        theory = theory_record(lay.theory, i)
+        out.update({k: theory[k] for k in ("rates", "mean_field", "lyapunov", "horizon")})
     return out
 
 
@@ -64,7 +100,6 @@ def analysis_record(an: Analysis, config: dict[str, Any] | None = None) -> dict[
     grad_h = an.grad_h_log10  # once: each access makes a new (n, T) array, which a row would keep alive
     extra = gated_trial_arrays(an)
     for i, verdict in enumerate(an.verdicts):
-        eig = an.spectrum.eigenvalues[i]
         trials.append(
             {
                 "trial": i,
@@ -72,12 +107,7 @@ def analysis_record(an: Analysis, config: dict[str, Any] | None = None) -> dict[
                 "loss_log10": an.grads.loss_ln[i] / math.log(10),
                 "gain_log10": an.gain_log10[i],
                 "verdict": verdict,
-                "spectrum": {
-                    "spectral_radius": an.spectrum.spectral_radius[i],
-                    "spectral_norm": an.spectrum.spectral_norm[i],
-                    "condition_number": an.spectrum.condition_number[i],
-                    "eigenvalues": np.stack([eig.real, eig.imag], axis=-1),
-                },
+                "spectrum": spectrum_entry(an.spectrum, i),
                 "grad_h_log10": grad_h[i],
                 "grad_params_log10": {k: v[i] for k, v in params.items()},
                 **(
@@ -86,6 +116,7 @@ def analysis_record(an: Analysis, config: dict[str, Any] | None = None) -> dict[
                 ),
                 **{k: v[i] for k, v in extra.items()},
                 **(theory_record(an.theory, i) if an.theory is not None else {}),
+                "layers": [layer_record(lay, i) for lay in an.layers],
             }
         )
         if an.estimates:

@@ -30,11 +30,19 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def layer_reason(key: str) -> str:
-    """Why a recurrent-looking ``key`` is refused: another layer, direction or a projection."""
+    """Why a recurrent-looking ``key`` is refused: a projection (``proj_size``)."""
     m = RECURRENT.match(key.rsplit(".", 1)[-1])
-    if m and (m.group(3) != "0" or m.group(4) or m.group(2) == "hr"):
-        return " (bptt reads single-layer, one-direction networks, no proj_size)"
+    if m and m.group(2) == "hr":
+        return " (an LSTM with proj_size: bptt does not support projections)"
     return ""
+
+
+def depth(arrays: Mapping[str, Any]) -> tuple[int, int]:
+    """``(layers, directions)`` of the recurrent names of a state_dict (``(1, 1)`` without any)."""
+    found = [RECURRENT.match(k.rsplit(".", 1)[-1]) for k in arrays]
+    layers = max((int(m.group(3)) + 1 for m in found if m), default=1)
+    directions = 2 if any(m and m.group(4) for m in found) else 1
+    return layers, directions
 
 
 def is_torch_file(path: Path) -> bool:
@@ -142,7 +150,8 @@ def unprefix(arrays: Mapping[str, np.ndarray], path: Path | str) -> dict[str, np
     if len(prefixes) > 1:
         listed = ", ".join(repr(p) for p in prefixes)
         raise BadInput(
-            f"{path} holds the recurrent weights of several modules ({listed}); bptt reads one layer"
+            f"{path} holds the recurrent weights of several modules ({listed}); "
+            "bptt reads one recurrent module"
         )
     for key in recurrent:
         put(key.rsplit(".", 1)[1], key)
@@ -166,8 +175,12 @@ def unprefix(arrays: Mapping[str, np.ndarray], path: Path | str) -> dict[str, np
         raise BadInput(f"unknown array {key!r} in {path}{layer_reason(key)}: {expected}")
     weight = arrays[weight_key]
     h = _hidden(out)
+    D = depth(out)[1]
+    if h is not None:
+        h *= D  # the output layer reads every direction of the top layer
     if weight.ndim != 2 or (h is not None and weight.shape[1] != h):
-        need = f"(q, {h}), h from the recurrent weights" if h is not None else "(q, h)"
+        need = (f"(q, {h}), {'2h' if D == 2 else 'h'} from the recurrent weights" if h is not None
+                else "(q, h)")
         raise BadInput(
             f"{weight_key!r} in {path} has shape {weight.shape}; as the output layer W_qh it must be {need}"
         )

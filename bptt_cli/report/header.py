@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from bptt_cli.analysis.result import Analysis, GatedAnalysis
 from bptt_cli.core.scaled import Array
+from bptt_cli.core.stack import DIRECTIONS
 from bptt_cli.report.format import over_trials
 
 
@@ -22,7 +24,7 @@ class GatedRows:
     block: str  # the spectrum's matrix
     forget_bias: str | None
     grad_c: Array | None  # log10 ||dL/dc_t||, (n, T)
-    product: Array  # log10 of the gate product from t+1 to T, (n, T)
+    product: Array | None  # log10 of the gate product from t+1 to T, (n, T)
     product_title: str
 
 
@@ -68,23 +70,38 @@ def render_header(
     header.add_column(style="bold")
     header.add_column()
     gated = gated_rows(an)
+    depth = ""
+    if spec.layers > 1 or spec.bidirectional:
+        depth = f", {spec.layers} layer{'s' if spec.layers > 1 else ''}"
+        depth += ", bidirectional" if spec.bidirectional else ""
+    loss = f"loss {spec.loss}" + (f" {spec.criterion}" if spec.criterion != "mse" else "")
     if gated is None:
-        header.add_row("model", f"Elman RNN, cell {spec.cell}, loss {spec.loss}, T {T}")
+        header.add_row("model", f"Elman RNN, cell {spec.cell}{depth}, {loss}, T {T}")
     else:
-        header.add_row("model", f"{gated.model}, loss {spec.loss}, T {T}")
-    header.add_row("sizes", f"hidden {h}, inputs {d}, outputs {q}")
+        header.add_row("model", f"{gated.model}{depth}, {loss}, T {T}")
+    inputs = f"{d}" + (" (autonomous)" if d == 0 else "")
+    header.add_row("sizes", f"hidden {h}, inputs {inputs}, outputs {q}")
     W = "W_hh" if gated is None else "weight_hh_l0"
     header.add_row(W, Text(source))
     if drawn:
         header.add_row("drawn", Text(drawn_note(drawn, spec.seed)))
     if gated is not None and gated.forget_bias is not None:
         header.add_row("forget bias", gated.forget_bias)
+    if spec.h0 != "zeros":
+        header.add_row("h0", Text("N(0, 1) per unit" if spec.h0 == "random" else f"from {spec.h0}"))
     block = "W_hh" if gated is None else gated.block
     header.add_row(
         "spectrum",
         f"rho {over_trials(sp.spectral_radius).replace('+', '')}, "
         f"||{block}||_2 {over_trials(sp.spectral_norm).replace('+', '')}",
     )
+    if len(an.layers) > 1:  # one line per layer and direction: its spectrum, gain and verdict
+        for lay in an.layers:
+            name = f"layer {lay.layer}" + (f" {DIRECTIONS[lay.direction]}" if spec.bidirectional else "")
+            gain = lay.median_gain_log10
+            shown = "null" if not np.isfinite(gain) else f"10^{gain:+.2f}"
+            rho = float(np.median(lay.spectrum.spectral_radius))
+            header.add_row(name, f"rho {rho:.3g}, gain {shown}, {lay.verdict}")
     # Text, not a markup string: rich would swallow "[quartiles]" as a style tag
     header.add_row("trials", Text(f"{n} (seed {spec.seed})" + (", median [quartiles]" if n > 1 else "")))
     if an.memory is not None and an.memory.checkpoint_every is not None:

@@ -9,14 +9,17 @@ Console without a colour system (rich alone would still write bold and italic co
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bptt_cli.analysis.result import Analysis
+from bptt_cli.analysis.result import Analysis, LayerAnalysis
 from bptt_cli.analysis.stats import quantiles
+from bptt_cli.core.stack import DIRECTIONS
+from bptt_cli.errors import BadInput
 from bptt_cli.report.charts import gradient_chart, rho_prediction
 from bptt_cli.report.estimator_tables import render_estimates
 from bptt_cli.report.format import VERDICT_STYLE, fmt, over_trials, pow10, report_steps
@@ -24,7 +27,7 @@ from bptt_cli.report.header import GatedRows, gated_rows, render_header
 from bptt_cli.report.theory_tables import render_theory
 
 
-def top_lyapunov(an: Analysis) -> float | None:
+def top_lyapunov(an: Analysis | LayerAnalysis) -> float | None:
     """The median over trials of the top Lyapunov exponent (natural log per step), if computed."""
     lyap = an.theory.lyapunov if an.theory is not None else None
     if lyap is None or lyap.exponents.shape[1] == 0:
@@ -33,52 +36,77 @@ def top_lyapunov(an: Analysis) -> float | None:
     return top if math.isfinite(top) else None
 
 
-def render_gradient_chart(an: Analysis, console: Console, gated: GatedRows | None) -> None:
-    """The chart of log10 ||dL/dh_t|| against t with the theory's line, anchored at t = T: the
-    chapter's ``rho^(T-t)`` (the step table's last column) for an Elman cell; for a gated cell
-    the top Lyapunov exponent's ``exp(lambda_1 (T-t))``, which predicts the measured rate (the
+def render_gradient_chart(lay: LayerAnalysis, console: Console, gated: GatedRows | None) -> None:
+    """The chart of one layer's log10 ||dL/dh_t|| against t with the theory's line, anchored at
+    t = T: the chapter's ``rho^(T-t)`` (the step table's last column) for an Elman cell; for a gated
+    cell the top Lyapunov exponent's ``exp(lambda_1 (T-t))``, which predicts the measured rate (the
     table's gate product is one median unit's and falls faster), or without exponents
     (``--lyapunov 0``) that gate product, labelled as such."""
-    g = an.grad_h_log10
+    g = lay.grad_h_log10
     if g.shape[1] < 2:
         return
     if gated is None:
-        rho = float(np.median(an.spectrum.spectral_radius))
+        rho = float(np.median(lay.spectrum.spectral_radius))
         predicted = rho_prediction(g, rho)
         label = f"rho^(T-t), rho {rho:.3g}"
     else:
         anchor = rho_prediction(g, 1.0)  # the measured median at t = T, at every t
-        top = top_lyapunov(an)
+        top = top_lyapunov(lay)
         if top is not None:
             lag = g.shape[1] - np.arange(1, g.shape[1] + 1)
             predicted = anchor + lag * (top / math.log(10))
             label = f"Lyapunov lambda_1 {top:+.3g}"  # the line e^(lambda_1 (T-t))
-        else:
+        elif gated.product is not None:
             predicted = anchor + np.median(gated.product, axis=0)
             label = "median unit's " + gated.product_title.replace("log10\n", "").replace("\n", " ")
+        else:
+            predicted, label = anchor, "t = T's level"
     console.print(gradient_chart(g, console, predicted, label))
 
 
+def layer_index(an: Analysis, layer: int = 0, direction: int = 0) -> int:
+    """The index in ``an.layers`` of layer ``layer``, direction ``direction``; :class:`BadInput`
+    naming ``--layer`` when the network has no such layer."""
+    for i, lay in enumerate(an.layers):
+        if (lay.layer, lay.direction) == (layer, direction):
+            return i
+    L = max(lay.layer for lay in an.layers) + 1
+    D = max(lay.direction for lay in an.layers) + 1
+    what = f"{L} layer{'s' if L > 1 else ''}" + (", each in both directions" if D == 2 else ", one direction")
+    name = f"{layer}" + (":reverse" if direction else "")
+    raise BadInput(f"--layer {name}: the network has {what} (layers 0..{L - 1})")
+
+
 def render_analysis(
-    an: Analysis, console: Console, weights: str | None = None, drawn: list[str] | None = None
+    an: Analysis, console: Console, weights: str | None = None, drawn: list[str] | None = None,
+    layer: int = 0, direction: int = 0,
 ) -> None:
-    """Print the header, the step table, the parameter table, the estimators, the theory and
-    the verdict. ``weights``: the file W_hh came from (``--weights``), if any; ``drawn``: the
-    arrays drawn at random, named in the header (see :func:`render_header`).
+    """Print the header, the step table and chart (of ``layer``, ``direction``: 0, forward by
+    default), the parameter table, the estimators, the theory and the verdict. ``weights``: the
+    file W_hh came from (``--weights``), if any; ``drawn``: the arrays drawn at random, named in the
+    header (see :func:`render_header`).
     """
+    index = layer_index(an, layer, direction)
+    lay = an.layers[index]
     render_header(an, console, weights, drawn)
     gated = gated_rows(an)
+    if gated is not None and index:  # the gate columns are layer 0's: not shown for another layer
+        gated = replace(gated, grad_c=None, product=None)
     T = an.net.shape[1]
-    rho = float(np.median(an.spectrum.spectral_radius))
-    g = an.grad_h_log10
-    steps = Table(title="Gradient of the loss w.r.t. the hidden state", title_justify="left")
+    rho = float(np.median(lay.spectrum.spectral_radius))
+    g = lay.grad_h_log10
+    title = "Gradient of the loss w.r.t. the hidden state"
+    if len(an.layers) > 1:
+        title += f" of layer {lay.layer}" + (f", {DIRECTIONS[lay.direction]}" if len(an.layers) > 1 else "")
+    steps = Table(title=title, title_justify="left")
     if gated is None:
         columns = ["t", "T-t", "||dL/dh_t||", "log10", "log10 ratio to t=T", "log10 rho^(T-t)"]
     else:  # more columns: two-line headers, and no 10^x column (it is the log10 column's number)
         columns = ["t", "T-t", "log10\n||dL/dh_t||", "log10\nratio to\nt=T"]
         if gated.grad_c is not None:
             columns.append("log10\n||dL/dc_t||")
-        columns.append(gated.product_title)
+        if gated.product is not None:
+            columns.append(gated.product_title)
     for col in columns:
         steps.add_column(col, justify="right")
     for t in report_steps(T):
@@ -96,10 +124,11 @@ def render_analysis(
         else:
             if gated.grad_c is not None:
                 cells.append(fmt(float(quantiles(gated.grad_c[:, t - 1], (0.5,))[0])))
-            cells.append(fmt(float(np.median(gated.product[:, t - 1]))))
+            if gated.product is not None:
+                cells.append(fmt(float(np.median(gated.product[:, t - 1]))))
         steps.add_row(*cells)
     console.print(steps)
-    render_gradient_chart(an, console, gated)
+    render_gradient_chart(lay, console, gated)
 
     params = Table(title="Parameter gradients (Frobenius norm)", title_justify="left")
     for col in ("parameter", "shape", "||dL/dparam||", "log10"):

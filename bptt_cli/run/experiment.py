@@ -11,16 +11,18 @@ whatever ``analyze`` computes beyond this path, a sweep would not see.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bptt_cli.core.network import Given, Spec
+import numpy as np
+
+from bptt_cli.core.network import GatedGiven, Given, Spec
+from bptt_cli.core.stack import StackGiven
 from bptt_cli.errors import BadInput
 
 if TYPE_CHECKING:
     from bptt_cli.analysis.result import Analysis
-    from bptt_cli.core.network import GatedGiven
     from bptt_cli.estimators.estimator import Estimator
 
 
@@ -33,7 +35,7 @@ class Experiment:
     options as given (``estimator_options``)."""
 
     spec: Spec
-    given: Given | GatedGiven
+    given: Given | GatedGiven | StackGiven
     tolerance: float
     files: dict[str, Path | str | None]
     lyapunov: int | None = None
@@ -108,9 +110,13 @@ class Experiment:
         }
 
 
-def drawn_arrays(given: Given | GatedGiven) -> list[str]:
+def drawn_arrays(given: Given | GatedGiven | StackGiven) -> list[str]:
     """The arrays not given in a file, so drawn at random from the seed (``W_qh``, ..., ``x``,
-    ``y``; PyTorch's names for a gated cell), in the order of the dataclass's fields."""
+    ``y``; PyTorch's names for a gated cell), in the order of the dataclass's fields; for a stack,
+    ``parameters`` unless a file gave them, ``x``, ``y``."""
+    if isinstance(given, StackGiven):
+        data = [k for k in ("x", "y") if getattr(given, k) is None]
+        return [*([] if given.params else ["parameters"]), *data]
     return [f.name for f in fields(given) if getattr(given, f.name) is None and f.name not in ("h0", "c0")]
 
 
@@ -118,16 +124,20 @@ def network_spec(
     T: int | None, cell: str, loss: str, hidden: int | None, inputs_dim: int | None, outputs_dim: int | None,
     ensemble: str | None, gain: float | None, radius: float | None, norm: float | None, bias: float,
     trials: int, seed: int, weights: Any, inputs: Any, targets: Any,
-    forget_bias: float = 0.0,
-) -> tuple[Spec, Given | GatedGiven]:
+    forget_bias: float = 0.0, *, criterion: str = "mse", layers: int | None = None,
+    bidirectional: bool | None = None, h0: Any = "zeros",
+) -> tuple[Spec, Given | GatedGiven | StackGiven]:
     """The network's settings from its options, and the arrays given in files (checked against
-    each other). ``None`` means "not given": sizes and T then come from the files, else from
-    :class:`Spec`. A gated cell (lstm, gru) gives a :class:`~bptt_cli.core.network.GatedSpec`
-    and reads ``--weights`` with PyTorch's nn.LSTM/nn.GRU names.
+    each other). ``None`` means "not given": sizes, T, layers and directions then come from the
+    files, else from :class:`Spec`. A gated cell (lstm, gru) gives a
+    :class:`~bptt_cli.core.network.GatedSpec` and reads ``--weights`` with PyTorch's nn.LSTM/nn.GRU
+    names; a stacked or bidirectional network a :class:`~bptt_cli.core.stack.StackGiven`. ``h0``:
+    ``zeros``, ``random``, a file (or an array) of initial states.
     """
     import math
 
-    from bptt_cli.core.network import GATED, GatedSpec
+    from bptt_cli.core.network import GATED, INITIAL, GatedSpec
+    from bptt_cli.io.arrays import fit_initial
     from bptt_cli.io.weights import given_from_files
 
     if not math.isfinite(forget_bias):
@@ -138,13 +148,22 @@ def network_spec(
     if weights is not None and (ensemble is not None or gain is not None):
         which = "ensemble" if ensemble is not None else "gain"
         raise BadInput(f"--{which} conflicts with --weights: W_hh comes from the file")
+    h0_file = None if isinstance(h0, str) and h0 in INITIAL else h0
+    if isinstance(h0_file, str):
+        h0_file = Path(h0_file)
     gated = cell in GATED
-    given, fixed = given_from_files(weights, inputs, targets, cell=cell)
-    asked = {"T": T, "hidden": hidden, "inputs_dim": inputs_dim, "outputs_dim": outputs_dim}
+    given, fixed = given_from_files(weights, inputs, targets, cell=cell, criterion=criterion, layers=layers,
+                                    bidirectional=bidirectional, h0=h0_file)
+    asked: dict[str, Any] = {
+        "T": T, "hidden": hidden, "inputs_dim": inputs_dim, "outputs_dim": outputs_dim, "layers": layers,
+        "bidirectional": bidirectional,
+    }
     for name, value in asked.items():
         if value is not None and name in fixed and fixed[name][0] != value:
-            flag = "--" + name.replace("_", "-")
-            raise BadInput(f"{flag} {value} conflicts with {fixed[name][1]}")
+            shown = f"--{name.replace('_', '-')} {value}"
+            if name == "bidirectional":
+                shown = "--bidirectional" if value else "--no-bidirectional"
+            raise BadInput(f"{shown} conflicts with {fixed[name][1]}")
     defaults = GatedSpec() if gated else Spec()
     sizes = {
         name: value if value is not None else fixed.get(name, (getattr(defaults, name), ""))[0]
@@ -152,10 +171,26 @@ def network_spec(
     }
     settings: dict[str, Any] = dict(
         cell=cell, loss=loss, ensemble=ensemble or defaults.ensemble,
-        gain=gain if gain is not None else defaults.gain,
-        radius=radius, norm=norm, bias=bias, trials=trials, seed=seed, **sizes,
+        gain=gain if gain is not None else defaults.gain, radius=radius, norm=norm, bias=bias, trials=trials,
+        seed=seed, criterion=criterion, h0=str(source_label(h0_file) or h0), **sizes,
     )
     spec = GatedSpec(**settings, forget_bias=forget_bias) if gated else Spec(**settings)
+    if criterion == "cross-entropy" and given.y is not None and np.max(given.y) >= spec.outputs_dim:
+        t = int(np.argmax(given.y >= spec.outputs_dim)) + 1
+        raise BadInput(f"targets: class {int(given.y[t - 1])} at t = {t} is not below the {spec.outputs_dim} "
+                       "outputs (classes run 0..q-1)")
+    if given.h0 is not None or getattr(given, "c0", None) is not None:  # shaped now that h is known
+        count, where = spec.layers * spec.directions, str(source_label(h0_file))
+        h0s = fit_initial(given.h0, count, spec.hidden, "h0", where)
+        c0s = fit_initial(getattr(given, "c0", None), count, spec.hidden, "c0", where)
+        if c0s is not None and cell != "lstm":
+            raise BadInput(f"--h0 {where}: c0 is for an LSTM, not --cell {cell}")
+        if isinstance(given, StackGiven):
+            given = replace(given, h0=h0s, c0=c0s)
+        elif isinstance(given, GatedGiven):
+            given = replace(given, h0=None if h0s is None else h0s[0], c0=None if c0s is None else c0s[0])
+        else:
+            given = replace(given, h0=None if h0s is None else h0s[0])
     return spec, given
 
 
@@ -187,6 +222,10 @@ def resolve(
     clip: float | None,
     checkpoint: str,
     max_memory: str | None,
+    criterion: str = "mse",
+    layers: int | None = None,
+    bidirectional: bool | None = None,
+    h0: Any = "zeros",
 ) -> Experiment:
     """Check the options of ``bptt analyze`` (all but the output ones) and fill in the defaults.
 
@@ -209,7 +248,8 @@ def resolve(
     files = {name: source_label(src) for name, src in sources.items()}
     spec, given = network_spec(
         T, cell, loss, hidden, inputs_dim, outputs_dim, ensemble, gain, radius, norm, bias, trials, seed,
-        sources["weights"], sources["inputs"], sources["targets"], forget_bias,
+        sources["weights"], sources["inputs"], sources["targets"], forget_bias, criterion=criterion,
+        layers=layers, bidirectional=bidirectional, h0=h0,
     )
     from bptt_cli.analysis.analyze import plan
 
@@ -237,8 +277,11 @@ def source_label(source: Any) -> Path | str | None:
 # options whose value an experiment resolves and its config holds as resolved
 RESOLVED = (
     "T", "hidden", "inputs_dim", "outputs_dim", "ensemble", "gain",
-    "weights", "inputs", "targets", "lyapunov",
+    "weights", "inputs", "targets", "lyapunov", "layers", "bidirectional", "h0",
 )
+
+
+LATER = {"layers": 1, "bidirectional": False, "h0": "zeros"}  # added in 0.3: older records mean these
 
 
 def resolved_options(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -260,7 +303,7 @@ def resolved_options(config: Mapping[str, Any]) -> dict[str, Any]:
     trunc = next((e for e in estimators if e.kind != "clip"), None)
     random = trunc is not None and trunc.kind == "random"
     return {
-        **{name: config[name] for name in RESOLVED},
+        **{name: config.get(name, LATER.get(name)) if name in LATER else config[name] for name in RESOLVED},
         "truncate": None if trunc is None else "random" if random else str(trunc.K),
         "truncate_mode": None if trunc is None or random else trunc.kind,
         "keep_prob": trunc.keep_prob if random and trunc is not None else None,
