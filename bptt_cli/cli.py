@@ -33,7 +33,8 @@ ConfigOpt = Annotated[list[Path] | None, typer.Option(metavar="FILE", help=CONFI
 PlotOpt = Annotated[Path | None, typer.Option(metavar="FILE", help=PLOT_HELP)]
 # analyze's options that say how and where to report, not what to compute: every other one is an
 # option of opt.analyze_options, passed to the API, and an axis of `bptt sweep`
-NOT_AXES = ("fmt", "output", "fail_on", "config", "plot")
+NOT_AXES = ("fmt", "output", "fail_on", "config", "plot", "layer")
+LayerOpt = Annotated[str, typer.Option("--layer", metavar="K[:reverse]", help="The layer whose step table and chart the tables show: 0 (nearest the input, the default), 1, ...; K:reverse for its reverse direction. JSON has every layer.")]
 
 
 def _error(message: str) -> None:
@@ -144,15 +145,19 @@ def _check_output(output: Path | None, fmt: str | None) -> str:
     return output_format(output, fmt, SUFFIX_FORMATS)
 
 
-def _render(result: Any, fmt: str, output: Path | None, width: int = 100, **extra: Any) -> None:
-    """A result to stdout or ``output``: its tables (``table``), or its ``json``/``csv`` text."""
+def _render(
+    result: Any, fmt: str, output: Path | None, width: int = 100, view: dict[str, Any] | None = None,
+    **extra: Any,
+) -> None:
+    """A result to stdout or ``output``: its tables (``table``; ``view``: what they show, e.g. the
+    layer), or its ``json``/``csv`` text."""
     if fmt == "table":
         if output is None:
             from bptt_cli.report.terminal import stdout_console
 
-            result.render(stdout_console())
+            result.render(stdout_console(), **(view or {}))
         else:
-            _emit(result.text(width), output)
+            _emit(result.text(width, **(view or {})), output)
     else:  # extra: what the record says of the command line (analyze's config.fail_on)
         _emit(lambda w: result.write(fmt, w, **extra), output)
 
@@ -175,6 +180,7 @@ def analyze(
     fail_on: FailOnOpt = None,
     config: ConfigOpt = None,
     plot: PlotOpt = None,
+    layer: LayerOpt = "0",
 ) -> None:
     """Exact BPTT gradients ||dL/dh_t|| for t = T..1, parameter gradients and the spectrum of W_hh."""
     from bptt_cli.api.commands import analyze as run
@@ -182,12 +188,23 @@ def analyze(
 
     out_format = _check_output(output, fmt)
     plot_format = check_plot(plot)
+    view = _layer(layer)
     result = run(**options)
+    if out_format == "table":
+        result.check_layer(**view)  # before anything is written
     _plot(result, plot, plot_format)  # first: a reader that stops early keeps it
-    _render(result, out_format, output, fail_on=fail_on)
+    _render(result, out_format, output, view=view, fail_on=fail_on)
     if result.fails(fail_on):
         print(f"bptt: verdict {result.verdict} matches --fail-on {fail_on}", file=sys.stderr)
         raise typer.Exit(ExitStatus.VERDICT_MATCHED)
+
+
+def _layer(text: str) -> dict[str, int]:
+    """``--layer K`` or ``K:reverse`` as ``{"layer": K, "direction": 0 | 1}``."""
+    number, _, side = text.strip().partition(":")
+    if not number.strip().isdigit() or side.strip().lower() not in ("", "forward", "reverse"):
+        raise BadInput(f"--layer {text!r}: give a layer number K (0 is nearest the input), or K:reverse")
+    return {"layer": int(number), "direction": int(side.strip().lower() == "reverse")}
 
 
 @app.command("spectrum")

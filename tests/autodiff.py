@@ -17,7 +17,11 @@ import numpy as np
 class Var:
     """A node: ``value`` (a float64 array), ``grad`` (filled by :meth:`backward`)."""
 
-    def __init__(self, value: np.ndarray | float, parents: Sequence[tuple[Var, Callable[[np.ndarray], np.ndarray]]] = ()):
+    def __init__(
+        self,
+        value: np.ndarray | float,
+        parents: Sequence[tuple[Var, Callable[[np.ndarray], np.ndarray]]] = (),
+    ):
         self.value = np.asarray(value, dtype=np.float64)
         self.parents = list(parents)  # (parent, the gradient of the output w.r.t. the parent from ours)
         self.grad = np.zeros_like(self.value)

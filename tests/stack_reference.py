@@ -85,12 +85,16 @@ def forward(
         if loss == "last" and t < T - 1:
             continue
         o = matvec(params["W_qh"], inputs[t]) + params["b_q"]
-        terms.append(cross_entropy(o, int(y[t])) if criterion == "cross-entropy" else half_square(o - Var(y[t])))
+        ce = criterion == "cross-entropy"
+        terms.append(cross_entropy(o, int(y[t])) if ce else half_square(o - Var(y[t])))
     L = total(terms)
     return Tape(L if loss == "last" else L.scale(1.0 / T), states, params)
 
 
-def gradients(*args: object, **kw: object) -> tuple[float, dict[str, np.ndarray], dict[tuple[int, int], np.ndarray]]:
+Gradients = tuple[float, dict[str, np.ndarray], dict[tuple[int, int], np.ndarray]]
+
+
+def gradients(*args: object, **kw: object) -> Gradients:
     """The loss, every parameter gradient and every ``dL/dh_t`` ``(T, h)`` by layer-direction."""
     tape = forward(*args, **kw)  # type: ignore[arg-type]
     tape.loss.backward()

@@ -45,7 +45,8 @@ PINNED: dict[str, str | None] = {
 ELMAN_PARAMS = ("W_hh", "W_hx", "W_qh", "b_h", "b_q")
 GATED_PARAMS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "W_qh", "b_q")
 RECORD_KINDS = frozenset({"window", "chunk", "random", "clip"})
-PARAM, RECORD, ANALYZE = "<param>", ".<record>", ".<analyze>"
+PARAM, RECORD, ANALYZE, LAYER_PARAM = "<param>", ".<record>", ".<analyze>", "<layer param>"
+ONE_LAYER = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
 
 MARKER = re.compile(r"<!-- json-contract: (\w+) -->")
 CODE = re.compile(r"`([^`]+)`")
@@ -106,7 +107,8 @@ def contract() -> dict[str, list[Row]]:
 
 
 def documented(
-    rows: Iterable[Row], tables: Mapping[str, list[Row]], tags: frozenset[str], params: tuple[str, ...]
+    rows: Iterable[Row], tables: Mapping[str, list[Row]], tags: frozenset[str], params: tuple[str, ...],
+    layer_params: tuple[str, ...] = ONE_LAYER,
 ) -> tuple[set[str], set[str]]:
     """The keys a run with these tags must have, and where its estimator records sit."""
     keys: set[str] = set()
@@ -117,12 +119,13 @@ def documented(
         if row.key.endswith(ANALYZE):
             prefix = row.key.removesuffix(ANALYZE) + "."
             sub = [r for r in tables["analyze"] if r.key.startswith(prefix)]
-            more_keys, more_records = documented(sub, tables, tags, params)
+            more_keys, more_records = documented(sub, tables, tags, params, layer_params)
             keys |= more_keys
             records |= more_records
             continue
-        for name in params if PARAM in row.key else ("",):
-            key = row.key.replace(PARAM, name)
+        names = params if PARAM in row.key else layer_params if LAYER_PARAM in row.key else ("",)
+        for name in names:
+            key = row.key.replace(PARAM, name).replace(LAYER_PARAM, name)
             if key.endswith(RECORD):
                 key = key.removesuffix(RECORD)
                 records.add(key)
@@ -175,27 +178,29 @@ class Run:
     tags: frozenset[str]
     params: tuple[str, ...] = ELMAN_PARAMS
     lines: bool = False  # one JSON record per line (jsonl)
+    layer_params: tuple[str, ...] = ONE_LAYER
 
 
 SMALL = ("--T", "20", "--hidden", "6", "--trials", "2")
 RUNS = {
     "analyze-tanh": Run(
-        "analyze", ("analyze", *SMALL, "--cell", "tanh", "--loss", "mean"), frozenset({"analyze", "elman"})
+        "analyze", ("analyze", *SMALL, "--cell", "tanh", "--loss", "mean"),
+        frozenset({"analyze", "elman", "one-layer-elman"}),
     ),
     "analyze-estimators": Run(
         "analyze",
         ("analyze", *SMALL, "--cell", "tanh", "--truncate", "5", "--clip", "1"),
-        frozenset({"analyze", "elman", "--truncate", "--clip"}),
+        frozenset({"analyze", "elman", "one-layer-elman", "--truncate", "--clip"}),
     ),
     "analyze-chunk": Run(
         "analyze",
         ("analyze", *SMALL, "--truncate", "5", "--truncate-mode", "chunk"),
-        frozenset({"analyze", "elman", "--truncate"}),
+        frozenset({"analyze", "elman", "one-layer-elman", "--truncate"}),
     ),
     "analyze-random": Run(
         "analyze",
         ("analyze", *SMALL, "--truncate", "random", "--keep-prob", "0.5", "--draws", "4"),
-        frozenset({"analyze", "elman", "--truncate"}),
+        frozenset({"analyze", "elman", "one-layer-elman", "--truncate"}),
     ),
     "analyze-lstm": Run(
         "analyze",
@@ -209,7 +214,28 @@ RUNS = {
         frozenset({"analyze", "gated", "gru"}),
         GATED_PARAMS,
     ),
+    "analyze-stack": Run(
+        "analyze",
+        ("analyze", *SMALL, "--cell", "tanh", "--layers", "2", "--bidirectional",
+         "--criterion", "cross-entropy"),
+        frozenset({"analyze", "elman"}),
+        layer_params=tuple(f"{kind}_l{k}{sfx}" for k in (0, 1) for sfx in ("", "_reverse")
+                           for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")),
+    ),
+    "analyze-gated-stack": Run(
+        "analyze",
+        ("analyze", *SMALL, "--cell", "gru", "--layers", "2", "--h0", "random", "--loss", "mean"),
+        frozenset({"analyze", "gated", "gru"}),
+        GATED_PARAMS,
+        layer_params=tuple(f"{kind}_l{k}" for k in (0, 1)
+                           for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")),
+    ),
     "spectrum": Run("spectrum", ("spectrum", "--T", "20", "--hidden", "6", "--trials", "2"), frozenset()),
+    "spectrum-stack": Run(
+        "spectrum",
+        ("spectrum", "--T", "20", "--hidden", "6", "--layers", "2", "--bidirectional"),
+        frozenset(),
+    ),
     "truncate": Run("truncate", ("truncate", *SMALL, "--draws", "4"), frozenset({"window", "random"})),
     "truncate-chunk": Run(
         "truncate",
@@ -248,7 +274,7 @@ def test_json_contract_matches_output(name: str) -> None:
     documented: for the command's table, and for every estimator record by its kind."""
     run = RUNS[name]
     tables = contract()
-    expected, record_paths = documented(tables[run.table], tables, run.tags, run.params)
+    expected, record_paths = documented(tables[run.table], tables, run.tags, run.params, run.layer_params)
     outputs = run_json(run)
     assert outputs, "no JSON output"
     records: list[dict[str, Any]] = []

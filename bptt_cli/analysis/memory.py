@@ -207,12 +207,17 @@ WORK = 40  # floats of working space per step of a block and hidden unit (measur
 
 def gated_bytes(spec: GatedSpec) -> int:
     """Estimated bytes of the arrays of :func:`~bptt_cli.analysis.analyze.analyze` for ``spec``."""
-    T, h, d, q, G = spec.T, spec.hidden, spec.inputs_dim, spec.outputs_dim, spec.gates
+    floats = _gated_floats(spec.cell, spec.T, spec.hidden, spec.inputs_dim, spec.outputs_dim)
+    return FLOAT * spec.trials * floats
+
+
+def _gated_floats(cell: str, T: int, h: int, d: int, q: int) -> int:
+    """Floats per trial of one gated layer's stored pass (inputs ``d`` wide, ``q`` outputs)."""
+    G = 4 if cell == "lstm" else 3
     B = min(BLOCK, T)
-    lstm = spec.cell == "lstm"
-    stored = T * (d + q) + (G + 2) * T * h + 2 * h + 2 * T * q + (2 if lstm else 1) * T * h + 16 * T
+    stored = T * (d + q) + (G + 2) * T * h + 2 * h + 2 * T * q + (2 if cell == "lstm" else 1) * T * h + 16 * T
     work = WORK * B * h + 4 * B * q + 3 * (G * h * (h + d + 2) + q * (h + 1)) + 16 * h * h
-    return FLOAT * spec.trials * (stored + work)
+    return stored + work
 
 
 def check_gated_budget(spec: GatedSpec, max_memory: int | None) -> int:

@@ -21,6 +21,7 @@ import numpy as np
 
 from bptt_cli.core.network import Given, Spec, build_network
 from bptt_cli.core.scaled import Array
+from bptt_cli.core.stack import StackGiven
 from bptt_cli.theory.nonnormal import TransientGrowth, henrici, numerical_abscissa, transient_growth
 from bptt_cli.theory.spectra import Spectrum, spectrum
 
@@ -50,6 +51,7 @@ class SpectrumReport:
     law: str | None
     predicted_radius: float | None
     seeds: list[np.random.SeedSequence]
+    layers: tuple[LayerSpectrum, ...] = ()
 
     @property
     def relative_error(self) -> Array:
@@ -57,6 +59,23 @@ class SpectrumReport:
         if self.predicted_radius is None or self.predicted_radius == 0:
             return np.full(self.W_hh.shape[0], np.nan)
         return self.spectrum.spectral_radius / self.predicted_radius - 1.0
+
+
+@dataclass(frozen=True)
+class LayerSpectrum:
+    """The spectrum and non-normality of one layer-direction's ``W_hh`` (``n`` trials)."""
+
+    layer: int
+    direction: int
+    spectrum: Spectrum
+    henrici: Array
+    abscissa: Array
+    growth: TransientGrowth
+
+
+def _measure(W: Array, T: int) -> tuple[Spectrum, Array, Array, TransientGrowth]:
+    sp = spectrum(W)
+    return sp, henrici(W, sp.eigenvalues), numerical_abscissa(W), transient_growth(W, T, sp.spectral_norm)
 
 
 def prediction(spec: Spec, from_file: bool) -> tuple[str | None, float | None]:
@@ -67,18 +86,30 @@ def prediction(spec: Spec, from_file: bool) -> tuple[str | None, float | None]:
     return law, spec.gain * factor
 
 
-def spectrum_report(spec: Spec, given: Given | None = None) -> SpectrumReport:
+def spectrum_report(spec: Spec, given: Given | StackGiven | None = None) -> SpectrumReport:
     """Draw (or take) ``W_hh`` for every trial of ``spec`` and measure its spectrum.
 
     Only ``W_hh`` is used; ``spec.T`` is the horizon of the peak transient growth. The
-    matrices are those ``bptt analyze`` draws for the same seed, sizes and ensemble.
+    matrices are those ``bptt analyze`` draws for the same seed, sizes and ensemble. A stacked or
+    bidirectional ``spec`` measures every layer-direction's ``W_hh`` (``layers``); the top-level
+    quantities are layer 0's, forward.
     """
+    if spec.stacked:
+        from bptt_cli.core.stack import build_stack
+
+        assert given is None or isinstance(given, StackGiven)
+        stack = build_stack(Spec(**{**spec.__dict__, "T": 1}), given)
+        layers = tuple(LayerSpectrum(k, d, *_measure(p["weight_hh"], spec.T))
+                       for k, row in enumerate(stack.layers) for d, p in enumerate(row))
+        law, radius = prediction(spec, given is not None and bool(given.params))
+        top = layers[0]
+        return SpectrumReport(spec, stack.layers[0][0]["weight_hh"], top.spectrum, top.henrici, top.abscissa,
+                              top.growth, law, radius, stack.seeds, layers)
+    assert given is None or isinstance(given, Given)
     W_hh = given.W_hh if given is not None else None
     net = build_network(Spec(**{**spec.__dict__, "T": 1}), Given(W_hh=W_hh))
     W = net.W_hh
-    sp = spectrum(W)
+    sp, hen, absc, growth = _measure(W, spec.T)
     law, radius = prediction(spec, W_hh is not None)
-    growth = transient_growth(W, spec.T, sp.spectral_norm)
-    return SpectrumReport(
-        spec, W, sp, henrici(W, sp.eigenvalues), numerical_abscissa(W), growth, law, radius, net.seeds
-    )
+    layer = LayerSpectrum(0, 0, sp, hen, absc, growth)
+    return SpectrumReport(spec, W, sp, hen, absc, growth, law, radius, net.seeds, (layer,))

@@ -86,7 +86,7 @@ def spectrum(options: dict[str, Any]) -> SpectrumResult:
     """Eigenvalues, singular values and non-normality of ``W_hh``, beside the random-matrix
     prediction: ``bptt spectrum``."""
     from bptt_cli.analysis.spectrum import spectrum_report
-    from bptt_cli.core.network import Given, Spec
+    from bptt_cli.core.network import Spec
     from bptt_cli.io.weights import given_from_files
     from bptt_cli.run.experiment import source_label
 
@@ -98,14 +98,20 @@ def spectrum(options: dict[str, Any]) -> SpectrumResult:
     if weights is not None and (ensemble is not None or gain is not None):
         which = "ensemble" if ensemble is not None else "gain"
         raise BadInput(f"--{which} conflicts with --weights: W_hh comes from the file")
-    given, fixed = given_from_files(weights, None, None, command="spectrum")
-    assert isinstance(given, Given)
-    if hidden is not None and "hidden" in fixed and fixed["hidden"][0] != hidden:
-        raise BadInput(f"--hidden {hidden} conflicts with {fixed['hidden'][1]}")
+    layers, bidirectional = options["layers"], options["bidirectional"]
+    given, fixed = given_from_files(
+        weights, None, None, command="spectrum", layers=layers, bidirectional=bidirectional
+    )
+    for name, value in (("hidden", hidden), ("layers", layers), ("bidirectional", bidirectional)):
+        if value is not None and name in fixed and fixed[name][0] != value:
+            flag = f"--{name} {value}" if name != "bidirectional" else (
+                "--bidirectional" if value else "--no-bidirectional")
+            raise BadInput(f"{flag} conflicts with {fixed[name][1]}")
     defaults = Spec()
+    size = {k: v if v is not None else fixed.get(k, (getattr(defaults, k), ""))[0]
+            for k, v in (("hidden", hidden), ("layers", layers), ("bidirectional", bidirectional))}
     spec = Spec(
-        hidden=hidden if hidden is not None else fixed.get("hidden", (defaults.hidden, ""))[0],
-        ensemble=ensemble or defaults.ensemble, gain=gain if gain is not None else defaults.gain,
+        **size, ensemble=ensemble or defaults.ensemble, gain=gain if gain is not None else defaults.gain,
         radius=radius, norm=norm, trials=options["trials"], seed=options["seed"], T=options["T"],
     )
     report = spectrum_report(spec, given if weights is not None else None)

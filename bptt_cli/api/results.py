@@ -62,8 +62,8 @@ class Rendered:
     """A result that renders itself: the command's tables, in a terminal (``rich.print(result)``)
     and in Jupyter (``_repr_html_``)."""
 
-    def render(self, console: Console) -> None:
-        """Print the command's tables to ``console``."""
+    def render(self, console: Console, **view: Any) -> None:
+        """Print the command's tables to ``console`` (``view``: what they show, e.g. ``layer``)."""
         raise NotImplementedError
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -79,12 +79,12 @@ class Rendered:
         self.render(console)
         return console.export_html(inline_styles=True)
 
-    def text(self, width: int = 100) -> str:
+    def text(self, width: int = 100, **view: Any) -> str:
         """The tables as plain text (what ``--format table --output FILE.txt`` writes)."""
         from bptt_cli.report.terminal import text_console
 
         console = text_console(width)
-        self.render(console)
+        self.render(console, **view)
         return console.export_text()
 
 
@@ -175,14 +175,21 @@ class AnalyzeResult(Rendered):
         else:
             write_analysis_csv(self.analysis, write)
 
-    def render(self, console: Console) -> None:
+    def check_layer(self, layer: int = 0, direction: int = 0) -> None:
+        """:class:`~bptt_cli.errors.BadInput` unless the network has layer ``layer``, ``direction``."""
+        from bptt_cli.report.tables import layer_index
+
+        layer_index(self.analysis, layer, direction)
+
+    def render(self, console: Console, layer: int = 0, direction: int = 0, **_: Any) -> None:
+        """The tables of ``bptt analyze``; the step table and chart of ``layer``, ``direction``."""
         from bptt_cli.report.tables import render_analysis
 
         exp = self.experiment
         weights = exp.files.get("weights")
         source = None if weights is None else str(weights)
         drawn = exp.drawn if any(exp.files.values()) else None  # named when files gave the rest
-        render_analysis(self.analysis, console, weights=source, drawn=drawn)
+        render_analysis(self.analysis, console, weights=source, drawn=drawn, layer=layer, direction=direction)
 
     def __repr__(self) -> str:
         spec = self.analysis.spec
@@ -230,7 +237,7 @@ class SpectrumResult(Rendered):
 
         write(dumps(self.record()) + "\n" if fmt == "json" else spectrum_csv(self.report))
 
-    def render(self, console: Console) -> None:
+    def render(self, console: Console, **_: Any) -> None:
         from bptt_cli.report.theory_tables import render_spectrum
 
         render_spectrum(self.report, console)
@@ -278,7 +285,7 @@ class TruncateResult(Rendered):
 
         write(dumps(self.record()) + "\n")
 
-    def render(self, console: Console) -> None:
+    def render(self, console: Console, **_: Any) -> None:
         from bptt_cli.report.estimator_tables import render_comparison
 
         render_comparison(self.analysis, self.param, console, self.weights, self.drawn)
@@ -329,7 +336,7 @@ class SweepResult(Rendered):
         keys = list(dict.fromkeys(k for r in flat for k in r))
         return _frame({k: [r.get(k) for r in flat] for k in keys})
 
-    def render(self, console: Console) -> None:
+    def render(self, console: Console, **_: Any) -> None:
         from bptt_cli.report.heatmap import layout, render_sweep
 
         axes = self.run.axes

@@ -322,10 +322,21 @@ def spectrum_record(rep: SpectrumReport, config: dict[str, Any] | None = None) -
     """The JSON object of ``bptt spectrum --format json`` (keys documented in docs/json.md)."""
     spec = rep.spec
     sp = rep.spectrum
-    keys = ("hidden", "ensemble", "gain", "radius", "norm", "trials", "seed", "T")
+    keys = ("hidden", "ensemble", "gain", "radius", "norm", "trials", "seed", "T", "layers", "bidirectional")
     trials = []
     for i in range(sp.eigenvalues.shape[0]):
         eig = sp.eigenvalues[i]
+        layers = [
+            {
+                "layer": lay.layer,
+                "direction": DIRECTIONS[lay.direction],
+                "spectrum": {
+                    **spectrum_entry(lay.spectrum, i), "singular_values": lay.spectrum.singular_values[i]
+                },
+                "nonnormality": nonnormality_record(lay.henrici[i], lay.abscissa[i], lay.growth, i),
+            }
+            for lay in rep.layers
+        ]
         trials.append(
             {
                 "trial": i,
@@ -343,6 +354,7 @@ def spectrum_record(rep: SpectrumReport, config: dict[str, Any] | None = None) -
                     "radius": rep.predicted_radius,
                     "relative_error": rep.relative_error[i],
                 },
+                "layers": layers,
             }
         )
     return {
@@ -364,28 +376,40 @@ def spectrum_record(rep: SpectrumReport, config: dict[str, Any] | None = None) -
 
 def spectrum_columns(rep: SpectrumReport) -> dict[str, Any]:
     """The columns of ``bptt spectrum --format csv``, one row per trial and index i (eigenvalues
-    by decreasing modulus, singular values decreasing)."""
-    eig, sv = rep.spectrum.eigenvalues, rep.spectrum.singular_values
-    n, h = eig.shape
-    return {
-        "trial": np.repeat(np.arange(n), h),
-        "i": np.tile(np.arange(1, h + 1), n),
-        "eigenvalue_re": eig.real.ravel(),
-        "eigenvalue_im": eig.imag.ravel(),
-        "modulus": np.hypot(eig.real, eig.imag).ravel(),  # as Python's abs(complex): libm's hypot
-        "singular_value": sv.ravel(),
-    }
+    by decreasing modulus, singular values decreasing); for a stacked or bidirectional network,
+    per layer-direction too, in the ``layer`` and ``direction`` columns."""
+    stacked = len(rep.layers) > 1
+    parts = []
+    for lay in rep.layers if stacked else rep.layers[:1]:
+        eig, sv = lay.spectrum.eigenvalues, lay.spectrum.singular_values
+        n, h = eig.shape
+        part = {
+            "trial": np.repeat(np.arange(n), h),
+            "i": np.tile(np.arange(1, h + 1), n),
+            "eigenvalue_re": eig.real.ravel(),
+            "eigenvalue_im": eig.imag.ravel(),
+            "modulus": np.hypot(eig.real, eig.imag).ravel(),  # as Python's abs(complex): libm's hypot
+            "singular_value": sv.ravel(),
+        }
+        if stacked:
+            part["layer"] = np.full(n * h, lay.layer)
+            part["direction"] = np.full(n * h, DIRECTIONS[lay.direction])
+        parts.append(part)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def spectrum_csv(rep: SpectrumReport) -> str:
-    """One row per trial and index i (eigenvalues by decreasing modulus, singular values decreasing)."""
+    """One row per trial and index i (eigenvalues by decreasing modulus, singular values decreasing)
+    and, for a stacked network, per layer-direction."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     columns = spectrum_columns(rep)
     writer.writerow(columns)
-    trial, i, *floats = columns.values()
+    trial, i, *floats = list(columns.values())[:6]
+    rest = list(columns.values())[6:]
     for r in range(len(trial)):
-        writer.writerow([int(trial[r]), int(i[r]), *(repr(float(c[r])) for c in floats)])
+        row = [int(trial[r]), int(i[r]), *(repr(float(c[r])) for c in floats)]
+        writer.writerow([*row, int(rest[0][r]), str(rest[1][r])] if rest else row)
     return buf.getvalue()
 
 

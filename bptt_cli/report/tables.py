@@ -134,7 +134,11 @@ def render_analysis(
     for col in ("parameter", "shape", "||dL/dparam||", "log10"):
         params.add_column(col, justify="right")
     shapes = {name: arr.shape[1:] for name, arr in an.net.params().items()}
-    for name, values in an.grad_params_log10.items():
+    rows = dict(an.grad_params_log10)
+    if len(an.layers) > 1:  # every layer's parameters by PyTorch's name, then the output layer's
+        rows = {k: v for lay in an.layers for k, v in lay.grad_params_log10.items()}
+        rows.update({k: an.grad_params_log10[k] for k in ("W_qh", "b_q")})
+    for name, values in rows.items():
         params.add_row(
             name, " x ".join(map(str, shapes[name])), pow10(float(np.median(values))),
             over_trials(values),

@@ -158,9 +158,13 @@ def render_spectrum(rep: SpectrumReport, console: Console, top: int = 8) -> None
     )
     header.add_row("W_hh", f"{h} x {h}, " + (f"{spec.ensemble}, {scale}" if rep.seeds else "from file"))
     header.add_row("trials", f"{n} (seed {spec.seed})" + (", median over trials" if n > 1 else ""))
+    stacked = len(rep.layers) > 1
+    if stacked:
+        sides = ", both directions" if spec.bidirectional else ""
+        header.add_row("layers", f"{spec.layers}{sides}: layer 0 forward below, all in the last table")
     console.print(header)
 
-    table = Table(title="Spectrum of W_hh", title_justify="left")
+    table = Table(title="Spectrum of W_hh" + (" (layer 0, forward)" if stacked else ""), title_justify="left")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     table.add_column("note")
@@ -205,3 +209,21 @@ def render_spectrum(rep: SpectrumReport, console: Console, top: int = 8) -> None
         sigma = f"{sp.singular_values[0, i]:.4f}"
         values.add_row(str(i + 1), f"{lam.real:+.4f} {lam.imag:+.4f}i", f"{abs(lam):.4f}", sigma)
     console.print(values)
+    if stacked:
+        console.print(layer_spectra(rep))
+
+
+def layer_spectra(rep: SpectrumReport) -> Table:
+    """One row per layer and direction of a stacked or bidirectional network (medians over trials)."""
+    many = rep.spectrum.eigenvalues.shape[0] > 1
+    table = Table(title="Every layer's W_hh" + (", median over trials" if many else ""), title_justify="left")
+    for col in ("layer", "direction", "rho", "||W||_2", "Henrici", "abscissa", "peak ||W^k||_2"):
+        table.add_column(col, justify="right")
+    for lay in rep.layers:
+        sp = lay.spectrum
+        table.add_row(
+            str(lay.layer), ("forward", "reverse")[lay.direction], f"{_med(sp.spectral_radius):.4g}",
+            f"{_med(sp.spectral_norm):.4g}", f"{_med(lay.henrici):.3f}", f"{_med(lay.abscissa):.4g}",
+            pow10(_med(lay.growth.peak_log10)),
+        )
+    return table
