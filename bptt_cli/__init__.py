@@ -1,7 +1,7 @@
 """bptt: exact backpropagation-through-time gradients and spectra for recurrent networks.
 
 The Python API (``import bptt_cli as bptt``): :func:`analyze`, :func:`spectrum`, :func:`truncate`,
-:func:`sweep` and :func:`plot` take the options of the commands of the same names and return typed
+:func:`sweep`, :func:`advise` and :func:`plot` take the options of the commands of the same names and return typed
 results (:mod:`bptt_cli.api.results`); bad input raises :class:`BadInput`, a ``ValueError``. They
 are imported on first use, so that ``bptt --help`` starts fast.
 """
@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.2.0"
 
 __all__ = [
+    "AdviseResult",
     "AnalyzeResult",
     "BadInput",
     "SpectrumResult",
     "SweepFailed",
     "SweepResult",
     "TruncateResult",
+    "advise",
     "analyze",
     "plot",
     "spectrum",
@@ -27,12 +29,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from bptt_cli.api.commands import SweepFailed, analyze, plot, spectrum, sweep, truncate
-    from bptt_cli.api.results import AnalyzeResult, SpectrumResult, SweepResult, TruncateResult
+    from bptt_cli.api.commands import SweepFailed, advise, analyze, plot, spectrum, sweep, truncate
+    from bptt_cli.api.results import AdviseResult, AnalyzeResult, SpectrumResult, SweepResult, TruncateResult
     from bptt_cli.errors import BadInput
 
-_COMMANDS = ("analyze", "spectrum", "truncate", "sweep", "plot", "SweepFailed")
-_RESULTS = ("AnalyzeResult", "SpectrumResult", "TruncateResult", "SweepResult")
+_COMMANDS = ("advise", "analyze", "spectrum", "truncate", "sweep", "plot", "SweepFailed")
+_RESULTS = ("AdviseResult", "AnalyzeResult", "SpectrumResult", "TruncateResult", "SweepResult")
 _WHERE = {
     "BadInput": "bptt_cli.errors",
     **dict.fromkeys(_COMMANDS, "bptt_cli.api.commands"),

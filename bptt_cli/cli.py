@@ -237,6 +237,37 @@ def truncate(
     _render(run(**options), out_format, output, width=120)
 
 
+@app.command()
+@opt.with_options(opt.advise_options)
+def advise(
+    options: dict[str, Any],
+    fmt: Annotated[TruncateFormat | None, typer.Option("--format", help="table (default) or json.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write to this file (atomically); format from the suffix (.json, .txt).")] = None,
+    apply: Annotated[Path | None, typer.Option(metavar="FILE", help="Write the network with the recommended scale of W_hh or forget bias applied to FILE (.npz, or .pt with torch): the --weights file's arrays, or trial 0's drawn ones.")] = None,
+    fail_on: FailOnOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """From the diagnosis to a remedy: truncation length, clipping threshold, initial scale, forget bias, horizons; each checked by measurement."""
+    from bptt_cli.api.commands import advise as run
+
+    out_format = _check_output(output, fmt)
+    if out_format == "csv":
+        raise BadInput("bptt advise writes a table or JSON, not CSV")
+    if apply is not None:
+        from bptt_cli.io.output import check_writable
+
+        if apply.suffix.lower() not in (".npz", ".pt"):
+            raise BadInput(f"--apply {apply}: the network is written as .npz or .pt")
+        check_writable(apply)
+    result = run(**options)
+    if apply is not None:
+        result.apply(apply)
+    _render(result, out_format, output, width=120)
+    if result.fails(fail_on):
+        print(f"bptt: verdict {result.verdict} matches --fail-on {fail_on}", file=sys.stderr)
+        raise typer.Exit(ExitStatus.VERDICT_MATCHED)
+
+
 # The core's products are small (one h-vector times W_hh per step): BLAS threads only add
 # synchronisation (3.4x the CPU time at h = 256 on 2 cores). One thread unless the user says
 # otherwise; set before numpy is first imported (the commands import it lazily).

@@ -146,3 +146,46 @@ def test_estimate_against_tracemalloc_of_the_whole_command(args: list[str], tmp_
     assert result.exit_code == 0, result.stderr
     estimate = json.loads(out.read_text())["memory"]["estimated_bytes"]
     assert 1.0 <= estimate / peak <= 1.4, (estimate, peak)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--cell", "tanh", "--T", "6000", "--hidden", "8", "--layers", "3"],
+        ["--cell", "identity", "--T", "6000", "--hidden", "1", "--layers", "2", "--inputs-dim", "16"],
+        ["--cell", "lstm", "--T", "1500", "--hidden", "8", "--layers", "2", "--bidirectional",
+         "--loss", "mean"],
+        ["--cell", "gru", "--T", "1500", "--hidden", "32", "--layers", "2", "--inputs-dim", "1"],
+    ],
+)
+def test_stack_estimate_against_tracemalloc(args: list[str], tmp_path: Path) -> None:
+    """A stacked or bidirectional network stores every layer's states: the estimate
+    (`stack_bytes`) is within 0.95 to 1.6 of the peak of the whole command."""
+    import json
+    import tracemalloc
+
+    from clitools import bptt as run
+
+    out = tmp_path / "r.json"
+    warm = ("--T", "300", "--hidden", "3", "--layers", "2", "--cell", args[1])
+    assert run("analyze", *warm, "--output", out).exit_code == 0  # imports first
+    tracemalloc.start()
+    try:
+        result = run("analyze", *args, "--output", out)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.exit_code == 0, result.stderr
+    estimate = json.loads(out.read_text())["memory"]["estimated_bytes"]
+    assert 0.95 <= estimate / peak <= 1.6, (estimate, peak)
+
+
+def test_a_stack_beyond_the_budget_is_refused_before_anything_runs() -> None:
+    from clitools import bptt as run
+
+    result = run("analyze", "--T", "100000", "--hidden", "64", "--layers", "3", "--cell", "lstm")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("bptt: error: a stacked or bidirectional network stores every state")
+    assert "(T 100000, hidden 64, 3 layers)" in result.stderr and result.stderr.count("\n") == 1
+    small = run("analyze", "--T", "2000", "--hidden", "8", "--layers", "2", "--max-memory", "1M")
+    assert small.exit_code == 2 and "--max-memory 1 MiB is too small" in small.stderr, small.stderr

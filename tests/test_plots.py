@@ -324,3 +324,28 @@ def test_numeric_rows_grow_upwards(tmp_path: Path) -> None:
     _, data = load_results(records)
     heat = figures.sweep_figure(data).axes[0]
     assert not heat.yaxis_inverted() and [t.get_text() for t in heat.get_yticklabels()] == ["0.8", "1.2"]
+
+
+# ------------------------------------------------------------------- stacked networks drawn
+def test_a_stack_draws_every_layer_and_direction(tmp_path: Path) -> None:
+    """One line per layer and direction, each the median of its trials' ``grad_h_log10``; the top
+    reverse layer under --loss last is exactly zero before T (only h_T reaches o_T) and says so;
+    the caption names the stack."""
+    args = ("--T", "20", "--hidden", "5", "--layers", "2", "--bidirectional", "--trials", "3")
+    record = json.loads(bptt("analyze", *args, "--format", "json").stdout)
+    fig = figures.analysis_figure(record)
+    lines = _lines(fig.axes[0])
+    assert len(lines) == 4
+    for k, entry in enumerate(record["trials"][0]["layers"]):
+        name_of = f"layer {entry['layer']} {entry['direction']}"
+        label = next(name for name in lines if name.startswith(name_of))
+        g = np.array([[np.nan if v is None else v for v in tr["layers"][k]["grad_h_log10"]]
+                      for tr in record["trials"]])
+        np.testing.assert_allclose(lines[label], np.median(g, axis=0), rtol=0, atol=1e-12)
+    top_reverse = [name for name in lines if name.startswith("layer 1 reverse")]
+    assert "exactly zero at 19 of 20 steps" in top_reverse[0]
+    caption = fig.texts[-1].get_text()
+    assert "layers 2, bidirectional" in caption, caption
+    out = tmp_path / "s.png"
+    assert bptt("analyze", *args, "--plot", out).exit_code == 0
+    check_png(out, figures.ANALYZE_SIZE)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clitools import assert_bad_input, bptt
 from typer.testing import CliRunner
 
 from bptt_cli.cli import app
@@ -210,3 +211,34 @@ def test_installed_entry_point() -> None:
                           check=False)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("bptt: error: ")
+
+
+@pytest.mark.parametrize(
+    ("criterion", "h0"), [("cross-entropy", "zeros"), ("mse", "random"), ("cross-entropy", "random")]
+)
+def test_truncate_measures_the_network_analyze_measures(criterion: str, h0: str) -> None:
+    """--criterion and --h0 reach truncate's network (they were once accepted and ignored): its full
+    gradient is analyze's for the same options, and a window as long as T is exact."""
+    net = ("--T", "12", "--hidden", "4", "--cell", "tanh", "--criterion", criterion, "--h0", h0)
+    out = bptt("truncate", *net, "--K", "3,12", "--draws", "2", "--format", "json")
+    assert out.exit_code == 0, out.stderr
+    record = json.loads(out.stdout)
+    assert (record["config"]["criterion"], record["config"]["h0"]) == (criterion, h0)
+    full = json.loads(bptt("analyze", *net, "--loss", "mean", "--format", "json").stdout)
+    assert record["trials"][0]["grad_params_log10"] == full["trials"][0]["grad_params_log10"]
+    assert next(r for r in record["rows"] if r["label"] == "window:12")["relative_error"] == 0.0
+    mse = json.loads(bptt("truncate", "--T", "12", "--hidden", "4", "--cell", "tanh", "--K", "3",
+                          "--draws", "2", "--format", "json").stdout)
+    assert mse["trials"][0]["grad_params_log10"] != record["trials"][0]["grad_params_log10"]
+
+
+def test_truncate_refuses_a_stack_in_one_line(tmp_path: Path) -> None:
+    import numpy as np
+
+    r = np.random.default_rng(0)
+    shapes = {"weight_ih_l0": (5, 3), "weight_hh_l0": (5, 5), "bias_ih_l0": (5,), "bias_hh_l0": (5,),
+              "weight_ih_l1": (5, 5), "weight_hh_l1": (5, 5), "bias_ih_l1": (5,), "bias_hh_l1": (5,)}
+    path = tmp_path / "r2.npz"
+    np.savez(path, **{name: r.standard_normal(shape) for name, shape in shapes.items()})
+    assert bptt("analyze", "--weights", path, "--T", "10").exit_code == 0
+    assert_bad_input(bptt("truncate", "--weights", path, "--T", "10"), "one-layer, one-direction networks")

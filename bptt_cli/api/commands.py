@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bptt_cli.api import options as opt
-from bptt_cli.api.results import AnalyzeResult, SpectrumResult, SweepResult, TruncateResult
+from bptt_cli.api.results import AdviseResult, AnalyzeResult, SpectrumResult, SweepResult, TruncateResult
 from bptt_cli.errors import BadInput
 
 R = TypeVar("R")
@@ -131,8 +131,13 @@ def truncate(options: dict[str, Any]) -> TruncateResult:
     spec, given = network_spec(
         o["T"], o["cell"], o["loss"], o["hidden"], o["inputs_dim"], o["outputs_dim"], o["ensemble"],
         o["gain"], o["radius"], o["norm"], o["bias"], o["trials"], o["seed"], o["weights"], o["inputs"],
-        o["targets"],
+        o["targets"], criterion=o["criterion"], h0=o["h0"],
     )
+    if spec.stacked:
+        raise BadInput(
+            f"bptt truncate measures truncation on one-layer, one-direction networks; the weights have "
+            f"{spec.layers} layers{' in both directions' if spec.bidirectional else ''} (bptt analyze reads them)"
+        )
     Ks = (_int_list(o["K"], "--K") if o["K"] is not None
           else [k for k in _int_list(opt.DEFAULT_K, "--K") if k < spec.T] or [1])
     probs = _float_list(o["keep_prob"], "--keep-prob")
@@ -149,6 +154,21 @@ def truncate(options: dict[str, Any]) -> TruncateResult:
     weights = files["weights"]
     named = drawn if any(files.values()) else None  # named when files gave the rest
     return TruncateResult(an, o["param"], settings, None if weights is None else str(weights), named)
+
+
+@_api(opt.advise_options)
+def advise(options: dict[str, Any]) -> AdviseResult:
+    """From the diagnosis to a remedy: a truncation length, a clipping threshold, the scale of
+    ``W_hh`` at the edge of chaos, an LSTM's forget bias and the horizons, each checked by
+    re-running the exact analysis with it applied: ``bptt advise``."""
+    from bptt_cli.run.advise import advise as run_advice
+    from bptt_cli.run.experiment import resolve
+
+    o = dict(options)
+    settings = {k: o.pop(k) for k in ("budget", "quantile", "draws")}
+    exp = resolve(**o, lyapunov=1, truncate=None, truncate_mode=None, keep_prob=None, draws=None, clip=None,
+                  checkpoint="auto")
+    return AdviseResult(run_advice(exp, **settings), exp, settings)
 
 
 def _int_list(text: str, flag: str, least: int = 1) -> list[int]:

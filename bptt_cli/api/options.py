@@ -133,6 +133,37 @@ SweepFormat = Literal["table", "jsonl", "json", "csv"]
 FailOn = Literal["vanishing", "exploding", "unstable"]
 
 
+def advise_options(
+    T: TOpt = None,
+    cell: Annotated[CellName, typer.Option(help="Activation phi of the Elman cell (identity, tanh, relu, sigmoid), or a gated cell: lstm, gru.")] = "identity",
+    loss: Annotated[LossName, typer.Option(help="last: the loss of step T alone; mean: the average over t = 1..T.")] = "last",
+    criterion: CriterionOpt = "mse",
+    hidden: HiddenOpt = None,
+    layers: Annotated[int | None, typer.Option(min=1, help="Stacked layers (default 1, or from --weights).")] = None,
+    bidirectional: Annotated[bool | None, typer.Option("--bidirectional/--no-bidirectional", help="Both directions in every layer (default: one, or from --weights).")] = None,
+    inputs_dim: InputsDimOpt = None,
+    outputs_dim: OutputsDimOpt = None,
+    ensemble: EnsembleOpt = None,
+    gain: GainOpt = None,
+    radius: RadiusOpt = None,
+    norm: NormOpt = None,
+    bias: BiasOpt = 0.0,
+    forget_bias: Annotated[float, typer.Option(help="lstm: added to the forget-gate rows of bias_ih_l0 (the advice starts from it).")] = 0.0,
+    trials: Annotated[int, typer.Option(min=1, help="Independent random draws (medians).")] = 1,
+    seed: SeedOpt = 0,
+    weights: WeightsOpt = None,
+    inputs: InputsOpt = None,
+    targets: TargetsOpt = None,
+    h0: H0Opt = "zeros",
+    tolerance: Annotated[float, typer.Option(help="Orders of magnitude of gain counted as stable.")] = 1.0,
+    budget: Annotated[float, typer.Option(help="Relative error of the gradient of W_hh that truncation may make, in (0, 1).")] = 0.05,
+    quantile: Annotated[float, typer.Option(help="Quantile of the gradient norm over --draws sequences taken as the clipping threshold, in (0, 1).")] = 0.9,
+    draws: Annotated[int, typer.Option(min=2, help="Input sequences of the clipping statistics, and draws of each randomized truncation.")] = 32,
+    max_memory: Annotated[str | None, typer.Option(metavar="SIZE", help="Memory budget of each analysis, e.g. 512M or 2G.")] = None,
+) -> None:
+    """What ``bptt advise`` measures (:func:`bptt_cli.advise`)."""
+
+
 def sweep_options(
     workers: Annotated[int | None, typer.Option(min=1, help="Local worker processes (default: the number of CPUs); 1 runs in this process.")] = None,
     scheduler: Annotated[str | None, typer.Option(envvar="BPTT_SCHEDULER", help="Run the points on this Dask scheduler (tcp://HOST:8786) instead; needs bptt-cli[dask].")] = None,

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
 
     from bptt_cli.analysis.spectrum import SpectrumReport
+    from bptt_cli.run.advise import Advice
     from bptt_cli.run.experiment import Experiment
     from bptt_cli.run.sweep import SweepRun
 
@@ -292,6 +293,97 @@ class TruncateResult(Rendered):
 
     def __repr__(self) -> str:
         return f"<TruncateResult param={self.param} estimators={len(self.analysis.estimates)}>"
+
+
+@dataclass
+class AdviseResult(Rendered):
+    """The result of :func:`bptt_cli.advise`: the diagnosis and every recommendation with its measured
+    check (``advice``, the JSON's ``advice``), and the network with the remedy applied
+    (:meth:`apply`)."""
+
+    advice: Advice
+    experiment: Experiment
+    settings: dict[str, Any]
+
+    def record(self) -> dict[str, Any]:
+        """The JSON object of ``bptt advise --format json``."""
+        from bptt_cli import __version__
+
+        config = {**self.experiment.config(), **self.settings}
+        for key in ("lyapunov", "truncate", "truncate_mode", "keep_prob", "clip", "checkpoint"):
+            config.pop(key, None)
+        return {"version": __version__, "config": config, "diagnosis": self.advice.diagnosis,
+                "advice": self.advice.pieces()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``bptt advise --format json`` prints, as Python objects."""
+        return jsonable(self.record())
+
+    @property
+    def verdict(self) -> str:
+        """The diagnosis: ``vanishing``, ``stable``, ``exploding`` or ``undefined``."""
+        return str(self.advice.diagnosis["verdict"])
+
+    def fails(self, fail_on: str | None) -> bool:
+        """Whether the diagnosis matches ``fail_on`` (``vanishing``, ``exploding``, ``unstable``)."""
+        if fail_on is None:
+            return False
+        if fail_on not in FAIL_ON:
+            from bptt_cli.errors import BadInput
+
+            raise BadInput(f"unknown fail_on {fail_on!r} (choose from {', '.join(FAIL_ON)})")
+        return self.verdict in FAIL_ON[fail_on]
+
+    def write(self, fmt: str, write: Callable[[str], object], **_: Any) -> None:
+        from bptt_cli.io.jsontext import dumps
+
+        write(dumps(self.record()) + "\n")
+
+    def render(self, console: Console, **_: Any) -> None:
+        from bptt_cli.report.advice_table import render_advice
+
+        render_advice(self.to_dict(), console)
+
+    def applied(self) -> dict[str, Any] | None:
+        """The network with the recommended scale of ``W_hh`` or forget bias applied, as named arrays:
+        the ``--weights`` file's own arrays (every key kept, its layout too) when there was one,
+        else trial 0's drawn parameters; ``None`` if nothing is recommended."""
+        import numpy as np
+
+        advice, exp = self.advice, self.experiment
+        if advice.network is None:
+            return None
+        source = exp.files.get("weights")
+        if source is None or (advice.init is not None and advice.init["knob"] != "rescale"):
+            return advice.network  # drawn, or a file's W_hh rescaled to an exact radius or norm
+        from bptt_cli.io.weights import read_source
+
+        raw, _ = read_source(source)
+        arrays = {"W_hh": raw} if isinstance(raw, np.ndarray) else {k: np.array(v) for k, v in raw.items()}
+        init, forget = advice.init, advice.forget_bias
+        for key in arrays:
+            if init is not None and key.split(".")[-1] in ("W_hh", "weight_hh_l0"):
+                factor = init["rescale"] if init["knob"] == "rescale" else init[init["knob"]] / init["before"]
+                arrays[key] = arrays[key] * factor
+            if forget is not None and key.split(".")[-1] == "bias_ih_l0":
+                h = exp.spec.hidden
+                arrays[key] = arrays[key].copy()
+                arrays[key][h : 2 * h] += forget["value"]
+        return arrays
+
+    def apply(self, path: str | Path) -> None:
+        """Write :meth:`applied` to ``path`` (``.npz``, or ``.pt`` with torch), atomically.
+        :class:`~bptt_cli.errors.BadInput` if nothing is recommended."""
+        from bptt_cli.errors import BadInput
+        from bptt_cli.io.statedict import write_weights_file
+
+        arrays = self.applied()
+        if arrays is None:
+            raise BadInput("--apply: nothing to apply: no rescaling of W_hh or forget bias is advised here")
+        write_weights_file(Path(path), arrays)
+
+    def __repr__(self) -> str:
+        return f"<AdviseResult {self.verdict}: {', '.join(k for k, v in self.advice.pieces().items() if v)}>"
 
 
 @dataclass

@@ -194,3 +194,29 @@ def unprefix(arrays: Mapping[str, np.ndarray], path: Path | str) -> dict[str, np
             )
         put("b_q", bias_key)
     return out
+
+
+def write_weights_file(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write named arrays as ``.npz`` (numpy) or ``.pt`` (a PyTorch state_dict of float32 tensors,
+    needs torch), atomically: a failed write leaves nothing at ``path``. :class:`BadInput` for any
+    other suffix, a missing torch or an error of the file system."""
+    from bptt_cli.io.output import atomic_open
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".npz", ".pt"):
+        got = suffix or "no suffix"
+        raise BadInput(f"--apply {path}: the network is written as .npz or .pt, not {got!r}")
+    if suffix == ".pt":
+        try:
+            import torch
+        except ImportError:
+            raise BadInput(f"writing {path} needs PyTorch, which is not installed: use .npz") from None
+    try:
+        with atomic_open(Path(path), binary=True) as f:
+            if suffix == ".npz":
+                np.savez(f, **arrays)
+            else:
+                tensors = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in arrays.items()}
+                torch.save(tensors, f)
+    except OSError as e:
+        raise BadInput(f"cannot write {path}: {e.strerror or e}") from None

@@ -97,7 +97,8 @@ def _caption(fig: Figure, text: str) -> None:
     fig.text(0.01, 0.04 / height, "\n".join(lines), fontsize=7.5, color="0.3", ha="left", va="bottom")
 
 
-SETTING_KEYS = ("cell", "loss", "T", "hidden", "inputs_dim", "outputs_dim", "ensemble", "gain", "radius",
+SETTING_KEYS = ("cell", "loss", "criterion", "T", "hidden", "layers", "bidirectional", "h0", "inputs_dim",
+                "outputs_dim", "ensemble", "gain", "radius",
                 "norm", "bias", "forget_bias", "trials", "seed", "tolerance", "weights", "inputs", "targets")
 GATED_CELLS = ("lstm", "gru")
 
@@ -114,6 +115,11 @@ def _settings(config: Mapping[str, Any], skip: Sequence[str] = ()) -> str:
         if key in ("ensemble", "gain") and config.get("weights") is not None:
             continue
         if key in ("bias", "forget_bias") and value == 0:
+            continue
+        if (key, value) in (("criterion", "mse"), ("layers", 1), ("bidirectional", False), ("h0", "zeros")):
+            continue  # the defaults of a one-layer network are not worth naming
+        if key == "bidirectional":
+            parts.append("bidirectional")
             continue
         if key == "forget_bias" and config.get("cell") != "lstm":
             continue
@@ -183,7 +189,10 @@ def analysis_figure(record: Mapping[str, Any]) -> Figure:
                 lower = [fig.add_subplot(grid[1, :])]
         else:
             top, lower = fig.add_subplot(1, 1, 1), []
-        _gradient_panel(top, record, g)
+        if len(trials[0].get("layers") or ()) > 1:
+            _layers_panel(top, record)
+        else:
+            _gradient_panel(top, record, g)
         panels = iter(lower)
         if has_terms:
             _terms_panel(next(panels), terms, T, config.get("loss", "last"))
@@ -267,6 +276,44 @@ def _gradient_panel(ax: Any, record: Mapping[str, Any], g: Array) -> None:
     ax.legend(loc="lower right" if gated else "best", frameon=False)
 
 
+def _layers_panel(ax: Any, record: Mapping[str, Any]) -> None:
+    """A stacked or bidirectional network: the median ``||dL/dh_t^(l)||`` of every layer and
+    direction (a reverse direction's gradient travels from t = 1 towards T)."""
+    trials = record["trials"]
+    entries = trials[0]["layers"]
+    T = len(entries[0]["grad_h_log10"])
+    t = np.arange(1, T + 1)
+    colours = _colours(len(entries))
+    for k, (entry, colour) in enumerate(zip(entries, colours, strict=True)):
+        g = log10_array([tr["layers"][k]["grad_h_log10"] for tr in trials])
+        median = over_trials(g, (0.5,))[0]
+        gains = [tr["layers"][k].get("gain_log10") for tr in trials]
+        gain = _median_over(gains)
+        verdict = entry.get("verdict") if len(trials) == 1 else None
+        label = f"layer {entry['layer']} {entry['direction']}"
+        if math.isfinite(gain):
+            label += f": gain $10^{{{gain:+.2f}}}$" + (f", {verdict}" if verdict else "")
+        zeros = int(np.sum(np.isneginf(median)))
+        if zeros:  # e.g. the top reverse layer under --loss last: only h_T reaches o_T
+            label += f" (exactly zero at {zeros} of {T} steps)"
+        style = "-" if entry["direction"] == "forward" else "--"
+        few = T - zeros < 3
+        ax.plot(t, _finite(median), style, color=colour, lw=1.8, label=label, marker="o" if few else None)
+    ax.set_xlim(1, max(T, 2))
+    ax.set_xlabel("time step t")
+    ax.set_ylabel(GRAD_H)
+    verdict = (record.get("summary") or {}).get("verdict")
+    n = len(trials)
+    title = "Gradient norm along the sequence, every layer" + (f" (median of {n} trials)" if n > 1 else "")
+    ax.set_title(title + (f": worst {verdict}" if verdict else ""), loc="left")
+    ax.legend(loc="best", frameon=False, fontsize=8)
+
+
+def _colours(n: int) -> list[Any]:
+    """``n`` distinct colours (viridis, dark to light)."""
+    return [matplotlib_cmap("viridis")(x) for x in np.linspace(0.0, 0.85, n)]
+
+
 def _terms_panel(ax: Any, terms: Sequence[Mapping[str, Any]], T: int, loss: str) -> None:
     lag = T - np.arange(1, T + 1)
     for name in terms[0]:
@@ -311,7 +358,8 @@ def _alignment_panel(ax: Any, trials: Sequence[Mapping[str, Any]], tans: Sequenc
         ax.set_ylim(float(finite.min()) - pad, float(finite.max()) + pad)
     ax.set_xlabel("time step t")
     ax.set_ylabel(r"$\log_{10}\tan\theta_t$  (0: 45$^\circ$, below: aligned)")
-    ax.set_title(f"Alignment of $g_t$ with the {what} of $W_{{hh}}^T$", loc="left")
+    layer = " (layer 0, forward)" if len(trials[0].get("layers") or ()) > 1 else ""
+    ax.set_title(f"Alignment of $g_t$ with the {what} of $W_{{hh}}^T${layer}", loc="left")
     ax.legend(loc="best", frameon=False)
 
 

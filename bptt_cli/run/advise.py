@@ -1,0 +1,488 @@
+"""``bptt advise``: from the diagnosis to a remedy, each recommendation checked by measurement.
+
+Given one experiment (:class:`~bptt_cli.run.experiment.Experiment`), :func:`advise` measures the
+network as ``bptt analyze`` does (the diagnosis), then answers five questions, each with its
+evidence and a measured check, re-running the exact analysis with the remedy applied:
+
+- ``truncation``: the smallest window K whose truncated gradient of ``W_hh`` stays within a
+  relative error ``budget`` (measured at K, K - 1 and K/2), its cost in backward steps against
+  full BPTT, and the best randomized truncation of no greater cost (Tallec & Ollivier 2017).
+- ``clip``: the ``quantile`` of the global gradient norm over ``draws`` input sequences of the
+  same network as a clipping threshold, the fraction of sequences it clips and the bias it puts
+  into the mean gradient, ``||E[clip(g)] - E[g]|| / ||E[g]||`` (Pascanu, Mikolov & Bengio 2013).
+- ``init``: the scale of ``W_hh`` at the edge of chaos, mean-field ``chi_1 = 1`` from the
+  network's own weight, input and bias variances (Poole et al. 2016; Chen, Pennington &
+  Schoenholz 2018), measured at 0.8, 1 and 1.2 times it; for a relu cell also the identity and
+  orthogonal initialisations (Le, Jaitly & Hinton 2015); for the user's own weights the rescaling
+  of ``W_hh`` whose measured gain is 1, found by bisection on measurements.
+- ``forget_bias``: for an LSTM, the least forget-gate bias whose measured gain stays above
+  ``10^-tolerance`` (Gers, Schmidhuber & Cummins 2000; Jozefowicz, Zaremba & Sutskever 2015).
+- ``horizon``: the measured rate per step, the steps after which the gradient has vanished or
+  exploded by ``tolerance`` orders of magnitude, against T; where the top Lyapunov exponent
+  ``lambda_1 > 0`` (chaos), the predictability time ``ln 2 / lambda_1`` and a truncation or
+  teacher-forcing interval below it (Mikhaeil, Monfared & Durstewitz 2022).
+
+A piece that does not apply is ``None`` in :class:`Advice` with its reason in ``reasons``. Every
+measurement uses the experiment's seed: the same options give the same advice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from bptt_cli.analysis.analyze import analyze
+from bptt_cli.analysis.result import Analysis
+from bptt_cli.core.network import GatedSpec
+from bptt_cli.errors import BadInput
+from bptt_cli.estimators.estimator import Estimator
+from bptt_cli.run.experiment import Experiment
+
+LN10 = math.log(10.0)
+SCALES = (0.8, 1.0, 1.2)  # the edge of chaos measured at these multiples of its scale
+FORGET_BIASES = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # the LSTM forget-gate biases tried, then bisected
+FORGET_RESOLUTION = 0.05
+KEEP_PROBS = (0.9, 0.7, 0.5, 0.3)
+REFINE = 7  # window lengths measured per round of the search for K
+RESCALE_STEPS = 12  # bisections of the rescaling of a user's W_hh
+
+
+@dataclass
+class Advice:
+    """Each piece a JSON-ready dict (``None`` where it does not apply, the reason in ``reasons``);
+    ``diagnosis``: the network as measured; ``network``: trial 0's parameters with the
+    recommended rescaling or forget bias applied (what ``--apply`` writes), ``None`` if there is
+    nothing to apply."""
+
+    diagnosis: dict[str, Any]
+    truncation: dict[str, Any] | None = None
+    clip: dict[str, Any] | None = None
+    init: dict[str, Any] | None = None
+    forget_bias: dict[str, Any] | None = None
+    horizon: dict[str, Any] | None = None
+    reasons: dict[str, str] = field(default_factory=dict)
+    network: dict[str, np.ndarray] | None = None
+
+    def pieces(self) -> dict[str, Any]:
+        """``advice`` of the JSON record: the five pieces and ``reasons``."""
+        names = ("truncation", "clip", "init", "forget_bias", "horizon")
+        return {**{name: getattr(self, name) for name in names}, "reasons": dict(self.reasons)}
+
+
+def advise(exp: Experiment, budget: float = 0.05, quantile: float = 0.9, draws: int = 32) -> Advice:
+    """Every recommendation for ``exp`` with its measured check (see the module doc).
+
+    ``budget``: the relative error truncation may make (in (0, 1)); ``quantile``: of the global
+    gradient norm, the clipping threshold (in (0, 1)); ``draws``: input sequences of the clipping
+    statistics and draws of each randomized truncation (at least 2).
+    """
+    if not 0 < budget < 1:
+        raise BadInput(f"--budget must be in (0, 1), got {budget}")
+    if not 0 < quantile < 1:
+        raise BadInput(f"--quantile must be in (0, 1), got {quantile}")
+    if draws < 2:
+        raise BadInput(f"--draws must be at least 2, got {draws}")
+    base = analyze(
+        exp.spec,
+        exp.given,
+        exp.tolerance,
+        theory=True,
+        lyapunov=1,
+        checkpoint=exp.checkpoint,
+        max_memory=exp.max_memory,
+    )
+    advice = Advice(diagnosis={"gain_log10": base.median_gain_log10, "verdict": base.verdict})
+    for name, piece in (
+        ("truncation", _truncation),
+        ("clip", _clip),
+        ("init", _init),
+        ("forget_bias", _forget_bias),
+        ("horizon", _horizon),
+    ):
+        result = piece(exp, base, budget=budget, quantile=quantile, draws=draws)
+        if isinstance(result, str):
+            advice.reasons[name] = result
+        else:
+            setattr(advice, name, result)
+    advice.network = _applied(exp, base, advice)
+    return advice
+
+
+# -- measuring -------------------------------------------------------------------------------------
+def _measure(exp: Experiment, estimators: Sequence[Estimator] = (), **changes: Any) -> Analysis:
+    """The exact analysis of ``exp`` with ``changes`` to its settings (``spec`` fields, or ``given``),
+    no theory."""
+    given = changes.pop("given", exp.given)
+    spec = replace(exp.spec, **changes)
+    return analyze(
+        spec,
+        given,
+        exp.tolerance,
+        checkpoint=exp.checkpoint,
+        max_memory=exp.max_memory,
+        estimators=estimators,
+    )
+
+
+def _gain(an: Analysis) -> float:
+    """Median over trials of the gain ``log10 ||dL/dh_1|| / ||dL/dh_T||``."""
+    return float(an.median_gain_log10)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+# -- truncation ------------------------------------------------------------------------------------
+def _truncation(
+    exp: Experiment, base: Analysis, *, budget: float, draws: int, **_: Any
+) -> dict[str, Any] | str:
+    spec = exp.spec
+    if spec.stacked or isinstance(spec, GatedSpec):
+        return "truncation is measured on one-layer Elman networks (bptt truncate)"
+    T = spec.T
+    if T < 2:
+        return "T = 1: there is nothing to truncate"
+    errors: dict[int, float] = {}
+    cost: dict[int, float] = {}
+
+    def measure(Ks: Sequence[int]) -> None:
+        new = sorted({k for k in Ks if 1 <= k < T and k not in errors})
+        if not new:
+            return
+        an = _measure(exp, [Estimator("window", K=k) for k in new])
+        for k, res in zip(new, an.estimates, strict=True):
+            errors[k], cost[k] = _error(res, "W_hh"), _cost(res)
+
+    powers = [2**i for i in range(T.bit_length()) if 2**i < T]
+    measure(powers)
+    hi = next((k for k in sorted(errors) if errors[k] <= budget), T)  # T: full BPTT, exact
+    lo = max((k for k in errors if k < hi), default=0)
+    while hi - lo > 1:
+        step = (hi - lo) / (REFINE + 1)
+        measure([lo + max(1, round(step * i)) for i in range(1, REFINE + 1)])
+        hi = next((k for k in sorted(errors) if lo < k <= hi and errors[k] <= budget), hi)
+        lo = max((k for k in errors if k < hi), default=0)
+    measure([hi - 1, max(1, hi // 2)])
+    full_cost = 1.0
+    K = hi
+    result: dict[str, Any] = {
+        "K": K,
+        "budget": budget,
+        "param": "W_hh",
+        "loss": spec.loss,
+        "relative_error": errors.get(K, 0.0),
+        "cost_ratio": cost.get(K, full_cost),
+        "relative_error_below": errors.get(K - 1),
+        "K_below": K - 1 if K > 1 else None,
+        "relative_error_half": errors.get(max(1, K // 2)) if K > 1 else None,
+        "K_half": max(1, K // 2) if K > 1 else None,
+        "measured": {str(k): errors[k] for k in sorted(errors)},
+        "full_bptt": K >= T,
+    }
+    an = _measure(exp, [Estimator("random", keep_prob=p, draws=draws) for p in KEEP_PROBS])
+    randomized = [
+        {
+            "keep_prob": p,
+            "relative_error": _error(res, "W_hh"),
+            "cost_ratio": _cost(res),
+            "relative_variance": _param(res, "W_hh", "relative_variance"),
+        }
+        for p, res in zip(KEEP_PROBS, an.estimates, strict=True)
+    ]
+    affordable = [r for r in randomized if r["cost_ratio"] <= result["cost_ratio"]]
+    best = min(affordable, key=lambda r: r["relative_error"], default=None)
+    result["randomized"] = best
+    beats = best is not None and best["relative_error"] < result["relative_error"]
+    result["randomized_beats_window"] = bool(beats)
+    return result
+
+
+def _param(res: Any, param: str, key: str) -> float | None:
+    from bptt_cli.io.estimator_records import estimate_summary
+
+    value = estimate_summary(res)["params"][param].get(key)
+    return None if value is None else float(value)
+
+
+def _error(res: Any, param: str) -> float:
+    """The median relative error of ``param``'s estimate over the trials."""
+    value = _param(res, param, "relative_error")
+    return math.inf if value is None else value
+
+
+def _cost(res: Any) -> float:
+    from bptt_cli.io.estimator_records import estimate_summary
+
+    return float(estimate_summary(res)["cost_ratio"])
+
+
+# -- clipping --------------------------------------------------------------------------------------
+def _clip(exp: Experiment, base: Analysis, *, quantile: float, draws: int, **_: Any) -> dict[str, Any] | str:
+    if getattr(exp.given, "x", None) is not None:
+        return "--inputs gives one sequence: the clipping statistics need drawn inputs"
+    if exp.spec.stacked:
+        return "the bias of clipping needs every layer's gradient vector; bptt keeps layer 0's"
+    weights = {name: np.asarray(value[0]) for name, value in _params(base.net).items()}
+    # trial 0's network as given arrays (its forget bias already added), the data drawn per trial
+    given = replace(exp.given, **weights)  # type: ignore[type-var]
+    gated = {"forget_bias": 0.0} if isinstance(exp.spec, GatedSpec) else {}
+    an = _measure(exp, trials=draws, radius=None, norm=None, given=given, **gated)
+    vectors = [_flat(an, i) for i in range(draws)]
+    log_norms = np.array([ln for _, ln in vectors])  # natural log of each draw's global norm
+    top = float(np.max(log_norms[np.isfinite(log_norms)], initial=-np.inf))
+    if not math.isfinite(top):
+        return "the gradient is exactly zero for every drawn sequence"
+    g = np.stack([v * math.exp(ln - top) if math.isfinite(ln) else np.zeros_like(v) for v, ln in vectors])
+    norms = np.exp(log_norms - top)  # relative to the largest: in (0, 1]
+    theta = float(np.quantile(norms, quantile))
+    scale = np.minimum(1.0, theta / np.where(norms > 0, norms, np.inf))
+    mean, clipped = g.mean(axis=0), (g * scale[:, None]).mean(axis=0)
+    size = float(np.linalg.norm(mean))
+    bias = float(np.linalg.norm(clipped - mean) / size) if size > 0 else None
+    log10_norms = (log_norms / LN10).tolist()
+    return {
+        "threshold": math.exp(math.log(theta) + top) if theta > 0 else 0.0,
+        "threshold_log10": (math.log(theta) + top) / LN10 if theta > 0 else None,
+        "quantile": quantile,
+        "draws": draws,
+        "clipped_fraction": float(np.mean(norms > theta)),
+        "relative_bias": bias,
+        "norm_log10_quantiles": {q: float(np.quantile(log10_norms, float(q))) for q in ("0.1", "0.5", "0.9")},
+    }
+
+
+def _params(net: Any) -> dict[str, np.ndarray]:
+    """The network's parameters by the names ``--weights`` reads, stacked over trials."""
+    params = net.params
+    return dict(params() if callable(params) else params)
+
+
+def _flat(an: Analysis, i: int) -> tuple[np.ndarray, float]:
+    """Trial ``i``'s whole gradient as one vector of norm 1 (or 0) and the natural log of its norm."""
+    parts, scales = [], []
+    for m, s in an.grads.params.values():
+        parts.append(np.asarray(m[i], dtype=np.float64).ravel())
+        scales.append(float(s[i]))
+    top = max(scales)
+    if not math.isfinite(top):
+        return np.concatenate(parts) * 0.0, -math.inf
+    v = np.concatenate([p * math.exp(s - top) for p, s in zip(parts, scales, strict=True)])
+    size = float(np.linalg.norm(v))
+    if size == 0:
+        return v, -math.inf
+    return v / size, top + math.log(size)
+
+
+# -- initialisation --------------------------------------------------------------------------------
+def _init(exp: Experiment, base: Analysis, **_: Any) -> dict[str, Any] | str:
+    spec = exp.spec
+    if isinstance(spec, GatedSpec):
+        return f"--cell {spec.cell}: the forget-gate bias (lstm) and the horizon say more than a scale"
+    if spec.stacked:
+        return "the edge of chaos is computed for one-layer networks"
+    mf = base.theory.mean_field if base.theory is not None else None
+    from_file = getattr(exp.given, "W_hh", None) is not None and spec.radius is None and spec.norm is None
+    factor = _edge_factor(spec.cell, mf) if mf is not None else math.nan
+    if from_file:
+        return _rescale_weights(exp, base, factor)
+    knob = "radius" if spec.radius is not None else "norm" if spec.norm is not None else "gain"
+    value = float(getattr(spec, knob))
+    if spec.ensemble == "identity" and knob == "gain":
+        knob = "radius"  # the identity ensemble's gain is its radius
+    if not math.isfinite(factor):
+        return "the mean field has no edge of chaos for this network (statistics beyond float64)"
+    edge = value * factor
+    gains = {f"{s:g}": _gain(_measure(exp, **{knob: edge * s})) for s in SCALES}
+    known = {edge * float(s): g for s, g in gains.items()}
+    measured, at, bracketed = _measured_root(
+        lambda v: _gain(_measure(exp, **{knob: v})), edge / 2, edge * 2, known
+    )
+    result: dict[str, Any] = {
+        knob: edge,
+        "knob": knob,
+        "before": value,
+        "chi_1_before": _median(mf.chi_1) if mf else None,
+        "chi_1": 1.0,
+        "gain_log10_before": base.median_gain_log10,
+        "gain_log10_after": gains["1"],
+        "gain_log10_at": gains,
+        f"{knob}_measured": measured,
+        "gain_log10_at_measured": at,
+        "bracketed": bracketed,
+    }
+    if spec.cell == "relu" and from_file is False:
+        result["alternatives"] = {
+            ens: _gain(_measure(exp, ensemble=ens, gain=1.0, radius=None, norm=None))
+            for ens in ("identity", "orthogonal")
+        }
+    return result
+
+
+def _median(values: Any) -> float | None:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else None
+
+
+def _edge_factor(cell: str, mf: Any) -> float:
+    """The factor c by which ``W_hh`` is scaled so that the mean-field ``chi_1 = 1`` (median over
+    the trials), from each trial's weight, input and bias variances.
+
+    At the edge ``sigma_w^2 E[phi'^2](q) = 1`` and ``q = sigma_w^2 E[phi^2](q) + offset``, so
+    ``q`` solves ``E[phi^2](q) / E[phi'^2](q) + offset = q`` (bisection on ``ln q``) and
+    ``sigma_w^2 = 1 / E[phi'^2](q)``. The identity cell's edge is ``sigma_w^2 = 1``, relu's 2
+    (its variance diverges there when driven).
+    """
+    from bptt_cli.core.cells import CELLS
+    from bptt_cli.theory.meanfield import derivative_moment, second_moment
+
+    offset = np.asarray(mf.input_variance + mf.bias_variance, dtype=np.float64)
+    sigma = np.asarray(mf.weight_variance, dtype=np.float64)
+    ok = np.isfinite(offset) & np.isfinite(sigma) & (sigma > 0)
+    if not ok.any():
+        return math.nan
+    if cell in ("identity", "relu"):
+        s_star = np.full(ok.sum(), 1.0 if cell == "identity" else 2.0)
+    else:
+        phi, u = CELLS[cell], offset[ok]
+
+        def excess(ln_q: np.ndarray) -> np.ndarray:  # > 0 below the root
+            q = np.exp(ln_q)
+            return second_moment(phi, q) / derivative_moment(phi, q) + u - q
+
+        lo, hi = np.full(u.shape, -40.0), np.full(u.shape, 40.0)
+        for _ in range(64):
+            mid = 0.5 * (lo + hi)
+            up = excess(mid) > 0
+            lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
+        s_star = 1.0 / derivative_moment(phi, np.exp(0.5 * (lo + hi)))
+    return float(np.median(np.sqrt(s_star / sigma[ok])))
+
+
+def _rescale_weights(exp: Experiment, base: Analysis, factor: float) -> dict[str, Any]:
+    """The factor c of the user's ``W_hh`` whose measured gain is closest to 1 (gain_log10 0),
+    by bisection on measurements around the mean field's edge of chaos."""
+    W = np.asarray(exp.given.W_hh, dtype=np.float64)  # type: ignore[union-attr]
+
+    def gain(c: float) -> float:
+        return _gain(_measure(exp, given=replace(exp.given, W_hh=W * c)))  # type: ignore[type-var]
+
+    start = factor if math.isfinite(factor) and factor > 0 else 1.0
+    c, after, bracketed = _measured_root(gain, start / 4, start * 4)
+    return {
+        "rescale": c,
+        "knob": "rescale",
+        "edge_of_chaos_rescale": _finite(factor),
+        "chi_1": 1.0,
+        "gain_log10_before": base.median_gain_log10,
+        "gain_log10_after": after,
+        "bracketed": bracketed,
+    }
+
+
+def _measured_root(
+    gain: Callable[[float], float], lo: float, hi: float, known: dict[float, float] | None = None
+) -> tuple[float, float, bool]:
+    """The scale in ``[lo, hi]`` whose measured ``gain`` (log10, increasing in the scale on
+    average, not always: one finite network fluctuates) is 0, by bisection on its log:
+    ``(scale, its gain, whether [lo, hi] brackets 0)``. The scale returned is the measured one
+    (``known`` gains included) whose gain is nearest 0."""
+    g_lo, g_hi = gain(lo), gain(hi)
+    best = min([(lo, g_lo), (hi, g_hi), *(known or {}).items()], key=lambda sg: abs(sg[1]))
+    if not g_lo <= 0 <= g_hi:
+        return best[0], best[1], False
+    a, b = math.log(lo), math.log(hi)
+    for _ in range(RESCALE_STEPS):
+        mid = 0.5 * (a + b)
+        g = gain(math.exp(mid))
+        if abs(g) < abs(best[1]):
+            best = (math.exp(mid), g)
+        a, b = (mid, b) if g < 0 else (a, mid)
+    return best[0], best[1], True
+
+
+# -- LSTM forget bias ------------------------------------------------------------------------------
+def _forget_bias(exp: Experiment, base: Analysis, **_: Any) -> dict[str, Any] | str:
+    spec = exp.spec
+    if spec.cell != "lstm":
+        return "the forget-gate bias is an LSTM's"
+    if spec.stacked:
+        return "--forget-bias sets layer 0's forget gates: stacked networks are not advised yet"
+    floor = -exp.tolerance
+
+    def gain(b: float) -> float:
+        return _gain(_measure(exp, forget_bias=b))
+
+    tried = {b: gain(b) for b in FORGET_BIASES}
+    ok = [b for b in FORGET_BIASES if tried[b] >= floor]
+    if not ok:
+        top = FORGET_BIASES[-1]
+        return f"no forget bias up to {top:g} keeps the gain above 10^{floor:g} over T = {spec.T}"
+    hi = ok[0]
+    lo = max((b for b in FORGET_BIASES if b < hi), default=hi)
+    while hi - lo > FORGET_RESOLUTION:
+        mid = 0.5 * (lo + hi)
+        tried[mid] = gain(mid)
+        lo, hi = (mid, hi) if tried[mid] < floor else (lo, mid)
+    return {
+        "value": hi,
+        "before": spec.forget_bias,
+        "gain_log10_before": base.median_gain_log10,
+        "gain_log10_after": tried[hi],
+        "floor_log10": floor,
+        "measured": {f"{b:g}": tried[b] for b in sorted(tried)},
+    }
+
+
+# -- horizons --------------------------------------------------------------------------------------
+def _horizon(exp: Experiment, base: Analysis, **_: Any) -> dict[str, Any]:
+    T, tol = exp.spec.T, exp.tolerance
+    gain = base.median_gain_log10
+    rate = gain / (T - 1) if T > 1 and math.isfinite(gain) else math.nan  # log10 per step back
+    steps = tol / abs(rate) if math.isfinite(rate) and rate != 0 else math.inf
+    lyap = _top_lyapunov(base)
+    chaos = lyap is not None and lyap > 0
+    predictability = math.log(2.0) / lyap if chaos else None  # type: ignore[operator]
+    return {
+        "T": T,
+        "rate_log10_per_step": _finite(rate),
+        "tolerance": tol,
+        "vanish": _finite(steps) if rate < 0 else None,
+        "explode": _finite(steps) if rate > 0 else None,
+        "exceeds": bool(math.isfinite(steps) and steps < T - 1),
+        "T_over_horizon": _finite((T - 1) / steps) if math.isfinite(steps) else 0.0,
+        "lyapunov": lyap,
+        "predictability_steps": predictability,
+        "interval": max(1, math.floor(predictability)) if predictability is not None else None,
+    }
+
+
+def _top_lyapunov(an: Analysis) -> float | None:
+    th = an.theory
+    if th is None or th.lyapunov is None or th.lyapunov.exponents.shape[1] == 0:
+        return None
+    return _median(th.lyapunov.exponents[:, 0])
+
+
+# -- the network with the remedy applied -----------------------------------------------------------
+def _applied(exp: Experiment, base: Analysis, advice: Advice) -> dict[str, np.ndarray] | None:
+    """Trial 0's parameters (the names ``--weights`` reads) with the recommended scale of ``W_hh``
+    or forget bias applied; ``None`` if there is no such recommendation."""
+    params = {name: np.array(value[0], dtype=np.float64) for name, value in _params(base.net).items()}
+    init, forget = advice.init, advice.forget_bias
+    if init is not None:
+        key = "W_hh"
+        factor = init["rescale"] if init["knob"] == "rescale" else init[init["knob"]] / init["before"]
+        if init["knob"] == "rescale" or init["before"] != 0:
+            params[key] = params[key] * factor
+        return params
+    if forget is not None:
+        h = exp.spec.hidden
+        params["bias_ih_l0"][h : 2 * h] += forget["value"] - forget["before"]
+        return params
+    return None
