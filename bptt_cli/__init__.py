@@ -1,8 +1,8 @@
 """bptt: exact backpropagation-through-time gradients and spectra for recurrent networks.
 
 The Python API (``import bptt_cli as bptt``): :func:`analyze`, :func:`spectrum`, :func:`truncate`,
-:func:`sweep`, :func:`advise` and :func:`plot` take the options of the commands of the same names and return typed
-results (:mod:`bptt_cli.api.results`); bad input raises :class:`BadInput`, a ``ValueError``. They
+:func:`sweep`, :func:`advise` and :func:`plot` take the options of the commands of the same names and
+return typed results (:mod:`bptt_cli.api.results`); bad input raises :class:`BadInput`, a ``ValueError``. They
 are imported on first use, so that ``bptt --help`` starts fast.
 """
 

@@ -77,16 +77,18 @@ def test_the_clipping_threshold_is_the_quantile_of_the_norms(
 def test_the_edge_of_chaos_is_where_chi_1_is_one(tanh_advice: dict[str, Any]) -> None:
     init = tanh_advice["advice"]["init"]
     gain = init["gain"]
+    assert init["knob"] == "gain" and init["value"] == gain == init["edge_of_chaos"]
+    assert math.isclose(init["chi_1"], 1.0, rel_tol=1e-9)
     at = bptt_json("analyze", *NET, "--gain", repr(gain))
     assert math.isclose(at["trials"][0]["mean_field"]["chi_1"], 1.0, rel_tol=1e-6), at["trials"][0][
         "mean_field"
     ]
     assert math.isclose(at["summary"]["gain_log10"], init["gain_log10_after"], rel_tol=1e-12)
-    g = init["gain_log10_at"]
-    assert abs(g["1"]) < min(abs(g["0.8"]), abs(g["1.2"]))
-    measured = bptt_json("analyze", *NET, "--gain", repr(init["gain_measured"]))["summary"]["gain_log10"]
+    g = {c["factor"]: c["gain_log10"] for c in init["checks"]}
+    assert abs(g[1.0]) < min(abs(g[0.8]), abs(g[1.2]))
+    measured = bptt_json("analyze", *NET, "--gain", repr(init["measured_value"]))["summary"]["gain_log10"]
     assert math.isclose(measured, init["gain_log10_at_measured"], rel_tol=1e-12)
-    assert abs(measured) <= abs(g["1"])  # the measured gain nearest 1 over [edge / 2, 2 edge]
+    assert abs(measured) <= abs(g[1.0])  # the measured gain nearest 1 over [edge / 2, 2 edge]
     assert abs(measured) < 0.5 or not init["bracketed"]
 
 
@@ -123,7 +125,7 @@ def test_forget_bias_keeps_the_gradient_above_the_tolerance() -> None:
     )
     assert check["summary"]["gain_log10"] >= -1.0
     assert math.isclose(check["summary"]["gain_log10"], fb["gain_log10_after"], rel_tol=1e-12)
-    below = [float(b) for b, g in fb["measured"].items() if g < -1.0]
+    below = [m["forget_bias"] for m in fb["measured"] if m["gain_log10"] < -1.0]
     assert max(below) >= fb["value"] - 0.05 - 1e-12  # the least such bias, to the resolution
 
 

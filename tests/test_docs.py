@@ -1,7 +1,7 @@
 """The documentation: the mkdocs site builds in strict mode, and docs/json.md is the real JSON.
 
 docs/json.md keeps the JSON contract in machine-readable tables: each follows a line
-``<!-- json-contract: NAME -->`` (NAME: analyze, estimator, spectrum, truncate, sweep; a name
+``<!-- json-contract: NAME -->`` (NAME: analyze, estimator, spectrum, truncate, sweep, advise; a name
 may head several tables) and has the columns key, when, meaning. The key cell holds one or more
 dotted key paths in backticks (``trials[].rates.observed``: ``[]`` for a list's items); the when
 cell is empty (always there) or a comma list of conditions, any of which makes the key present.
@@ -242,6 +242,18 @@ RUNS = {
         ("truncate", *SMALL, "--draws", "4", "--truncate-mode", "chunk"),
         frozenset({"chunk", "random"}),
     ),
+    "advise-tanh": Run(
+        "advise", ("advise", "--T", "20", "--hidden", "6", "--cell", "tanh", "--draws", "4"),
+        frozenset({"advise-elman"}),
+    ),
+    "advise-relu": Run(
+        "advise", ("advise", "--T", "20", "--hidden", "6", "--cell", "relu", "--draws", "4"),
+        frozenset({"advise-elman", "advise-relu"}),
+    ),
+    "advise-lstm": Run(
+        "advise", ("advise", "--T", "20", "--hidden", "6", "--cell", "lstm", "--draws", "4"),
+        frozenset({"advise-lstm"}),
+    ),
     "sweep": Run(
         "sweep",
         ("sweep", "--T", "10,20", "--hidden", "6", "--workers", "1", "--format", "jsonl"),
@@ -294,7 +306,7 @@ def test_json_contract_matches_output(name: str) -> None:
 def test_json_contract_conditions_are_all_exercised() -> None:
     """Every condition in a when column is one that some run above has, so no row goes unchecked."""
     tables = contract()
-    assert set(tables) == {"analyze", "estimator", "spectrum", "truncate", "sweep"}
+    assert set(tables) == {"analyze", "estimator", "spectrum", "truncate", "sweep", "advise"}
     run_tags = frozenset().union(*(run.tags for run in RUNS.values()))
     for name, rows in tables.items():
         allowed = RECORD_KINDS if name == "estimator" else run_tags

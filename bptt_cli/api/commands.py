@@ -86,7 +86,7 @@ def spectrum(options: dict[str, Any]) -> SpectrumResult:
     """Eigenvalues, singular values and non-normality of ``W_hh``, beside the random-matrix
     prediction: ``bptt spectrum``."""
     from bptt_cli.analysis.spectrum import spectrum_report
-    from bptt_cli.core.network import Spec
+    from bptt_cli.core.network import GatedGiven, Spec
     from bptt_cli.io.weights import given_from_files
     from bptt_cli.run.experiment import source_label
 
@@ -114,6 +114,7 @@ def spectrum(options: dict[str, Any]) -> SpectrumResult:
         **size, ensemble=ensemble or defaults.ensemble, gain=gain if gain is not None else defaults.gain,
         radius=radius, norm=norm, trials=options["trials"], seed=options["seed"], T=options["T"],
     )
+    assert not isinstance(given, GatedGiven)  # spectrum reads W_hh only
     report = spectrum_report(spec, given if weights is not None else None)
     return SpectrumResult(report, {"weights": source_label(weights)})
 
@@ -134,9 +135,10 @@ def truncate(options: dict[str, Any]) -> TruncateResult:
         o["targets"], criterion=o["criterion"], h0=o["h0"],
     )
     if spec.stacked:
+        both = " in both directions" if spec.bidirectional else ""
         raise BadInput(
             f"bptt truncate measures truncation on one-layer, one-direction networks; the weights have "
-            f"{spec.layers} layers{' in both directions' if spec.bidirectional else ''} (bptt analyze reads them)"
+            f"{spec.layers} layers{both} (bptt analyze reads them)"
         )
     Ks = (_int_list(o["K"], "--K") if o["K"] is not None
           else [k for k in _int_list(opt.DEFAULT_K, "--K") if k < spec.T] or [1])

@@ -363,8 +363,7 @@ class AdviseResult(Rendered):
         init, forget = advice.init, advice.forget_bias
         for key in arrays:
             if init is not None and key.split(".")[-1] in ("W_hh", "weight_hh_l0"):
-                factor = init["rescale"] if init["knob"] == "rescale" else init[init["knob"]] / init["before"]
-                arrays[key] = arrays[key] * factor
+                arrays[key] = arrays[key] * init["rescale"]
             if forget is not None and key.split(".")[-1] == "bias_ih_l0":
                 h = exp.spec.hidden
                 arrays[key] = arrays[key].copy()

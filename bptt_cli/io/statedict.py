@@ -214,7 +214,7 @@ def write_weights_file(path: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
         with atomic_open(Path(path), binary=True) as f:
             if suffix == ".npz":
-                np.savez(f, **arrays)
+                np.savez(f, **arrays)  # type: ignore[arg-type]
             else:
                 tensors = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in arrays.items()}
                 torch.save(tensors, f)

@@ -69,21 +69,19 @@ def advice_rows(advice: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     init = advice.get("init")
     if init is not None:
         knob = init["knob"]
+        at = {c["factor"]: c["gain_log10"] for c in init["checks"]}
+        nearest = "measured gain 1" if init["bracketed"] else "measured gain nearest 1 within x1/2..x2"
         if knob == "rescale":
             value = f"W_hh x {init['rescale']:.4g}"
             evidence = (
-                "measured gain 1 (bisection); mean-field edge of chaos x "
-                f"{_g(init['edge_of_chaos_rescale'], 4)}"
-                if init.get("bracketed")
-                else "the nearest to gain 1 within x1/4..x4"
+                f"{nearest}; mean field: edge of chaos at x {_g(init['edge_of_chaos'], 4)}, "
+                f"chi_1 {_g(init['chi_1_before'])} -> {_g(init['chi_1'])}"
             )
         else:
-            value = f"--{knob} {init[knob]:.4g}"
-            at = init["gain_log10_at"]
+            value = f"--{knob} {init['value']:.4g}"
             evidence = (
                 f"mean field chi_1 = 1 (now {_g(init['chi_1_before'])}); gains at 0.8x, 1.2x: "
-                f"{_gain(at['0.8'])}, {_gain(at['1.2'])}; measured gain 1 at --{knob} "
-                f"{init[f'{knob}_measured']:.4g}"
+                f"{_gain(at[0.8])}, {_gain(at[1.2])}; {nearest} at --{knob} {init['measured_value']:.4g}"
             )
             alt = init.get("alternatives")
             if alt:

@@ -47,6 +47,7 @@ SCALES = (0.8, 1.0, 1.2)  # the edge of chaos measured at these multiples of its
 FORGET_BIASES = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # the LSTM forget-gate biases tried, then bisected
 FORGET_RESOLUTION = 0.05
 KEEP_PROBS = (0.9, 0.7, 0.5, 0.3)
+NORM_QUANTILES = {"p10": 0.1, "median": 0.5, "p90": 0.9}  # of the gradient norms, in the clip's record
 REFINE = 7  # window lengths measured per round of the search for K
 RESCALE_STEPS = 12  # bisections of the rescaling of a user's W_hh
 
@@ -113,9 +114,10 @@ def advise(exp: Experiment, budget: float = 0.05, quantile: float = 0.9, draws: 
 
 
 # -- measuring -------------------------------------------------------------------------------------
-def _measure(exp: Experiment, estimators: Sequence[Estimator] = (), **changes: Any) -> Analysis:
+def _measure(exp: Experiment, changes: dict[str, Any], estimators: Sequence[Estimator] = ()) -> Analysis:
     """The exact analysis of ``exp`` with ``changes`` to its settings (``spec`` fields, or ``given``),
     no theory."""
+    changes = dict(changes)
     given = changes.pop("given", exp.given)
     spec = replace(exp.spec, **changes)
     return analyze(
@@ -154,7 +156,7 @@ def _truncation(
         new = sorted({k for k in Ks if 1 <= k < T and k not in errors})
         if not new:
             return
-        an = _measure(exp, [Estimator("window", K=k) for k in new])
+        an = _measure(exp, {}, [Estimator("window", K=k) for k in new])
         for k, res in zip(new, an.estimates, strict=True):
             errors[k], cost[k] = _error(res, "W_hh"), _cost(res)
 
@@ -181,11 +183,11 @@ def _truncation(
         "K_below": K - 1 if K > 1 else None,
         "relative_error_half": errors.get(max(1, K // 2)) if K > 1 else None,
         "K_half": max(1, K // 2) if K > 1 else None,
-        "measured": {str(k): errors[k] for k in sorted(errors)},
+        "measured": [{"K": k, "relative_error": errors[k]} for k in sorted(errors)],
         "full_bptt": K >= T,
     }
-    an = _measure(exp, [Estimator("random", keep_prob=p, draws=draws) for p in KEEP_PROBS])
-    randomized = [
+    an = _measure(exp, {}, [Estimator("random", keep_prob=p, draws=draws) for p in KEEP_PROBS])
+    randomized: list[dict[str, Any]] = [
         {
             "keep_prob": p,
             "relative_error": _error(res, "W_hh"),
@@ -229,9 +231,11 @@ def _clip(exp: Experiment, base: Analysis, *, quantile: float, draws: int, **_: 
         return "the bias of clipping needs every layer's gradient vector; bptt keeps layer 0's"
     weights = {name: np.asarray(value[0]) for name, value in _params(base.net).items()}
     # trial 0's network as given arrays (its forget bias already added), the data drawn per trial
-    given = replace(exp.given, **weights)  # type: ignore[type-var]
-    gated = {"forget_bias": 0.0} if isinstance(exp.spec, GatedSpec) else {}
-    an = _measure(exp, trials=draws, radius=None, norm=None, given=given, **gated)
+    given: Any = exp.given
+    changes = {"trials": draws, "radius": None, "norm": None, "given": replace(given, **weights)}
+    if isinstance(exp.spec, GatedSpec):
+        changes["forget_bias"] = 0.0
+    an = _measure(exp, changes)
     vectors = [_flat(an, i) for i in range(draws)]
     log_norms = np.array([ln for _, ln in vectors])  # natural log of each draw's global norm
     top = float(np.max(log_norms[np.isfinite(log_norms)], initial=-np.inf))
@@ -252,7 +256,7 @@ def _clip(exp: Experiment, base: Analysis, *, quantile: float, draws: int, **_: 
         "draws": draws,
         "clipped_fraction": float(np.mean(norms > theta)),
         "relative_bias": bias,
-        "norm_log10_quantiles": {q: float(np.quantile(log10_norms, float(q))) for q in ("0.1", "0.5", "0.9")},
+        "norm_log10": {name: float(np.quantile(log10_norms, q)) for name, q in NORM_QUANTILES.items()},
     }
 
 
@@ -289,38 +293,68 @@ def _init(exp: Experiment, base: Analysis, **_: Any) -> dict[str, Any] | str:
     from_file = getattr(exp.given, "W_hh", None) is not None and spec.radius is None and spec.norm is None
     factor = _edge_factor(spec.cell, mf) if mf is not None else math.nan
     if from_file:
-        return _rescale_weights(exp, base, factor)
-    knob = "radius" if spec.radius is not None else "norm" if spec.norm is not None else "gain"
-    value = float(getattr(spec, knob))
-    if spec.ensemble == "identity" and knob == "gain":
-        knob = "radius"  # the identity ensemble's gain is its radius
-    if not math.isfinite(factor):
+        knob, value = "rescale", 1.0
+    else:
+        knob = "radius" if spec.radius is not None else "norm" if spec.norm is not None else "gain"
+        value = float(getattr(spec, knob))
+        if spec.ensemble == "identity" and knob == "gain":
+            knob = "radius"  # the identity ensemble's gain is its radius
+    if not math.isfinite(factor) and not from_file:
         return "the mean field has no edge of chaos for this network (statistics beyond float64)"
-    edge = value * factor
-    gains = {f"{s:g}": _gain(_measure(exp, **{knob: edge * s})) for s in SCALES}
-    known = {edge * float(s): g for s, g in gains.items()}
-    measured, at, bracketed = _measured_root(
-        lambda v: _gain(_measure(exp, **{knob: v})), edge / 2, edge * 2, known
-    )
+    W = np.asarray(getattr(exp.given, "W_hh", None) if from_file else 0.0, dtype=np.float64)
+
+    def gain(v: float) -> float:
+        if from_file:  # the user's W_hh times v
+            given: Any = exp.given
+            return _gain(_measure(exp, {"given": replace(given, W_hh=W * v)}))
+        return _gain(_measure(exp, {knob: v}))
+
+    edge = value * factor if math.isfinite(factor) else math.nan
+    start = edge if math.isfinite(edge) and edge > 0 else value
+    checks = [{"factor": s, "value": start * s, "gain_log10": gain(start * s)} for s in SCALES]
+    known = {c["value"]: c["gain_log10"] for c in checks}
+    measured, at, bracketed = _measured_root(gain, start / 2, start * 2, known)
+    # the user's own weights: the measured scale (the mean field assumes random weights);
+    # an ensemble: the mean field's edge, with the measured one beside it
+    chosen = measured if from_file else edge
+    after = at if from_file else checks[1]["gain_log10"]
     result: dict[str, Any] = {
-        knob: edge,
         "knob": knob,
+        "value": chosen,
         "before": value,
-        "chi_1_before": _median(mf.chi_1) if mf else None,
-        "chi_1": 1.0,
+        "gain": chosen if knob == "gain" else None,
+        "rescale": chosen / value if value != 0 else None,
+        "edge_of_chaos": _finite(edge),
+        "chi_1": _chi_1_at(spec.cell, mf, chosen / value) if mf is not None and value != 0 else None,
+        "chi_1_before": _median(mf.chi_1) if mf is not None else None,
         "gain_log10_before": base.median_gain_log10,
-        "gain_log10_after": gains["1"],
-        "gain_log10_at": gains,
-        f"{knob}_measured": measured,
+        "gain_log10_after": after,
+        "checks": checks,
+        "measured_value": measured,
         "gain_log10_at_measured": at,
         "bracketed": bracketed,
+        "alternatives": None,
     }
-    if spec.cell == "relu" and from_file is False:
+    if spec.cell == "relu" and not from_file:
         result["alternatives"] = {
-            ens: _gain(_measure(exp, ensemble=ens, gain=1.0, radius=None, norm=None))
+            ens: _gain(_measure(exp, {"ensemble": ens, "gain": 1.0, "radius": None, "norm": None}))
             for ens in ("identity", "orthogonal")
         }
     return result
+
+
+def _chi_1_at(cell: str, mf: Any, c: float) -> float | None:
+    """The mean field's ``chi_1`` with ``W_hh`` scaled by ``c`` (median over trials)."""
+    from bptt_cli.core.cells import CELLS
+    from bptt_cli.theory.meanfield import chi_1, fixed_point
+
+    sigma = np.asarray(mf.weight_variance, dtype=np.float64) * c * c
+    offset = np.asarray(mf.input_variance + mf.bias_variance, dtype=np.float64)
+    ok = np.isfinite(sigma) & np.isfinite(offset)
+    if not ok.any():
+        return None
+    phi = CELLS[cell]
+    return _median(chi_1(phi, sigma[ok], fixed_point(phi, sigma[ok], offset[ok])))
 
 
 def _median(values: Any) -> float | None:
@@ -364,27 +398,6 @@ def _edge_factor(cell: str, mf: Any) -> float:
     return float(np.median(np.sqrt(s_star / sigma[ok])))
 
 
-def _rescale_weights(exp: Experiment, base: Analysis, factor: float) -> dict[str, Any]:
-    """The factor c of the user's ``W_hh`` whose measured gain is closest to 1 (gain_log10 0),
-    by bisection on measurements around the mean field's edge of chaos."""
-    W = np.asarray(exp.given.W_hh, dtype=np.float64)  # type: ignore[union-attr]
-
-    def gain(c: float) -> float:
-        return _gain(_measure(exp, given=replace(exp.given, W_hh=W * c)))  # type: ignore[type-var]
-
-    start = factor if math.isfinite(factor) and factor > 0 else 1.0
-    c, after, bracketed = _measured_root(gain, start / 4, start * 4)
-    return {
-        "rescale": c,
-        "knob": "rescale",
-        "edge_of_chaos_rescale": _finite(factor),
-        "chi_1": 1.0,
-        "gain_log10_before": base.median_gain_log10,
-        "gain_log10_after": after,
-        "bracketed": bracketed,
-    }
-
-
 def _measured_root(
     gain: Callable[[float], float], lo: float, hi: float, known: dict[float, float] | None = None
 ) -> tuple[float, float, bool]:
@@ -416,7 +429,7 @@ def _forget_bias(exp: Experiment, base: Analysis, **_: Any) -> dict[str, Any] | 
     floor = -exp.tolerance
 
     def gain(b: float) -> float:
-        return _gain(_measure(exp, forget_bias=b))
+        return _gain(_measure(exp, {"forget_bias": b}))
 
     tried = {b: gain(b) for b in FORGET_BIASES}
     ok = [b for b in FORGET_BIASES if tried[b] >= floor]
@@ -431,11 +444,11 @@ def _forget_bias(exp: Experiment, base: Analysis, **_: Any) -> dict[str, Any] | 
         lo, hi = (mid, hi) if tried[mid] < floor else (lo, mid)
     return {
         "value": hi,
-        "before": spec.forget_bias,
+        "before": getattr(spec, "forget_bias", 0.0),
         "gain_log10_before": base.median_gain_log10,
         "gain_log10_after": tried[hi],
         "floor_log10": floor,
-        "measured": {f"{b:g}": tried[b] for b in sorted(tried)},
+        "measured": [{"forget_bias": b, "gain_log10": tried[b]} for b in sorted(tried)],
     }
 
 
@@ -476,10 +489,9 @@ def _applied(exp: Experiment, base: Analysis, advice: Advice) -> dict[str, np.nd
     params = {name: np.array(value[0], dtype=np.float64) for name, value in _params(base.net).items()}
     init, forget = advice.init, advice.forget_bias
     if init is not None:
-        key = "W_hh"
-        factor = init["rescale"] if init["knob"] == "rescale" else init[init["knob"]] / init["before"]
-        if init["knob"] == "rescale" or init["before"] != 0:
-            params[key] = params[key] * factor
+        if init["rescale"] is None:
+            return None
+        params["W_hh"] = params["W_hh"] * init["rescale"]
         return params
     if forget is not None:
         h = exp.spec.hidden
