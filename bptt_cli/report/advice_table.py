@@ -107,9 +107,9 @@ def advice_rows(advice: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     hz = advice.get("horizon")
     if hz is not None:
         rate = hz["rate_log10_per_step"]
-        which = "vanish" if hz["vanish"] is not None else "explode" if hz["explode"] is not None else None
-        steps = hz.get(which) if which else None
-        value = f"{which}es after {steps:.3g} steps" if steps is not None else "none within T"
+        which = "vanishe" if hz["vanish"] is not None else "explode" if hz["explode"] is not None else None
+        steps = hz["vanish"] if which == "vanishe" else hz["explode"] if which else None
+        value = f"{which}s after {steps:.3g} steps" if steps is not None else "none within T"
         check = (
             f"T = {hz['T']} is {hz['T_over_horizon']:.3g}x the horizon"
             if hz["exceeds"]

@@ -47,6 +47,7 @@ SCALES = (0.8, 1.0, 1.2)  # the edge of chaos measured at these multiples of its
 FORGET_BIASES = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # the LSTM forget-gate biases tried, then bisected
 FORGET_RESOLUTION = 0.05
 KEEP_PROBS = (0.9, 0.7, 0.5, 0.3)
+BOUNDED = ("tanh", "sigmoid", "lstm", "gru")  # cells whose states stay bounded: lambda_1 > 0 is chaos
 NORM_QUANTILES = {"p10": 0.1, "median": 0.5, "p90": 0.9}  # of the gradient norms, in the clip's record
 REFINE = 7  # window lengths measured per round of the search for K
 RESCALE_STEPS = 12  # bisections of the rescaling of a user's W_hh
@@ -459,7 +460,8 @@ def _horizon(exp: Experiment, base: Analysis, **_: Any) -> dict[str, Any]:
     rate = gain / (T - 1) if T > 1 and math.isfinite(gain) else math.nan  # log10 per step back
     steps = tol / abs(rate) if math.isfinite(rate) and rate != 0 else math.inf
     lyap = _top_lyapunov(base)
-    chaos = lyap is not None and lyap > 0
+    # chaos needs bounded dynamics: a linear (or relu) network with lambda_1 > 0 just grows
+    chaos = lyap is not None and lyap > 0 and exp.spec.cell in BOUNDED
     predictability = math.log(2.0) / lyap if chaos else None  # type: ignore[operator]
     return {
         "T": T,
