@@ -190,8 +190,7 @@ def analyze(
     plot_format = check_plot(plot)
     view = _layer(layer)
     result = run(**options)
-    if out_format == "table":
-        result.check_layer(**view)  # before anything is written
+    result.check_layer(**view)  # before anything is written, whatever the format
     _plot(result, plot, plot_format)  # first: a reader that stops early keeps it
     _render(result, out_format, output, view=view, fail_on=fail_on)
     if result.fails(fail_on):

@@ -138,7 +138,7 @@ def truncate(options: dict[str, Any]) -> TruncateResult:
         both = " in both directions" if spec.bidirectional else ""
         raise BadInput(
             f"bptt truncate measures truncation on one-layer, one-direction networks; the weights have "
-            f"{spec.layers} layers{both} (bptt analyze reads them)"
+            f"{spec.layers} layer{'s' if spec.layers > 1 else ''}{both} (bptt analyze reads them)"
         )
     Ks = (_int_list(o["K"], "--K") if o["K"] is not None
           else [k for k in _int_list(opt.DEFAULT_K, "--K") if k < spec.T] or [1])
@@ -148,7 +148,7 @@ def truncate(options: dict[str, Any]) -> TruncateResult:
     budget = None if o["max_memory"] is None else parse_size(o["max_memory"])
     an = run_analysis(spec, given, 1.0, checkpoint=o["checkpoint"], max_memory=budget, estimators=estimators)
     files = {name: source_label(o[name]) for name in ("weights", "inputs", "targets")}
-    drawn = drawn_arrays(given)
+    drawn = drawn_arrays(given, spec.inputs_dim)
     settings = {
         **files, "drawn": drawn, "K": Ks, "truncate_mode": o["truncate_mode"], "keep_prob": probs,
         "draws": o["draws"], "param": o["param"], "checkpoint": o["checkpoint"], "max_memory": budget,

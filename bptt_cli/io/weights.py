@@ -239,6 +239,14 @@ def load_stack_weights(loaded: Any, path: str, cell: str) -> tuple[dict[str, Arr
                 where = f"layer {k}" + (f", {DIRECTIONS[d]} direction" if D == 2 else "")
                 raise BadInput(f"{path} has no {key}: {where} of its {L} layers is missing")
             if out[key].shape != (G * h, h):
+                rows = out[key].shape[0]
+                if G == 1 and out[key].shape[1] == h and rows in (3 * h, 4 * h):
+                    kind = "lstm" if rows == 4 * h else "gru"
+                    raise BadInput(
+                        f"{key} in {path} has shape {out[key].shape}, not square: an {kind.upper()}'s "
+                        f"({rows // h}h x h); bptt analyze --cell {kind} reads it (bptt spectrum reads "
+                        "the square W_hh of Elman layers)"
+                    )
                 raise BadInput(f"{key} in {path} has shape {out[key].shape}; every layer of --cell {cell} "
                                f"must be ({G * h}, {h}) like {first}")
             ih = param_name("weight_ih", k, d)

@@ -65,7 +65,7 @@ class Experiment:
     @property
     def drawn(self) -> list[str]:
         """The arrays drawn at random from the seed (:func:`drawn_arrays`)."""
-        return drawn_arrays(self.given)
+        return drawn_arrays(self.given, self.spec.inputs_dim)
 
     def config(self) -> dict[str, Any]:
         """``config`` of the JSON record, known before running: ``spec``'s settings, the
@@ -110,14 +110,16 @@ class Experiment:
         }
 
 
-def drawn_arrays(given: Given | GatedGiven | StackGiven) -> list[str]:
+def drawn_arrays(given: Given | GatedGiven | StackGiven, inputs_dim: int | None = None) -> list[str]:
     """The arrays not given in a file, so drawn at random from the seed (``W_qh``, ..., ``x``,
     ``y``; PyTorch's names for a gated cell), in the order of the dataclass's fields; for a stack,
-    ``parameters`` unless a file gave them, ``x``, ``y``."""
+    ``parameters`` unless a file gave them, ``x``, ``y``. The autonomous network (``inputs_dim``
+    0) has no inputs and no input weights to draw."""
+    skip = {"h0", "c0"} | ({"x", "W_hx", "weight_ih_l0"} if inputs_dim == 0 else set())
     if isinstance(given, StackGiven):
-        data = [k for k in ("x", "y") if getattr(given, k) is None]
+        data = [k for k in ("x", "y") if getattr(given, k) is None and k not in skip]
         return [*([] if given.params else ["parameters"]), *data]
-    return [f.name for f in fields(given) if getattr(given, f.name) is None and f.name not in ("h0", "c0")]
+    return [f.name for f in fields(given) if getattr(given, f.name) is None and f.name not in skip]
 
 
 def network_spec(
@@ -177,8 +179,9 @@ def network_spec(
     spec = GatedSpec(**settings, forget_bias=forget_bias) if gated else Spec(**settings)
     if criterion == "cross-entropy" and given.y is not None and np.max(given.y) >= spec.outputs_dim:
         t = int(np.argmax(given.y >= spec.outputs_dim)) + 1
-        raise BadInput(f"targets: class {int(given.y[t - 1])} at t = {t} is not below the {spec.outputs_dim} "
-                       "outputs (classes run 0..q-1)")
+        where = source_label(targets) or "targets"
+        raise BadInput(f"targets in {where}: class {int(given.y[t - 1])} at t = {t} is not below the "
+                       f"{spec.outputs_dim} outputs (classes run 0..q-1)")
     if given.h0 is not None or getattr(given, "c0", None) is not None:  # shaped now that h is known
         count, where = spec.layers * spec.directions, str(source_label(h0_file))
         h0s = fit_initial(given.h0, count, spec.hidden, "h0", where)
