@@ -194,7 +194,7 @@ def analyze(
     _plot(result, plot, plot_format)  # first: a reader that stops early keeps it
     _render(result, out_format, output, view=view, fail_on=fail_on)
     if result.fails(fail_on):
-        print(f"bptt: verdict {result.verdict} matches --fail-on {fail_on}", file=sys.stderr)
+        print(f"bptt: verdict {result.analysis.matched(fail_on)} matches --fail-on {fail_on}", file=sys.stderr)
         raise typer.Exit(ExitStatus.VERDICT_MATCHED)
 
 

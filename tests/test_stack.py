@@ -1053,3 +1053,55 @@ def test_the_top_lyapunov_exponent_of_a_large_autonomous_tanh_network(g: float) 
     q, rate = mean_field_lyapunov(mf["weight_variance"])
     assert mf["q_star"] == pytest.approx(q, rel=1e-8)
     assert trial["rates"]["mean_field"] == pytest.approx(rate, abs=1e-9)
+
+
+# ------------------------------------------------------------------- what a user of a stack reads
+def mixed_stack(path: Path) -> Path:
+    """Identity cells, layer 0 W_hh = 0.9 I (stable over T = 20), layer 1 W_hh = 1.5 I (exploding)."""
+    h, d = 4, 3
+    np.savez(path, weight_ih_l0=np.full((h, d), 0.1), weight_hh_l0=0.9 * np.eye(h), bias_ih_l0=np.zeros(h),
+             bias_hh_l0=np.zeros(h), weight_ih_l1=0.1 * np.eye(h), weight_hh_l1=1.5 * np.eye(h),
+             bias_ih_l1=np.zeros(h), bias_hh_l1=np.zeros(h))
+    return path
+
+
+def test_the_verdict_line_and_fail_on_name_the_worst_layer(tmp_path: Path) -> None:
+    path = mixed_stack(tmp_path / "mixed.npz")
+    text = bptt("analyze", "--weights", path, "--T", 20).stdout
+    line = text[text.index("verdict: "):]
+    gain = 19 * math.log10(1.5)  # layer 1's own chain: (1.5 I)^19
+    assert line.startswith("verdict: exploding (worst of the layers: layer 1, forward;")
+    assert f"10^+{gain:.2f}" in line and "10^-0.87" not in line
+    result = bptt("analyze", "--weights", path, "--T", 20, "--fail-on", "exploding")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "bptt: verdict exploding (layer 1, forward) matches --fail-on exploding"
+    assert bptt("analyze", "--weights", path, "--T", 20, "--fail-on", "vanishing").exit_code == 0
+
+
+def test_the_theory_table_follows_the_layer_shown(tmp_path: Path) -> None:
+    path = mixed_stack(tmp_path / "mixed.npz")
+    text = bptt("analyze", "--weights", path, "--T", 20, "--layer", 1).stdout
+    title = next(line for line in text.splitlines() if line.startswith("Theory beside measurement"))
+    assert title.rstrip().endswith("(layer 1, forward)")
+    gelfand = next(line for line in text.splitlines() if "Gelfand rate" in line)
+    assert f"{math.log(1.5):+.4f}" in gelfand  # layer 1's ln rho, not layer 0's ln 0.9
+
+
+def test_depth_asked_against_the_file_is_a_conflict_before_reading(tmp_path: Path) -> None:
+    path = mixed_stack(tmp_path / "mixed.npz")
+    assert_bad_input(bptt("analyze", "--weights", path, "--layers", 1), "--layers 1 conflicts", "2 layers")
+    assert_bad_input(bptt("analyze", "--weights", path, "--bidirectional"), "--bidirectional conflicts")
+
+
+def test_d2l_s_own_model_state_dict_reads_as_its_layout(tmp_path: Path) -> None:
+    """RNNLMScratch's state_dict: rnn.W_xh, rnn.W_hh, rnn.b_h, W_hq, b_q (row-vector layout)."""
+    r = np.random.default_rng(3)
+    h, d, q = 5, 3, 4
+    W_xh, W_hh, b_h = r.normal(size=(d, h)), 0.3 * r.normal(size=(h, h)), r.normal(size=h)
+    W_hq, b_q = r.normal(size=(h, q)), r.normal(size=q)
+    np.savez(tmp_path / "model.npz", **{"rnn.W_xh": W_xh, "rnn.W_hh": W_hh, "rnn.b_h": b_h, "W_hq": W_hq,
+                                        "b_q": b_q})
+    np.savez(tmp_path / "ours.npz", W_hx=W_xh.T, W_hh=W_hh.T, b_h=b_h, W_qh=W_hq.T, b_q=b_q)
+    book = bptt_json("--weights", tmp_path / "model.npz", "--T", 10)
+    ours = bptt_json("--weights", tmp_path / "ours.npz", "--T", 10)
+    assert book["trials"] == ours["trials"]

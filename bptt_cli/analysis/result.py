@@ -34,6 +34,13 @@ FAIL_ON = {
 }
 
 
+def layer_name(layer: int, direction: int) -> str:
+    """``layer 1, forward``: how messages and tables name a layer and direction."""
+    from bptt_cli.core.stack import DIRECTIONS
+
+    return f"layer {layer}, {DIRECTIONS[direction]}"
+
+
 def verdict(gain_log10: float, tolerance: float) -> str:
     """``vanishing`` below ``-tolerance`` orders of magnitude, ``exploding`` above, else ``stable``.
 
@@ -157,9 +164,25 @@ class Analysis:
 
     def fails(self, fail_on: str | None) -> bool:
         """Whether the verdict (of any layer) matches ``--fail-on``."""
+        return self.matched(fail_on) is not None
+
+    def matched(self, fail_on: str | None) -> str | None:
+        """The verdict that matches ``--fail-on`` (``exploding``; for a stack, with the first layer
+        whose verdict it is: ``exploding (layer 1, forward)``), or ``None``."""
         if fail_on is None:
-            return False
-        return any(v in FAIL_ON[fail_on] for v in [self.verdict, *(lay.verdict for lay in self.layers)])
+            return None
+        if len(self.layers) == 1:
+            return self.verdict if self.verdict in FAIL_ON[fail_on] else None
+        for lay in self.layers:
+            if lay.verdict in FAIL_ON[fail_on]:
+                return f"{lay.verdict} ({layer_name(lay.layer, lay.direction)})"
+        return None
+
+    def worst_layer(self) -> LayerAnalysis:
+        """The layer (and direction) whose verdict is :attr:`verdict`, the furthest from stable."""
+        ranked = [lay for lay in self.layers if lay.verdict == self.verdict] or list(self.layers)
+        return max(ranked, key=lambda lay: abs(lay.median_gain_log10) if np.isfinite(lay.median_gain_log10)
+                   else np.inf)
 
 
 @dataclass(frozen=True)

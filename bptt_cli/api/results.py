@@ -364,7 +364,7 @@ class AdviseResult(Rendered):
         for key in arrays:
             if init is not None and key.split(".")[-1] in ("W_hh", "weight_hh_l0"):
                 arrays[key] = arrays[key] * init["rescale"]
-            if forget is not None and key.split(".")[-1] == "bias_ih_l0":
+            if forget is not None and key.split(".")[-1].startswith("bias_ih_l"):
                 h = exp.spec.hidden
                 arrays[key] = arrays[key].copy()
                 arrays[key][h : 2 * h] += forget["value"]

@@ -26,6 +26,9 @@ TORCH_SUFFIXES = (".pt", ".pth")
 # the parameter names of PyTorch's nn.RNN / nn.LSTM / nn.GRU: layer k, "_reverse" for the second
 # direction, "weight_hr" for proj_size
 RECURRENT = re.compile(r"^(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
+# an Elman module's own names, ours or those of Dive into Deep Learning's from-scratch RNN (whose
+# RNNLMScratch keeps them under ``rnn.``, its W_hq and b_q outside)
+ELMAN_OWN = frozenset({"W_hh", "W_hx", "W_xh", "b_h"})
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -145,7 +148,8 @@ def unprefix(arrays: Mapping[str, np.ndarray], path: Path | str) -> dict[str, np
             raise BadInput(f"{path} gives {name} twice (as {key!r} and as {name!r}): give one of them")
         out[name] = arrays[key]
 
-    recurrent = [k for k in dotted if RECURRENT.match(k.rsplit(".", 1)[1])]
+    own = [k.rsplit(".", 1)[1] for k in dotted]
+    recurrent = [k for k, name in zip(dotted, own, strict=True) if RECURRENT.match(name) or name in ELMAN_OWN]
     prefixes = sorted({k.rsplit(".", 1)[0] for k in recurrent})
     if len(prefixes) > 1:
         listed = ", ".join(repr(p) for p in prefixes)

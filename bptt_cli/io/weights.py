@@ -294,6 +294,10 @@ def given_from_files(
         fixed["bidirectional"] = (file_dirs == 2, what + both)
     L = layers if layers is not None else file_layers
     D = (2 if bidirectional else 1) if bidirectional is not None else file_dirs
+    if weights is not None and (file_layers, file_dirs) != (L, D):  # before reading it the wrong way
+        flag, name = ((f"--layers {L}", "layers") if file_layers != L
+                      else ("--bidirectional" if D == 2 else "--no-bidirectional", "bidirectional"))
+        raise BadInput(f"{flag} conflicts with {fixed[name][1]}")
     series: dict[str, Any] = {}
     if inputs is not None:
         series["x"] = load_series(inputs, "inputs")

@@ -37,7 +37,9 @@ def gated_rows(an: Analysis) -> GatedRows | None:
     return GatedRows(
         model="LSTM (nn.LSTM: gates i, f, g, o)" if lstm else "GRU (nn.GRU: gates r, z, n)",
         block="W_hg" if lstm else "W_hn",
-        forget_bias=f"{forget_bias:g} (added to the forget rows of bias_ih_l0)" if lstm else None,
+        forget_bias=(f"{forget_bias:g} (added to the forget rows of "
+                     f"{'every layer' + chr(39) + 's bias_ih' if an.spec.stacked else 'bias_ih_l0'})")
+        if lstm else None,
         grad_c=an.grad_c_log10,
         product=an.gate_product_log10,
         product_title="log10\nprod f_s,\ns>t" if lstm else "log10\nprod z_s,\ns>t",
@@ -89,6 +91,9 @@ def render_header(
         header.add_row("forget bias", gated.forget_bias)
     if spec.h0 != "zeros":
         header.add_row("h0", Text("N(0, 1) per unit" if spec.h0 == "random" else f"from {spec.h0}"))
+    elif d == 0:  # nothing moves the autonomous network off h = 0 but its bias
+        header.add_row("h0", Text("zeros, and no input: unless b_h moves it the state stays at the fixed "
+                                  "point 0 (--h0 random starts it elsewhere)"))
     block = "W_hh" if gated is None else gated.block
     header.add_row(
         "spectrum",
@@ -99,7 +104,8 @@ def render_header(
         for lay in an.layers:
             name = f"layer {lay.layer}" + (f" {DIRECTIONS[lay.direction]}" if spec.bidirectional else "")
             gain = lay.median_gain_log10
-            shown = "null" if not np.isfinite(gain) else f"10^{gain:+.2f}"
+            shown = (f"10^{gain:+.2f}" if np.isfinite(gain) else "0 (exactly zero by the end)"
+                     if gain == -np.inf else "- (no gradient at its start)")
             rho = float(np.median(lay.spectrum.spectral_radius))
             header.add_row(name, f"rho {rho:.3g}, gain {shown}, {lay.verdict}")
     # Text, not a markup string: rich would swallow "[quartiles]" as a style tag

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bptt_cli.analysis.result import Analysis, LayerAnalysis
+from bptt_cli.analysis.result import Analysis, LayerAnalysis, layer_name
 from bptt_cli.analysis.stats import quantiles
 from bptt_cli.core.stack import DIRECTIONS
 from bptt_cli.errors import BadInput
@@ -146,20 +146,27 @@ def render_analysis(
     console.print(params)
     render_estimates(an, console)
 
-    if an.theory is not None:
-        render_theory(an, console)
+    if an.theory is not None:  # of the layer the step table shows
+        render_theory(an, console, lay if len(an.layers) > 1 else None)
 
     v = an.verdict
     line = Text("verdict: ")
     line.append(v, style=VERDICT_STYLE[v])
-    gain = an.median_gain_log10
+    gain, which, start, end = an.median_gain_log10, "", T, 1
+    if len(an.layers) > 1:  # the worst layer's verdict: say whose, with its own gain
+        worst = an.worst_layer()
+        gain = worst.median_gain_log10
+        which = f"worst of the layers: {layer_name(worst.layer, worst.direction)}; "
+        if worst.direction == 1:  # a reverse direction's gradient travels from t = 1 towards T
+            start, end = 1, T
     if math.isnan(gain):
-        line.append(" (dL/dh_T is exactly zero: no gradient to propagate)")
+        line.append(f" ({which}dL/dh_{start} is exactly zero: no gradient to propagate)")
     elif math.isinf(gain):
-        line.append(f" (the gradient from t={T} is exactly zero by t=1)")
+        line.append(f" ({which}the gradient from t={start} is exactly zero by t={end})")
     else:
         line.append(
-            f" (the gradient from t={T} changes by 10^{gain:+.2f} on its way back to t=1; "
+            f" ({which}the gradient from t={start} changes by 10^{gain:+.2f} on its way "
+            f"{'back ' if start == T else ''}to t={end}; "
             f"tolerance {an.tolerance:g} order{'' if an.tolerance == 1 else 's'} of magnitude)"
         )
     console.print(line)

@@ -8,13 +8,14 @@ Median over trials when there are several. Fits in 80 columns.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bptt_cli.analysis.result import Analysis
+from bptt_cli.analysis.result import Analysis, layer_name
 from bptt_cli.analysis.spectrum import SpectrumReport
 from bptt_cli.analysis.stats import quantiles
 from bptt_cli.core.scaled import Array
@@ -40,13 +41,16 @@ def _lag(values: Array) -> str:
     return f"{med:g}"
 
 
-def render_theory(an: Analysis, console: Console) -> None:
-    """Print the theory table (and the alignment table when it was computed)."""
-    th = an.theory
+def render_theory(an: Analysis, console: Console, layer: Any = None) -> None:
+    """Print the theory table (and the alignment table when it was computed); of ``layer`` (a
+    :class:`~bptt_cli.analysis.result.LayerAnalysis` of a stack) when given."""
+    th = an.theory if layer is None else layer.theory
     if th is None:
         return
     n, T = an.grad_h_log10.shape
     title = "Theory beside measurement: rates in natural log per step"
+    if layer is not None:
+        title += f" ({layer_name(layer.layer, layer.direction)})"
     title += f"; median over {n} trials" if n > 1 else ""
     table = Table(title=title, title_justify="left")
     table.add_column("quantity", no_wrap=True)
@@ -102,7 +106,8 @@ def render_theory(an: Analysis, console: Console) -> None:
     if th.dominant is None and "alignment" in th.reasons:
         table.add_row("alignment", "-", f"n/a: {th.reasons['alignment']}")
     console.print(table)
-    render_alignment(an, console)
+    if layer is None or (layer.layer, layer.direction) == (0, 0):  # the alignment is layer 0's
+        render_alignment(an, console)
 
 
 def render_alignment(an: Analysis, console: Console) -> None:

@@ -425,8 +425,6 @@ def _forget_bias(exp: Experiment, base: Analysis, **_: Any) -> dict[str, Any] | 
     spec = exp.spec
     if spec.cell != "lstm":
         return "the forget-gate bias is an LSTM's"
-    if spec.stacked:
-        return "--forget-bias sets layer 0's forget gates: stacked networks are not advised yet"
     floor = -exp.tolerance
 
     def gain(b: float) -> float:
@@ -495,8 +493,10 @@ def _applied(exp: Experiment, base: Analysis, advice: Advice) -> dict[str, np.nd
             return None
         params["W_hh"] = params["W_hh"] * init["rescale"]
         return params
-    if forget is not None:
+    if forget is not None:  # --forget-bias raises the forget rows of every layer's bias_ih
         h = exp.spec.hidden
-        params["bias_ih_l0"][h : 2 * h] += forget["value"] - forget["before"]
+        for key in params:
+            if key.startswith("bias_ih_l"):
+                params[key][h : 2 * h] += forget["value"] - forget["before"]
         return params
     return None
