@@ -257,6 +257,9 @@ def advise(
 
         if apply.suffix.lower() not in (".npz", ".pt"):
             raise BadInput(f"--apply {apply}: the network is written as .npz or .pt")
+        weights = options.get("weights")
+        if weights is not None and apply.exists() and Path(weights).exists() and os.path.samefile(weights, apply):
+            raise BadInput(f"--apply {apply} is the --weights file: write the remedied network elsewhere")
         check_writable(apply)
     result = run(**options)
     if apply is not None:

@@ -350,25 +350,20 @@ class AdviseResult(Rendered):
         else trial 0's drawn parameters; ``None`` if nothing is recommended."""
         import numpy as np
 
+        from bptt_cli.run.advise import remedied
+
         advice, exp = self.advice, self.experiment
         if advice.network is None:
             return None
         source = exp.files.get("weights")
-        if source is None or (advice.init is not None and advice.init["knob"] != "rescale"):
+        spec = exp.spec
+        if source is None or spec.radius is not None or spec.norm is not None:
             return advice.network  # drawn, or a file's W_hh rescaled to an exact radius or norm
         from bptt_cli.io.weights import read_source
 
         raw, _ = read_source(source)
-        arrays = {"W_hh": raw} if isinstance(raw, np.ndarray) else {k: np.array(v) for k, v in raw.items()}
-        init, forget = advice.init, advice.forget_bias
-        for key in arrays:
-            if init is not None and key.split(".")[-1] in ("W_hh", "weight_hh_l0"):
-                arrays[key] = arrays[key] * init["rescale"]
-            if forget is not None and key.split(".")[-1].startswith("bias_ih_l"):
-                h = exp.spec.hidden
-                arrays[key] = arrays[key].copy()
-                arrays[key][h : 2 * h] += forget["value"]
-        return arrays
+        arrays = {"W_hh": raw} if isinstance(raw, np.ndarray) else dict(raw)
+        return remedied(arrays, advice, spec.hidden)
 
     def apply(self, path: str | Path) -> None:
         """Write :meth:`applied` to ``path`` (``.npz``, or ``.pt`` with torch), atomically.
@@ -376,6 +371,12 @@ class AdviseResult(Rendered):
         from bptt_cli.errors import BadInput
         from bptt_cli.io.statedict import write_weights_file
 
+        source = self.experiment.files.get("weights")
+        import os
+
+        if isinstance(source, str | Path) and Path(path).exists() and Path(source).exists() \
+                and os.path.samefile(source, path):
+            raise BadInput(f"--apply {path} is the --weights file: write the remedied network elsewhere")
         arrays = self.applied()
         if arrays is None:
             raise BadInput("--apply: nothing to apply: no rescaling of W_hh or forget bias is advised here")

@@ -3,10 +3,13 @@ check ("before -> after"); pieces that do not apply are listed with their reason
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
+
+from bptt_cli.report.format import pow10
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -18,8 +21,10 @@ def _g(x: Any, digits: int = 3) -> str:
 
 
 def _gain(x: Any) -> str:
-    """A gain in orders of magnitude: ``10^-2.31``."""
-    return "-" if x is None else f"10^{x:+.2f}"
+    """A gain in orders of magnitude: ``10^-2.31`` (``10^+3.1e+05`` far out)."""
+    if x is None or not math.isfinite(x):
+        return "0" if x == -math.inf else "-"
+    return f"10^{x:+.2f}" if abs(x) < 1e4 else f"10^{x:+.3g}"
 
 
 def advice_rows(advice: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -49,7 +54,8 @@ def advice_rows(advice: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
         rows.append(
             (
                 "truncation window K",
-                "full BPTT" if tr["full_bptt"] else str(tr["K"]),
+                "full BPTT" if tr["full_bptt"] else str(tr["K"]) + (
+                    "" if tr["cheaper_than_full"] else " (dearer than full BPTT: keep full BPTT)"),
                 f"error of dL/dW_hh {_g(tr['relative_error'])} <= budget {tr['budget']:g}"
                 f"{below}{half}{other}",
                 f"cost {tr['cost_ratio']:.2f}x full BPTT",
@@ -60,7 +66,7 @@ def advice_rows(advice: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
         rows.append(
             (
                 "clipping threshold",
-                _g(clip["threshold"]),
+                pow10(clip["threshold_log10"]) if clip["threshold_log10"] is not None else "0",
                 f"quantile {clip['quantile']:g} of ||g|| over {clip['draws']} sequences",
                 f"clips {clip['clipped_fraction']:.0%} of them; "
                 f"bias of the mean gradient {_g(clip['relative_bias'])}",
@@ -70,22 +76,21 @@ def advice_rows(advice: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     if init is not None:
         knob = init["knob"]
         at = {c["factor"]: c["gain_log10"] for c in init["checks"]}
-        nearest = "measured gain 1" if init["bracketed"] else "measured gain nearest 1 within x1/2..x2"
-        if knob == "rescale":
-            value = f"W_hh x {init['rescale']:.4g}"
-            evidence = (
-                f"{nearest}; mean field: edge of chaos at x {_g(init['edge_of_chaos'], 4)}, "
-                f"chi_1 {_g(init['chi_1_before'])} -> {_g(init['chi_1'])}"
+        found = "gradient ratio 1 measured" if init["bracketed"] else "gradient ratio nearest 1 measured"
+        value = f"W_hh x {init['rescale']:.4g}" if knob == "rescale" else f"--{knob} {init['value']:.4g}"
+        if init["edge_of_chaos"] is not None:
+            where = "x" if knob == "rescale" else f"--{knob}"
+            edge = (
+                f"mean field: chi_1 = 1 at {where} {init['edge_of_chaos']:.4g} "
+                f"(now {_g(init['chi_1_before'])}), ratio there {_gain(at[1.0])}, "
+                f"at 0.8x {_gain(at[0.8])}, at 1.2x {_gain(at[1.2])}"
             )
         else:
-            value = f"--{knob} {init['value']:.4g}"
-            evidence = (
-                f"mean field chi_1 = 1 (now {_g(init['chi_1_before'])}); gains at 0.8x, 1.2x: "
-                f"{_gain(at[0.8])}, {_gain(at[1.2])}; {nearest} at --{knob} {init['measured_value']:.4g}"
-            )
-            alt = init.get("alternatives")
-            if alt:
-                evidence += "; " + ", ".join(f"--ensemble {k}: {_gain(v)}" for k, v in alt.items())
+            edge = f"no mean field: {init['mean_field_reason']}"
+        evidence = f"{found} here; {edge}"
+        alt = init.get("alternatives")
+        if alt:
+            evidence += "; " + ", ".join(f"--ensemble {k}: {_gain(v)}" for k, v in alt.items())
         rows.append(
             (
                 "initial scale of W_hh",
@@ -144,7 +149,8 @@ def render_advice(record: Mapping[str, Any], console: Console) -> None:
         net += f", {config['layers']} layers" + (", bidirectional" if config.get("bidirectional") else "")
     source = config.get("weights") or f"{config['ensemble']} ensemble"
     console.print(f"network   {net} ({source})")
-    console.print(f"diagnosis {diagnosis['verdict']}, gain {_gain(diagnosis['gain_log10'])} from t = T to 1")
+    worst = " (the worst layer's)" if config.get("layers", 1) > 1 or config.get("bidirectional") else ""
+    console.print(f"diagnosis {diagnosis['verdict']}, gain {_gain(diagnosis['gain_log10'])}{worst}")
     table = Table(title="Advice, each checked by re-running the exact analysis", title_justify="left")
     for col in ("recommendation", "value", "evidence", "measured check"):
         table.add_column(col, overflow="fold")

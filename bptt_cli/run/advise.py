@@ -40,17 +40,19 @@ from bptt_cli.analysis.result import Analysis
 from bptt_cli.core.network import GatedSpec
 from bptt_cli.errors import BadInput
 from bptt_cli.estimators.estimator import Estimator
+from bptt_cli.io.estimator_records import pow10_value
 from bptt_cli.run.experiment import Experiment
 
 LN10 = math.log(10.0)
 SCALES = (0.8, 1.0, 1.2)  # the edge of chaos measured at these multiples of its scale
-FORGET_BIASES = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # the LSTM forget-gate biases tried, then bisected
+FORGET_STEPS = (1.0, 2.0, 4.0, 8.0, 16.0)  # forget biases tried above the present one, then bisected
 FORGET_RESOLUTION = 0.05
 KEEP_PROBS = (0.9, 0.7, 0.5, 0.3)
 BOUNDED = ("tanh", "sigmoid", "lstm", "gru")  # cells whose states stay bounded: lambda_1 > 0 is chaos
 NORM_QUANTILES = {"p10": 0.1, "median": 0.5, "p90": 0.9}  # of the gradient norms, in the clip's record
 REFINE = 7  # window lengths measured per round of the search for K
-RESCALE_STEPS = 12  # bisections of the rescaling of a user's W_hh
+RESCALE_STEPS = 12  # bisections of the scale whose measured gain is 1
+WIDEN = 4  # at most 2^4 = 16 times beyond the first bracket, each way
 
 
 @dataclass
@@ -97,7 +99,7 @@ def advise(exp: Experiment, budget: float = 0.05, quantile: float = 0.9, draws: 
         checkpoint=exp.checkpoint,
         max_memory=exp.max_memory,
     )
-    advice = Advice(diagnosis={"gain_log10": base.median_gain_log10, "verdict": base.verdict})
+    advice = Advice(diagnosis={"gain_log10": _gain(base), "verdict": base.verdict})
     for name, piece in (
         ("truncation", _truncation),
         ("clip", _clip),
@@ -132,8 +134,9 @@ def _measure(exp: Experiment, changes: dict[str, Any], estimators: Sequence[Esti
 
 
 def _gain(an: Analysis) -> float:
-    """Median over trials of the gain ``log10 ||dL/dh_1|| / ||dL/dh_T||``."""
-    return float(an.median_gain_log10)
+    """Median over trials of the gain ``log10 ||dL/dh_1|| / ||dL/dh_T||``; for a stack, that of
+    the worst layer and direction (whose verdict is the network's)."""
+    return float(an.worst_layer().median_gain_log10 if len(an.layers) > 1 else an.median_gain_log10)
 
 
 def _finite(value: float) -> float | None:
@@ -150,6 +153,8 @@ def _truncation(
     T = spec.T
     if T < 2:
         return "T = 1: there is nothing to truncate"
+    if np.all(np.isneginf(base.grad_params_log10["W_hh"])):
+        return "dL/dW_hh is exactly zero (the states stay at 0): there is no error to keep small"
     errors: dict[int, float] = {}
     cost: dict[int, float] = {}
 
@@ -170,7 +175,12 @@ def _truncation(
         measure([lo + max(1, round(step * i)) for i in range(1, REFINE + 1)])
         hi = next((k for k in sorted(errors) if lo < k <= hi and errors[k] <= budget), hi)
         lo = max((k for k in errors if k < hi), default=0)
-    measure([hi - 1, max(1, hi // 2)])
+    while True:  # the check's own points, K - 1 and K / 2, may themselves meet the budget
+        measure([hi - 1, max(1, hi // 2)])
+        least = next((k for k in sorted(errors) if errors[k] <= budget), T)
+        if least == hi:
+            break
+        hi = least
     full_cost = 1.0
     K = hi
     result: dict[str, Any] = {
@@ -186,8 +196,11 @@ def _truncation(
         "K_half": max(1, K // 2) if K > 1 else None,
         "measured": [{"K": k, "relative_error": errors[k]} for k in sorted(errors)],
         "full_bptt": K >= T,
+        "cheaper_than_full": cost.get(K, full_cost) < full_cost,
     }
-    an = _measure(exp, {}, [Estimator("random", keep_prob=p, draws=draws) for p in KEEP_PROBS])
+    # the keep probability whose expected chain is K steps long (1 / (1 - P) = K) beside the usual ones
+    probs = sorted({*KEEP_PROBS, *([round(1 - 1 / K, 4)] if 2 <= K < T else [])}, reverse=True)
+    an = _measure(exp, {}, [Estimator("random", keep_prob=p, draws=draws) for p in probs])
     randomized: list[dict[str, Any]] = [
         {
             "keep_prob": p,
@@ -195,10 +208,13 @@ def _truncation(
             "cost_ratio": _cost(res),
             "relative_variance": _param(res, "W_hh", "relative_variance"),
         }
-        for p, res in zip(KEEP_PROBS, an.estimates, strict=True)
+        for p, res in zip(probs, an.estimates, strict=True)
     ]
+    # at the same expected cost: the P whose chains are K steps long on average; else the best of
+    # those no dearer than the window
+    same = [r for r in randomized if 2 <= K < T and r["keep_prob"] == round(1 - 1 / K, 4)]
     affordable = [r for r in randomized if r["cost_ratio"] <= result["cost_ratio"]]
-    best = min(affordable, key=lambda r: r["relative_error"], default=None)
+    best = same[0] if same else min(affordable, key=lambda r: r["relative_error"], default=None)
     result["randomized"] = best
     beats = best is not None and best["relative_error"] < result["relative_error"]
     result["randomized_beats_window"] = bool(beats)
@@ -249,10 +265,11 @@ def _clip(exp: Experiment, base: Analysis, *, quantile: float, draws: int, **_: 
     mean, clipped = g.mean(axis=0), (g * scale[:, None]).mean(axis=0)
     size = float(np.linalg.norm(mean))
     bias = float(np.linalg.norm(clipped - mean) / size) if size > 0 else None
-    log10_norms = (log_norms / LN10).tolist()
-    return {
-        "threshold": math.exp(math.log(theta) + top) if theta > 0 else 0.0,
-        "threshold_log10": (math.log(theta) + top) / LN10 if theta > 0 else None,
+    log10_norms = log_norms[np.isfinite(log_norms)] / LN10
+    threshold_log10 = (math.log(theta) + top) / LN10 if theta > 0 else -math.inf
+    return {  # the plain threshold is null beyond float64's range; its log10 carries it
+        "threshold": pow10_value(threshold_log10),
+        "threshold_log10": _finite(threshold_log10),
         "quantile": quantile,
         "draws": draws,
         "clipped_fraction": float(np.mean(norms > theta)),
@@ -289,19 +306,24 @@ def _init(exp: Experiment, base: Analysis, **_: Any) -> dict[str, Any] | str:
     if isinstance(spec, GatedSpec):
         return f"--cell {spec.cell}: the forget-gate bias (lstm) and the horizon say more than a scale"
     if spec.stacked:
-        return "the edge of chaos is computed for one-layer networks"
-    mf = base.theory.mean_field if base.theory is not None else None
+        return "the initial scale is advised for one-layer networks"
+    if spec.T < 2:
+        return "T = 1: no gradient travels back, whatever the scale"
+    if not np.isfinite(base.median_gain_log10):
+        return "the gradient is exactly zero at t = T or by t = 1: a scale cannot be measured"
     from_file = getattr(exp.given, "W_hh", None) is not None and spec.radius is None and spec.norm is None
-    factor = _edge_factor(spec.cell, mf) if mf is not None else math.nan
     if from_file:
         knob, value = "rescale", 1.0
+        if not np.any(np.asarray(exp.given.W_hh)):  # type: ignore[union-attr]
+            return "W_hh is zero: no rescaling of it changes anything"
     else:
         knob = "radius" if spec.radius is not None else "norm" if spec.norm is not None else "gain"
         value = float(getattr(spec, knob))
-        if spec.ensemble == "identity" and knob == "gain":
-            knob = "radius"  # the identity ensemble's gain is its radius
-    if not math.isfinite(factor) and not from_file:
-        return "the mean field has no edge of chaos for this network (statistics beyond float64)"
+        if value == 0:
+            return f"--{knob} 0: W_hh is zero, no multiple of it changes anything"
+    mf = _own_mean_field(spec.cell, base)
+    factor = _edge_factor(spec.cell, mf) if mf is not None else math.nan
+    edge = value * factor if math.isfinite(factor) else math.nan
     W = np.asarray(getattr(exp.given, "W_hh", None) if from_file else 0.0, dtype=np.float64)
 
     def gain(v: float) -> float:
@@ -310,29 +332,25 @@ def _init(exp: Experiment, base: Analysis, **_: Any) -> dict[str, Any] | str:
             return _gain(_measure(exp, {"given": replace(given, W_hh=W * v)}))
         return _gain(_measure(exp, {knob: v}))
 
-    edge = value * factor if math.isfinite(factor) else math.nan
+    # the mean field's edge of chaos where it is defined, checked at 0.8, 1 and 1.2 times it; then
+    # the scale whose measured gain is 1 (the recommendation: measured, not predicted)
     start = edge if math.isfinite(edge) and edge > 0 else value
     checks = [{"factor": s, "value": start * s, "gain_log10": gain(start * s)} for s in SCALES]
     known = {c["value"]: c["gain_log10"] for c in checks}
-    measured, at, bracketed = _measured_root(gain, start / 2, start * 2, known)
-    # the user's own weights: the measured scale (the mean field assumes random weights);
-    # an ensemble: the mean field's edge, with the measured one beside it
-    chosen = measured if from_file else edge
-    after = at if from_file else checks[1]["gain_log10"]
+    chosen, after, bracketed = _measured_root(gain, start / 2, start * 2, known)
     result: dict[str, Any] = {
         "knob": knob,
         "value": chosen,
         "before": value,
         "gain": chosen if knob == "gain" else None,
-        "rescale": chosen / value if value != 0 else None,
+        "rescale": chosen / value,
         "edge_of_chaos": _finite(edge),
-        "chi_1": _chi_1_at(spec.cell, mf, chosen / value) if mf is not None and value != 0 else None,
+        "chi_1": _chi_1_at(spec.cell, mf, chosen / value) if mf is not None else None,
         "chi_1_before": _median(mf.chi_1) if mf is not None else None,
-        "gain_log10_before": base.median_gain_log10,
+        "mean_field_reason": None if mf is not None else _mean_field_reason(base),
+        "gain_log10_before": _gain(base),
         "gain_log10_after": after,
         "checks": checks,
-        "measured_value": measured,
-        "gain_log10_at_measured": at,
         "bracketed": bracketed,
         "alternatives": None,
     }
@@ -342,6 +360,27 @@ def _init(exp: Experiment, base: Analysis, **_: Any) -> dict[str, Any] | str:
             for ens in ("identity", "orthogonal")
         }
     return result
+
+
+def _own_mean_field(cell: str, base: Analysis) -> Any:
+    """The mean field of the network's own statistics (weight, input and bias variances): the
+    theory's when it computed one, else computed here (the user's own weights: their statistics
+    are what they are, iid or not); ``None`` where it is not defined (statistics beyond float64)."""
+    from bptt_cli.core.cells import CELLS
+    from bptt_cli.theory.meanfield import mean_field
+
+    th = base.theory
+    if th is not None and th.mean_field is not None:
+        return th.mean_field
+    net = base.net
+    mf = mean_field(CELLS[cell], net.W_hh, net.W_hx, net.b_h, net.x)
+    return mf if np.any(np.isfinite(mf.chi_1)) else None
+
+
+def _mean_field_reason(base: Analysis) -> str:
+    th = base.theory
+    reason = getattr(th, "mean_field_reason", None) if th is not None else None
+    return str(reason or "the network's statistics lie beyond float64")
 
 
 def _chi_1_at(cell: str, mf: Any, c: float) -> float | None:
@@ -374,7 +413,7 @@ def _edge_factor(cell: str, mf: Any) -> float:
     (its variance diverges there when driven).
     """
     from bptt_cli.core.cells import CELLS
-    from bptt_cli.theory.meanfield import derivative_moment, second_moment
+    from bptt_cli.theory.meanfield import BISECTIONS, LN_Q_RANGE, derivative_moment, second_moment
 
     offset = np.asarray(mf.input_variance + mf.bias_variance, dtype=np.float64)
     sigma = np.asarray(mf.weight_variance, dtype=np.float64)
@@ -390,8 +429,8 @@ def _edge_factor(cell: str, mf: Any) -> float:
             q = np.exp(ln_q)
             return second_moment(phi, q) / derivative_moment(phi, q) + u - q
 
-        lo, hi = np.full(u.shape, -40.0), np.full(u.shape, 40.0)
-        for _ in range(64):
+        lo, hi = np.full(u.shape, LN_Q_RANGE[0]), np.full(u.shape, LN_Q_RANGE[1])
+        for _ in range(BISECTIONS):
             mid = 0.5 * (lo + hi)
             up = excess(mid) > 0
             lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
@@ -402,22 +441,36 @@ def _edge_factor(cell: str, mf: Any) -> float:
 def _measured_root(
     gain: Callable[[float], float], lo: float, hi: float, known: dict[float, float] | None = None
 ) -> tuple[float, float, bool]:
-    """The scale in ``[lo, hi]`` whose measured ``gain`` (log10, increasing in the scale on
-    average, not always: one finite network fluctuates) is 0, by bisection on its log:
-    ``(scale, its gain, whether [lo, hi] brackets 0)``. The scale returned is the measured one
-    (``known`` gains included) whose gain is nearest 0."""
-    g_lo, g_hi = gain(lo), gain(hi)
-    best = min([(lo, g_lo), (hi, g_hi), *(known or {}).items()], key=lambda sg: abs(sg[1]))
-    if not g_lo <= 0 <= g_hi:
-        return best[0], best[1], False
-    a, b = math.log(lo), math.log(hi)
-    for _ in range(RESCALE_STEPS):
-        mid = 0.5 * (a + b)
-        g = gain(math.exp(mid))
-        if abs(g) < abs(best[1]):
-            best = (math.exp(mid), g)
-        a, b = (mid, b) if g < 0 else (a, mid)
-    return best[0], best[1], True
+    """The scale whose measured ``gain`` (log10, increasing in the scale on average, not always:
+    one finite network fluctuates) is 0: ``[lo, hi]`` widened by factors of 2 (up to ``WIDEN``
+    times each way) until it brackets 0, then bisected on the log scale. Returns ``(scale, its
+    gain, whether 0 was bracketed)``; the scale is the measured one (``known`` gains included)
+    whose gain is nearest 0."""
+    seen = dict(known or {})
+
+    def at(v: float) -> float:
+        seen[v] = g = gain(v)
+        return g
+
+    g_lo, g_hi = at(lo), at(hi)
+    for _ in range(WIDEN):
+        if g_lo > 0:
+            lo, hi, g_hi = lo / 2, lo, g_lo
+            g_lo = at(lo)
+        elif g_hi < 0:
+            lo, hi, g_lo = hi, hi * 2, g_hi
+            g_hi = at(hi)
+        else:
+            break
+    bracketed = g_lo <= 0 <= g_hi
+    if bracketed:
+        a, b = math.log(lo), math.log(hi)
+        for _ in range(RESCALE_STEPS):
+            mid = 0.5 * (a + b)
+            a, b = (mid, b) if at(math.exp(mid)) < 0 else (a, mid)
+    finite = {v: g for v, g in seen.items() if math.isfinite(g)}
+    best = min(finite.items() or seen.items(), key=lambda vg: abs(vg[1]))
+    return best[0], best[1], bracketed
 
 
 # -- LSTM forget bias ------------------------------------------------------------------------------
@@ -425,26 +478,31 @@ def _forget_bias(exp: Experiment, base: Analysis, **_: Any) -> dict[str, Any] | 
     spec = exp.spec
     if spec.cell != "lstm":
         return "the forget-gate bias is an LSTM's"
-    floor = -exp.tolerance
+    floor, before = -exp.tolerance, float(getattr(spec, "forget_bias", 0.0))
+    now = _gain(base)
+    if now > exp.tolerance:
+        return f"the gradient explodes (gain 10^{now:+.3g}): a larger forget bias does not cure that"
+    if now >= floor:
+        return f"the gain 10^{now:+.3g} is already above 10^{floor:g} at --forget-bias {before:g}"
 
     def gain(b: float) -> float:
         return _gain(_measure(exp, {"forget_bias": b}))
 
-    tried = {b: gain(b) for b in FORGET_BIASES}
-    ok = [b for b in FORGET_BIASES if tried[b] >= floor]
+    tried = {before: now, **{before + step: gain(before + step) for step in FORGET_STEPS}}
+    ok = [b for b in sorted(tried) if tried[b] >= floor]
     if not ok:
-        top = FORGET_BIASES[-1]
+        top = before + FORGET_STEPS[-1]
         return f"no forget bias up to {top:g} keeps the gain above 10^{floor:g} over T = {spec.T}"
     hi = ok[0]
-    lo = max((b for b in FORGET_BIASES if b < hi), default=hi)
+    lo = max(b for b in tried if b < hi)
     while hi - lo > FORGET_RESOLUTION:
         mid = 0.5 * (lo + hi)
         tried[mid] = gain(mid)
         lo, hi = (mid, hi) if tried[mid] < floor else (lo, mid)
     return {
         "value": hi,
-        "before": getattr(spec, "forget_bias", 0.0),
-        "gain_log10_before": base.median_gain_log10,
+        "before": before,
+        "gain_log10_before": now,
         "gain_log10_after": tried[hi],
         "floor_log10": floor,
         "measured": [{"forget_bias": b, "gain_log10": tried[b]} for b in sorted(tried)],
@@ -454,7 +512,7 @@ def _forget_bias(exp: Experiment, base: Analysis, **_: Any) -> dict[str, Any] | 
 # -- horizons --------------------------------------------------------------------------------------
 def _horizon(exp: Experiment, base: Analysis, **_: Any) -> dict[str, Any]:
     T, tol = exp.spec.T, exp.tolerance
-    gain = base.median_gain_log10
+    gain = _gain(base)
     rate = gain / (T - 1) if T > 1 and math.isfinite(gain) else math.nan  # log10 per step back
     steps = tol / abs(rate) if math.isfinite(rate) and rate != 0 else math.inf
     lyap = _top_lyapunov(base)
@@ -471,7 +529,8 @@ def _horizon(exp: Experiment, base: Analysis, **_: Any) -> dict[str, Any]:
         "T_over_horizon": _finite((T - 1) / steps) if math.isfinite(steps) else 0.0,
         "lyapunov": lyap,
         "predictability_steps": predictability,
-        "interval": max(1, math.floor(predictability)) if predictability is not None else None,
+        # an interval below the predictability time: none when it is shorter than one step
+        "interval": math.floor(predictability) if predictability and predictability >= 1 else None,
     }
 
 
@@ -483,20 +542,34 @@ def _top_lyapunov(an: Analysis) -> float | None:
 
 
 # -- the network with the remedy applied -----------------------------------------------------------
-def _applied(exp: Experiment, base: Analysis, advice: Advice) -> dict[str, np.ndarray] | None:
-    """Trial 0's parameters (the names ``--weights`` reads) with the recommended scale of ``W_hh``
-    or forget bias applied; ``None`` if there is no such recommendation."""
-    params = {name: np.array(value[0], dtype=np.float64) for name, value in _params(base.net).items()}
+def remedied(
+    arrays: dict[str, np.ndarray], advice: Advice, hidden: int, added: float = 0.0
+) -> dict[str, np.ndarray]:
+    """``arrays`` (named as ``--weights`` reads them, a module prefix allowed) with the advised scale
+    of ``W_hh`` (``W_hh`` or ``weight_hh_l0``) or forget bias applied: the forget rows of every
+    layer's ``bias_ih`` raised to the advised bias, less ``added`` (what they already hold of it).
+    :class:`BadInput` if the arrays have nowhere to put it (an LSTM saved without biases)."""
+    out = {k: np.array(v) for k, v in arrays.items()}
+    names = {k: k.rsplit(".", 1)[-1] for k in out}
     init, forget = advice.init, advice.forget_bias
     if init is not None:
-        if init["rescale"] is None:
-            return None
-        params["W_hh"] = params["W_hh"] * init["rescale"]
-        return params
-    if forget is not None:  # --forget-bias raises the forget rows of every layer's bias_ih
-        h = exp.spec.hidden
-        for key in params:
-            if key.startswith("bias_ih_l"):
-                params[key][h : 2 * h] += forget["value"] - forget["before"]
-        return params
-    return None
+        for key, name in names.items():
+            if name in ("W_hh", "weight_hh_l0"):
+                out[key] = out[key] * init["rescale"]
+    if forget is not None:
+        biases = [key for key, name in names.items() if name.startswith("bias_ih_l")]
+        if not biases:
+            raise BadInput("--apply: the LSTM has no bias_ih (saved with bias=False): the forget bias "
+                           "has nowhere to go")
+        for key in biases:
+            out[key][hidden : 2 * hidden] += forget["value"] - added
+    return out
+
+
+def _applied(exp: Experiment, base: Analysis, advice: Advice) -> dict[str, np.ndarray] | None:
+    """Trial 0's parameters (the names ``--weights`` reads) with the advised scale of ``W_hh`` or
+    forget bias applied (they already hold ``--forget-bias``); ``None`` if nothing is advised."""
+    if advice.init is None and advice.forget_bias is None:
+        return None
+    params = {name: np.array(value[0], dtype=np.float64) for name, value in _params(base.net).items()}
+    return remedied(params, advice, exp.spec.hidden, float(getattr(exp.spec, "forget_bias", 0.0)))
