@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 
 from bptt_cli import __version__
 from bptt_cli.api import options as opt
-from bptt_cli.errors import BadInput, ExitStatus
+from bptt_cli.errors import BadInput, ExitStatus, one_line
 from bptt_cli.run.config import CONFIG_HELP, config_callback, make_config_callback
 
 Format = Literal["table", "json", "csv"]
@@ -27,7 +27,7 @@ SUFFIX_FORMATS: dict[str, Format] = {".json": "json", ".csv": "csv", ".txt": "ta
 PLOT_HELP = "Also draw the results into this image (.png, .svg or .pdf); needs bptt-cli[plot]."
 
 FormatOpt = Annotated[Format | None, typer.Option("--format", help="table (default), json or csv.")]
-OutputOpt = Annotated[Path | None, typer.Option(help="Write to this file (atomically); format from the suffix.")]
+OutputOpt = Annotated[Path | None, typer.Option(help="Write to this file (atomically; a FIFO or device in place); format from the suffix.")]
 FailOnOpt = Annotated[opt.FailOn | None, typer.Option(help="Exit 1 if the verdict matches.")]
 ConfigOpt = Annotated[list[Path] | None, typer.Option(metavar="FILE", help=CONFIG_HELP, is_eager=True, callback=config_callback)]
 PlotOpt = Annotated[Path | None, typer.Option(metavar="FILE", help=PLOT_HELP)]
@@ -39,7 +39,7 @@ LayerOpt = Annotated[str, typer.Option("--layer", metavar="K[:reverse]", help="T
 
 def _error(message: str) -> None:
     message = message.replace(": Value error, ", ": ")  # the choice checker's own prefix
-    print(f"bptt: error: {message}", file=sys.stderr)
+    print(f"bptt: error: {one_line(message)}", file=sys.stderr)
 
 
 class _ReaderGone(Exception):
@@ -81,6 +81,10 @@ class _OneLineErrors(TyperGroup):
         except MemoryError:  # the last resort: the budgets (--max-memory) should refuse it first
             _error("out of memory: lower T, --hidden or --trials, or --max-memory to checkpoint")
             status = ExitStatus.BAD_INPUT
+        except OSError as e:  # the files bptt writes name themselves (BadInput): this is stdout
+            _quiet_stdout()
+            _error(f"cannot write standard output: {e.strerror or e}")
+            status = ExitStatus.BAD_INPUT
         except typer.Exit as e:  # typer's own exit inside a command
             status = e.exit_code
         try:  # what is still buffered goes out now, not in Python's exit (which would exit 120)
@@ -88,6 +92,10 @@ class _OneLineErrors(TyperGroup):
         except BrokenPipeError:
             _quiet_stdout()
             status = ExitStatus.BROKEN_PIPE
+        except OSError as e:  # a full disk behind stdout
+            _quiet_stdout()
+            _error(f"cannot write standard output: {e.strerror or e}")
+            status = ExitStatus.BAD_INPUT
         sys.exit(int(status) if isinstance(status, int) else 0)
 
 
@@ -122,19 +130,16 @@ def _root(
 
 
 def _emit(text: str | Callable[[Callable[[str], object]], None], output: Path | None) -> None:
-    """Write ``text`` (or what a writer function writes, piece by piece) to stdout or
-    atomically to ``output``."""
-    from bptt_cli.io.output import atomic_open
+    """Write ``text`` (or what a writer function writes, piece by piece) to stdout or to
+    ``output`` (atomically if it is a file: :func:`bptt_cli.io.output.open_output`)."""
+    from bptt_cli.io.output import open_output
 
     write_all = (lambda write: write(text)) if isinstance(text, str) else text
     if output is None:
         write_all(sys.stdout.write)
     else:
-        try:
-            with atomic_open(output) as f:
-                write_all(f.write)
-        except OSError as e:  # permissions, a full disk, ...: the temporary file is already gone
-            raise BadInput(f"cannot write {output}: {e.strerror or e}") from None
+        with open_output(output) as f:
+            write_all(f.write)
 
 
 def _check_output(output: Path | None, fmt: str | None) -> str:
@@ -260,6 +265,7 @@ def _sweep_command(options: dict[str, Any], **sweep_options: Any) -> None:
     """Run analyze over a grid (see :data:`bptt_cli.api.options.SWEEP_HELP`)."""
     from bptt_cli.analysis.result import FAIL_ON
     from bptt_cli.api.results import SweepResult
+    from bptt_cli.io.output import target
     from bptt_cli.io.points import describe
     from bptt_cli.report.heatmap import layout
     from bptt_cli.report.plotting import check_plot
@@ -271,18 +277,21 @@ def _sweep_command(options: dict[str, Any], **sweep_options: Any) -> None:
     rows, cols = sweep_options["rows"], sweep_options["cols"]
     axes = opt.parse_axes(options)
     out_format = sweep_format(output, sweep_options["fmt"])
+    dest = None if output is None else target(output)
+    resumable = dest is not None and out_format != "table" and not dest.direct
+    records_to_stdout = out_format != "table" and (dest is None or dest.fd == 1)  # --output /dev/stdout
     layout(axes, rows, cols)  # every check before anything runs or is written
     plot_format = check_plot(plot)
     try:
         run = run_sweep(axes, workers=sweep_options["workers"], scheduler=sweep_options["scheduler"],
                         out_format=out_format, output=output, resume=sweep_options["resume"])
     except SweepInterrupted as e:
-        if output is not None and out_format != "table":
-            print(f"bptt: {e.done} of {e.total} points are in {output}; run again with --resume to finish",
+        if resumable:
+            print(one_line(f"bptt: {e.done} of {e.total} points are in {output}; run again with --resume to finish"),
                   file=sys.stderr)
         raise KeyboardInterrupt from None
     result = SweepResult(run, opt.axis_defaults(), rows, cols)
-    if out_format == "table" or output is not None:  # the tables (records streamed to stdout: none)
+    if not records_to_stdout:  # the tables (records streamed to stdout: none)
         if output is not None and out_format == "table":
             _emit(result.text(120), output)
         else:
@@ -296,12 +305,13 @@ def _sweep_command(options: dict[str, Any], **sweep_options: Any) -> None:
     for record in matched:
         s = record["summary"]
         gain = s["gain_log10"]
-        print(f"bptt: {describe(record['point'], axes)}: {s['verdict']} (median gain_log10 "
-              f"{'null' if gain is None else format(gain, '+.2f')}) matches --fail-on {fail_on}", file=sys.stderr)
+        print(one_line(f"bptt: {describe(record['point'], axes)}: {s['verdict']} (median gain_log10 "
+                       f"{'null' if gain is None else format(gain, '+.2f')}) matches --fail-on {fail_on}"),
+              file=sys.stderr)
     if run.failed:
         for i in sorted(run.failed):
-            print(f"bptt: error: {describe(run.product[i], axes)}: {run.failed[i]}", file=sys.stderr)
-        where = "; --resume with the same --output runs only them" if output is not None and out_format != "table" else ""
+            _error(f"{describe(run.product[i], axes)}: {run.failed[i]}")
+        where = "; --resume with the same --output runs only them" if resumable else ""
         raise BadInput(f"{len(run.failed)} of {run.total} points failed (listed above) and have no record{where}")
     if matched:
         raise typer.Exit(ExitStatus.VERDICT_MATCHED)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
 
     from bptt_cli.analysis.spectrum import SpectrumReport
+    from bptt_cli.report.plotting import Kind
     from bptt_cli.run.experiment import Experiment
     from bptt_cli.run.sweep import SweepRun
 
@@ -361,12 +362,13 @@ class SweepResult(Rendered):
 
 def figure(result: Any, rows: str | None = None, cols: str | None = None) -> Any:
     """The matplotlib figure ``--plot`` draws for a result (or for saved results: a path)."""
-    from bptt_cli.report.plotting import figure_of, load_results, require_matplotlib
+    from bptt_cli.report.plotting import figure_of, figure_of_file, require_matplotlib
 
     require_matplotlib()
     if isinstance(result, str | Path):
-        kind, data = load_results(Path(result))
-    elif isinstance(result, AnalyzeResult):
+        return figure_of_file(Path(result), rows, cols)
+    kind: Kind
+    if isinstance(result, AnalyzeResult):
         kind, data = "analyze", result.to_dict()
     elif isinstance(result, SpectrumResult):
         kind, data = "spectrum", result.to_dict()

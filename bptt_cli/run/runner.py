@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bptt_cli.errors import BadInput
+from bptt_cli.errors import BadInput, one_line
 
 Point = dict[str, Any]
 Record = dict[str, Any]
@@ -94,16 +94,19 @@ def run_point(point: Point) -> Record:
     }
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int | None = None) -> None:
     """In each local worker: single-threaded BLAS (if numpy is not loaded yet), Ctrl-C left to
-    the parent, and an exit within a second if the parent dies (``kill -9``) instead of idling."""
+    the parent, and an exit within a second if the parent (``parent``, the sweep's pid) dies
+    (``kill -9``) instead of idling, even if it died before this worker had started."""
     import signal
     import threading
 
     for var in BLAS_THREAD_VARS:
         os.environ[var] = "1"
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
+    if os.getppid() != parent:  # orphaned while it started
+        os._exit(1)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -152,7 +155,8 @@ def run_local(
     workers = max(1, min(workers, len(points)))
     with single_threaded_blas_env():
         pool = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+            initargs=(os.getpid(),),
         )
         try:
             of: dict[Future[Outcome], Point] = {pool.submit(attempt, work, p): p for p in points}
@@ -245,7 +249,7 @@ def connect(address: str) -> Any:
 
 
 def _warn(message: str) -> None:
-    print(f"bptt: warning: {message}", file=sys.stderr, flush=True)
+    print(f"bptt: warning: {one_line(message)}", file=sys.stderr, flush=True)
 
 
 def _wait_for_a_worker(client: Any, address: str, warn: Callable[[str], None]) -> None:
