@@ -34,7 +34,8 @@ FLOAT = 8  # bytes per float64
 ANALYSIS = 18  # floats per step and trial the analysis keeps beside the pass (measured, see above)
 MATRICES = 4  # h x h matrices per trial of the spectrum and the theory (measured)
 SCAN = 96  # more of them while the transient growth scans W^k: 64 powers, stacked, their norms
-FIXED = 820 * 2**10  # bytes whatever the sizes: the record's small arrays, the JSON writer's pieces (measured)
+FIXED = 820 * 2**10  # bytes whatever the sizes: the record's small arrays, the JSON writer's pieces
+# (measured)
 
 
 @dataclass(frozen=True)

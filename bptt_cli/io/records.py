@@ -257,21 +257,20 @@ def analysis_columns(an: Analysis) -> dict[str, Any]:
 
 def write_analysis_csv(an: Analysis, write: Callable[[str], object]) -> None:
     """The text of :func:`analysis_csv`, written ``CSV_ROWS`` rows at a time (T = 1e8 never
-    exists as one string)."""
+    exists as one string). Each column is formatted in bulk (:func:`bptt_cli.io.jsontext.number_tokens`:
+    the floats' ``repr``, non-finite numbers empty), then the rows are joined."""
+    from bptt_cli.io.jsontext import number_tokens
+
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
     columns = analysis_columns(an)
-    writer.writerow(columns)
+    csv.writer(buf, lineterminator="\n").writerow(columns)
+    write(buf.getvalue())
     ints = [columns.pop(k) for k in ("trial", "t", "lag")]
     floats = list(columns.values())
-    for r in range(len(ints[0])):
-        texts = ("" if not np.isfinite(c[r]) else repr(float(c[r])) for c in floats)
-        writer.writerow([*(int(c[r]) for c in ints), *texts])
-        if r % CSV_ROWS == CSV_ROWS - 1:
-            write(buf.getvalue())
-            buf.seek(0)
-            buf.truncate()
-    write(buf.getvalue())
+    for r0 in range(0, len(ints[0]), CSV_ROWS):
+        r1 = r0 + CSV_ROWS
+        cells = [number_tokens(c[r0:r1]) for c in ints] + [number_tokens(c[r0:r1], null="") for c in floats]
+        write("".join([",".join(row) + "\n" for row in zip(*cells, strict=True)]))
 
 
 def nonnormality_record(henrici: float, abscissa: float, growth: Any, i: int) -> dict[str, Any]:
