@@ -247,7 +247,8 @@ def _sweep_command(options: dict[str, Any], **sweep_options: Any) -> None:
     from bptt_cli.report.heatmap import layout
     from bptt_cli.report.plotting import check_plot
     from bptt_cli.report.terminal import stdout_console
-    from bptt_cli.run.sweep import SweepInterrupted, run_sweep, sweep_format
+    from bptt_cli.run.stream import EAGER_POINTS
+    from bptt_cli.run.sweep import SweepInterrupted, grid_size, run_sweep, streams, sweep_format
 
     sweep_options.pop("config", None)
     output, fail_on, plot = sweep_options["output"], sweep_options["fail_on"], sweep_options["plot"]
@@ -256,16 +257,23 @@ def _sweep_command(options: dict[str, Any], **sweep_options: Any) -> None:
     out_format = sweep_format(output, sweep_options["fmt"])
     layout(axes, rows, cols)  # every check before anything runs or is written
     plot_format = check_plot(plot)
+    if plot is not None and streams(axes):
+        raise BadInput(f"--plot draws from every record, kept for grids of at most {EAGER_POINTS} points; "
+                       f"this one has {grid_size(axes)}: draw the records afterwards (bptt plot FILE --plot {plot})")
     try:
         run = run_sweep(axes, workers=sweep_options["workers"], scheduler=sweep_options["scheduler"],
-                        out_format=out_format, output=output, resume=sweep_options["resume"])
+                        out_format=out_format, output=output, resume=sweep_options["resume"], fail_on=fail_on)
     except SweepInterrupted as e:
         if output is not None and out_format != "table":
             print(f"bptt: {e.done} of {e.total} points are in {output}; run again with --resume to finish",
                   file=sys.stderr)
         raise KeyboardInterrupt from None
     result = SweepResult(run, opt.axis_defaults(), rows, cols)
-    if out_format == "table" or output is not None:  # the tables (records streamed to stdout: none)
+    if run.streamed:
+        if output is not None:
+            kept = f" ({run.done_before} were there already)" if run.done_before else ""
+            print(f"bptt sweep: {run.total} points; {run.written} records written to {output}{kept}")
+    elif out_format == "table" or output is not None:  # the tables (records streamed to stdout: none)
         if output is not None and out_format == "table":
             _emit(result.text(120), output)
         else:
@@ -281,11 +289,16 @@ def _sweep_command(options: dict[str, Any], **sweep_options: Any) -> None:
         gain = s["gain_log10"]
         print(f"bptt: {describe(record['point'], axes)}: {s['verdict']} (median gain_log10 "
               f"{'null' if gain is None else format(gain, '+.2f')}) matches --fail-on {fail_on}", file=sys.stderr)
-    if run.failed:
-        for i in sorted(run.failed):
-            print(f"bptt: error: {describe(run.product[i], axes)}: {run.failed[i]}", file=sys.stderr)
+    if run.matched_count > len(matched):
+        print(f"bptt: ... and {run.matched_count - len(matched)} more points match --fail-on {fail_on}", file=sys.stderr)
+    if run.n_failed:
+        failures = run.failures()
+        for point, reason in failures:
+            print(f"bptt: error: {describe(point, axes)}: {reason}", file=sys.stderr)
+        if run.n_failed > len(failures):
+            print(f"bptt: error: ... and {run.n_failed - len(failures)} more points failed", file=sys.stderr)
         where = "; --resume with the same --output runs only them" if output is not None and out_format != "table" else ""
-        raise BadInput(f"{len(run.failed)} of {run.total} points failed (listed above) and have no record{where}")
+        raise BadInput(f"{run.n_failed} of {run.total} points failed (listed above) and have no record{where}")
     if matched:
         raise typer.Exit(ExitStatus.VERDICT_MATCHED)
     assert set(FAIL_ON) >= {fail_on} - {None}

@@ -307,12 +307,15 @@ class SweepResult(Rendered):
         from bptt_cli.io.points import describe
 
         run = self.run
-        return {describe(run.product[i], run.axes): why for i, why in sorted(run.failed.items())}
+        return {describe(point, run.axes): why for point, why in run.failures()}
 
     def fails(self, fail_on: str | None) -> list[dict[str, Any]]:
-        """The records whose verdict matches ``fail_on`` (what ``--fail-on`` lists)."""
+        """The records whose verdict matches ``fail_on`` (what ``--fail-on`` lists; a streamed
+        sweep's first ones, its ``point`` and ``summary``)."""
         if fail_on is None:
             return []
+        if self.run.streamed:
+            return list(self.run.matched)
         return [r for r in self.records if r["summary"]["verdict"] in FAIL_ON[fail_on]]
 
     def to_dict(self) -> dict[str, Any]:
@@ -344,11 +347,11 @@ class SweepResult(Rendered):
         return iter(self.records)
 
     def __len__(self) -> int:
-        return len(self.run.records)
+        return self.run.written + self.run.done_before if self.run.streamed else len(self.run.records)
 
     def __repr__(self) -> str:
         return f"<SweepResult {len(self)} of {self.run.total} points" + (
-            f", {len(self.run.failed)} failed>" if self.run.failed else ">"
+            f", {self.run.n_failed} failed>" if self.run.n_failed else ">"
         )
 
 

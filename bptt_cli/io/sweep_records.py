@@ -28,7 +28,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Collection, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -200,6 +200,80 @@ def read_records(path: Path, fmt: str) -> Existing:
     return Existing([unflatten(dict(zip(header, r, strict=True))) for r in body], end, header)
 
 
+def scan_records(path: Path, fmt: str) -> tuple[Existing, Iterator[Record]]:
+    """The records in ``path`` one at a time, without holding them (``--resume`` over a file of
+    millions of records): the :class:`Existing` (``records`` left empty; ``end`` and the CSV
+    ``columns``) and an iterator of the records, raising :class:`BadInput` as
+    :func:`read_records` does. ``jsonl`` and ``csv`` only."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            end = 0
+            while size > end:  # the end of the last complete line, read backwards
+                start = max(end, size - 2**16)
+                f.seek(start)
+                chunk = f.read(size - start)
+                cut = chunk.rfind(b"\n")
+                if cut >= 0:
+                    end = start + cut + 1
+                    break
+                size = start
+    except FileNotFoundError:
+        return Existing([], 0), iter(())
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
+    bad = f"cannot resume from {path}: it is not a bptt sweep {fmt} file"
+    columns: list[str] | None = None
+    if fmt == "csv" and end:
+        with open(path, newline="", encoding="utf-8") as text:
+            columns = next(csv.reader(text), None)
+        if not columns or not any(c.startswith("point.") for c in columns):
+            raise BadInput(bad)
+
+    def lines() -> Iterator[tuple[int, bytes]]:
+        with open(path, "rb") as f:
+            done = 0
+            for i, line in enumerate(f, 1):
+                done += len(line)
+                if done > end:
+                    return
+                yield i, line
+
+    def records() -> Iterator[Record]:
+        if fmt == "jsonl":
+            loads = _fast_loads()
+            for i, line in lines():
+                if not line.strip():
+                    continue
+                try:
+                    record = loads(line)
+                except ValueError:
+                    raise BadInput(f"{bad} (line {i})") from None
+                if not isinstance(record, dict) or "point" not in record:
+                    raise BadInput(f"{bad} (line {i})")
+                yield record
+            return
+        assert columns is not None
+        for i, line in lines():
+            if i == 1:
+                continue
+            row = next(csv.reader([line.decode("utf-8")]), [])
+            if len(row) != len(columns):
+                raise BadInput(bad)
+            yield unflatten(dict(zip(columns, row, strict=True)))
+
+    return Existing([], end, columns), records()
+
+
+def _fast_loads() -> Callable[[bytes], Any]:
+    """``orjson.loads`` if installed (a few times faster than ``json.loads``), else ``json.loads``."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover
+        return json.loads
+    return orjson.loads
+
+
 class JsonLines:
     """jsonl records appended to a file (one ``os.write`` and ``fsync`` each), or to stdout."""
 
@@ -236,18 +310,17 @@ class CsvRows:
 
     The columns are the union over the records (a record may bring a key the first one lacked):
     when one does, the file is rewritten with the wider header through a temporary file and
-    ``os.replace``, so it parses at every moment.
+    ``os.replace``, so it parses at every moment. The rows already written are read back from
+    the file for that (their cells as they are), not held in memory.
     """
 
     def __init__(self, path: Path, existing: Existing | None) -> None:
         self.path = path
         self.columns: list[str] = list(existing.columns or []) if existing else []
-        self.rows: list[dict[str, Any]] = [flatten(r) for r in existing.records] if existing else []
         self.fd = _open_append(path, existing)
 
     def add(self, record: Record) -> None:
         flat = flatten(record)
-        self.rows.append(flat)
         if not self.columns:
             self.columns = list(flat)
             append(self.fd, _csv_line(self.columns) + _row(self.columns, flat))
@@ -255,10 +328,14 @@ class CsvRows:
             append(self.fd, _row(self.columns, flat))
         else:
             self.columns = union_columns(self.columns, flat)
-            self._rewrite()
+            self._rewrite(flat)
 
-    def _rewrite(self) -> None:
-        text = _csv_line(self.columns) + "".join(_row(self.columns, f) for f in self.rows)
+    def _rewrite(self, flat: Mapping[str, Any]) -> None:
+        with open(self.path, newline="", encoding="utf-8") as f:
+            header, *rows = list(csv.reader(f))
+        text = _csv_line(self.columns) + "".join(
+            _csv_line([dict(zip(header, row, strict=True)).get(c, "") for c in self.columns]) for row in rows
+        ) + _row(self.columns, flat)
         write_atomic(self.path, text)
         os.close(self.fd)
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
