@@ -75,6 +75,7 @@ def analyze(
     spec: Spec, given: Given | GatedGiven | None = None, tolerance: float = 1.0, *,
     theory: bool = False, lyapunov: int | None = None,
     checkpoint: str = "auto", max_memory: int | None = None, estimators: Sequence[Estimator] = (),
+    eigenvalues: int | None = None,
 ) -> Analysis:
     """Draw every trial of ``spec``, compute its exact BPTT gradients and its spectrum.
 
@@ -86,6 +87,7 @@ def analyze(
     and measured against the full gradients. A :class:`~bptt_cli.core.network.GatedSpec`
     (LSTM, GRU) gives a :class:`~bptt_cli.analysis.result.GatedAnalysis`: it stores every state
     (``checkpoint`` ``auto`` or ``none``, no estimators), within ``max_memory`` (default 1 GiB).
+    ``eigenvalues``: how many eigenvalues the records list (``None``: all; all are computed).
     """
     from bptt_cli.analysis.memory import MemoryUse, peak_rss_bytes
 
@@ -97,7 +99,7 @@ def analyze(
         assert given is None or isinstance(given, GatedGiven)
         gated = build_network(spec, given)
         gated_fwd, gated_grads = gated_bptt(gated, spec.loss)
-        sp = spectrum(gated.W_hh)
+        sp = spectrum(gated.W_hh, eigenvalues)
         th = _theory(spec, gated, gated_fwd, gated_grads, sp, settled.lyapunov, given) if theory else None
         memory = MemoryUse(None, mode.estimated_bytes, max_memory, peak_rss_bytes())
         return GatedAnalysis(spec, gated, gated_grads, sp, tolerance, th, (), memory, fwd=gated_fwd)
@@ -115,7 +117,7 @@ def analyze(
         for est, batch in zip(estimators, settled.batches, strict=True)
     )
     terms = param_terms_log10(grads.dL_da_s, fwd.h_s, fwd.e_s, net.x, spec.loss)
-    sp = spectrum(net.W_hh)
+    sp = spectrum(net.W_hh, eigenvalues)
     th = _theory(spec, net, fwd, grads, sp, settled.lyapunov, given) if theory else None
     del fwd
     memory = MemoryUse(mode.checkpoint_every, mode.estimated_bytes, max_memory, peak_rss_bytes())

@@ -67,6 +67,7 @@ def analyze_options(
     clip: Annotated[float | None, typer.Option(metavar="THETA", help="Also measure global norm clipping of the gradient at THETA.")] = None,
     checkpoint: Annotated[str, typer.Option(metavar="auto|none|K", help="auto: store every state if that fits in --max-memory (default 1 GiB), else keep about sqrt(T) checkpoints; none: store every state; K: keep every K-th state (rounded up to a multiple of 256). Same numbers in every mode.")] = "auto",
     max_memory: Annotated[str | None, typer.Option(metavar="SIZE", help="Memory budget of the computation, e.g. 512M or 2G (powers of 1024); exit 2 if it cannot fit.")] = None,
+    eigenvalues: Annotated[str, typer.Option(metavar="all|none|K", help="Eigenvalues of W_hh listed per trial in the JSON: all (default), none, or the K of largest modulus. All are computed either way (the Henrici departure needs every one).")] = "all",
 ) -> None:
     """What ``bptt analyze`` computes: each option is a keyword of :func:`bptt_cli.analyze` and an
     axis of ``bptt sweep``."""

@@ -64,7 +64,7 @@ def analysis_record(an: Analysis, config: dict[str, Any] | None = None) -> dict[
     grad_h = an.grad_h_log10  # once: each access makes a new (n, T) array, which a row would keep alive
     extra = gated_trial_arrays(an)
     for i, verdict in enumerate(an.verdicts):
-        eig = an.spectrum.eigenvalues[i]
+        eig = an.spectrum.listed_eigenvalues[i]
         trials.append(
             {
                 "trial": i,
