@@ -33,7 +33,7 @@ ConfigOpt = Annotated[list[Path] | None, typer.Option(metavar="FILE", help=CONFI
 PlotOpt = Annotated[Path | None, typer.Option(metavar="FILE", help=PLOT_HELP)]
 # analyze's options that say how and where to report, not what to compute: every other one is an
 # option of opt.analyze_options, passed to the API, and an axis of `bptt sweep`
-NOT_AXES = ("fmt", "output", "fail_on", "config", "plot")
+NOT_AXES = ("fmt", "output", "fail_on", "config", "plot", "steps", "summary_only")
 
 
 def _error(message: str) -> None:
@@ -175,16 +175,21 @@ def analyze(
     fail_on: FailOnOpt = None,
     config: ConfigOpt = None,
     plot: PlotOpt = None,
+    steps: Annotated[int, typer.Option(metavar="K", min=1, help="JSON and CSV: only every K-th step of the per-step arrays (t = T, T-K, ...).")] = 1,
+    summary_only: Annotated[bool, typer.Option(help="JSON: config and summary only, no per-trial records.")] = False,
 ) -> None:
     """Exact BPTT gradients ||dL/dh_t|| for t = T..1, parameter gradients and the spectrum of W_hh."""
     from bptt_cli.api.commands import analyze as run
     from bptt_cli.report.plotting import check_plot
 
     out_format = _check_output(output, fmt)
+    if summary_only and out_format != "json":
+        raise BadInput("--summary-only is for --format json (the CSV has one row per step)")
     plot_format = check_plot(plot)
     result = run(**options)
     _plot(result, plot, plot_format)  # first: a reader that stops early keeps it
-    _render(result, out_format, output, fail_on=fail_on)
+    extra = {} if out_format == "table" else {"steps": steps, "summary_only": summary_only}
+    _render(result, out_format, output, fail_on=fail_on, **extra)
     if result.fails(fail_on):
         print(f"bptt: verdict {result.verdict} matches --fail-on {fail_on}", file=sys.stderr)
         raise typer.Exit(ExitStatus.VERDICT_MATCHED)

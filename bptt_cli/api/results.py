@@ -112,14 +112,22 @@ class AnalyzeResult(Rendered):
     experiment: Experiment
     _record: dict[str, Any] | None = field(default=None, repr=False)
 
-    def record(self, fail_on: str | None = None) -> dict[str, Any]:
+    def record(
+        self, fail_on: str | None = None, steps: int = 1, summary_only: bool = False
+    ) -> dict[str, Any]:
         """The JSON object of ``bptt analyze --format json`` with numpy values (``fail_on``: as the
-        CLI's ``config.fail_on``)."""
-        from bptt_cli.io.records import analysis_record
+        CLI's ``config.fail_on``; ``steps``, ``summary_only``: as ``--steps K`` and
+        ``--summary-only``, :func:`bptt_cli.io.records.output_record`)."""
+        from bptt_cli.io.records import analysis_record, output_record
 
+        if steps < 1:
+            from bptt_cli.errors import BadInput
+
+            raise BadInput(f"--steps must be at least 1, got {steps}")
         if self._record is None:
             self._record = analysis_record(self.analysis, self.experiment.report_config(self.analysis))
-        return {**self._record, "config": {**self._record["config"], "fail_on": fail_on}}
+        record = {**self._record, "config": {**self._record["config"], "fail_on": fail_on}}
+        return output_record(record, self.analysis.net.shape[1], steps, summary_only)
 
     @property
     def trials(self) -> list[Record]:
@@ -154,9 +162,11 @@ class AnalyzeResult(Rendered):
             raise BadInput(f"unknown fail_on {fail_on!r} (choose from {', '.join(FAIL_ON)})")
         return self.analysis.fails(fail_on)
 
-    def to_dict(self, fail_on: str | None = None) -> dict[str, Any]:
+    def to_dict(
+        self, fail_on: str | None = None, steps: int = 1, summary_only: bool = False
+    ) -> dict[str, Any]:
         """What ``bptt analyze --format json`` prints, as Python objects (``null`` is ``None``)."""
-        return jsonable(self.record(fail_on))
+        return jsonable(self.record(fail_on, steps, summary_only))
 
     def to_frame(self) -> Any:
         """One row per trial and step: the columns of ``--format csv`` (pandas)."""
@@ -164,16 +174,24 @@ class AnalyzeResult(Rendered):
 
         return _frame(analysis_columns(self.analysis))
 
-    def write(self, fmt: str, write: Callable[[str], object], fail_on: str | None = None) -> None:
-        """The ``json`` or ``csv`` text of ``--format``, written in pieces."""
+    def write(
+        self, fmt: str, write: Callable[[str], object], fail_on: str | None = None, steps: int = 1,
+        summary_only: bool = False,
+    ) -> None:
+        """The ``json`` or ``csv`` text of ``--format``, written in pieces (``steps``,
+        ``summary_only``: ``--steps K``, ``--summary-only``)."""
         from bptt_cli.io.jsontext import write_json
         from bptt_cli.io.records import write_analysis_csv
 
         if fmt == "json":
-            write_json(self.record(fail_on), write)
+            write_json(self.record(fail_on, steps, summary_only), write)
             write("\n")
         else:
-            write_analysis_csv(self.analysis, write)
+            if summary_only:
+                from bptt_cli.errors import BadInput
+
+                raise BadInput("--summary-only is for --format json (the CSV has one row per step)")
+            write_analysis_csv(self.analysis, write, steps)
 
     def render(self, console: Console) -> None:
         from bptt_cli.report.tables import render_analysis

@@ -104,6 +104,45 @@ def analysis_record(an: Analysis, config: dict[str, Any] | None = None) -> dict[
     return record
 
 
+STEP_KEYS = ("grad_h_log10", "grad_param_terms_log10", "projection", "tan_log10", "grad_c_log10",
+             "gate_product_log10")
+"""The per-step arrays of a trial (T numbers each, index 0 is t = 1), which ``--steps K`` thins."""
+
+
+def step_indices(T: int, every: int) -> slice:
+    """The steps ``--steps K`` keeps, as 0-based indices: t = T, T - K, T - 2K, ... (increasing)."""
+    return slice((T - 1) % every, T, every)
+
+
+def output_record(
+    record: dict[str, Any], T: int, steps: int = 1, summary_only: bool = False
+) -> dict[str, Any]:
+    """``bptt analyze --format json``'s object as the output options shape it: ``config.steps``
+    and ``config.summary_only`` added; with ``summary_only`` no ``trials``; with ``steps`` K > 1
+    every per-step array (:data:`STEP_KEYS`) holds t = T, T - K, T - 2K, ... only (in increasing
+    t: index ``i`` of an array of ``m`` numbers is t = T - (m - 1 - i) K)."""
+    out = {**record, "config": {**record["config"], "steps": steps, "summary_only": summary_only}}
+    if summary_only:
+        del out["trials"]
+    elif steps > 1:
+        keep = step_indices(T, steps)
+        out["trials"] = [_thin(trial, keep) for trial in record["trials"]]
+    return out
+
+
+def _thin(node: dict[str, Any], keep: slice, inside: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        step = inside or key in STEP_KEYS
+        if isinstance(value, dict):
+            out[key] = _thin(value, keep, key in STEP_KEYS)
+        elif step and isinstance(value, np.ndarray) and value.ndim == 1:
+            out[key] = value[keep]
+        else:
+            out[key] = value
+    return out
+
+
 def _lag(x: float) -> int | None:
     """A lag or step count: ``None`` for NaN (never / undefined)."""
     return None if not math.isfinite(x) else int(x)
@@ -255,14 +294,19 @@ def analysis_columns(an: Analysis) -> dict[str, Any]:
     return columns
 
 
-def write_analysis_csv(an: Analysis, write: Callable[[str], object]) -> None:
+def write_analysis_csv(an: Analysis, write: Callable[[str], object], steps: int = 1) -> None:
     """The text of :func:`analysis_csv`, written ``CSV_ROWS`` rows at a time (T = 1e8 never
     exists as one string). Each column is formatted in bulk (:func:`bptt_cli.io.jsontext.number_tokens`:
-    the floats' ``repr``, non-finite numbers empty), then the rows are joined."""
+    the floats' ``repr``, non-finite numbers empty), then the rows are joined. ``steps`` K > 1:
+    only the rows of t = T, T - K, ... (:func:`step_indices`)."""
     from bptt_cli.io.jsontext import number_tokens
 
     buf = io.StringIO()
     columns = analysis_columns(an)
+    if steps > 1:
+        n, T = an.grad_h_log10.shape
+        rows = np.arange(n * T).reshape(n, T)[:, step_indices(T, steps)].ravel()
+        columns = {k: np.asarray(v)[rows] for k, v in columns.items()}
     csv.writer(buf, lineterminator="\n").writerow(columns)
     write(buf.getvalue())
     ints = [columns.pop(k) for k in ("trial", "t", "lag")]
