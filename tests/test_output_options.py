@@ -23,7 +23,7 @@ def analyze_json(*args: str) -> dict[str, Any]:
 
 def test_eigenvalues_lists_all_none_or_the_leading_K() -> None:
     full = analyze_json()
-    assert full["config"]["eigenvalues"] == "all"
+    assert full["config"]["eigenvalues"] == "all" and "output" not in full
     for option, count in (("2", 2), ("none", 0), ("NONE", 0), ("5", 5), ("9", 5)):
         rec = analyze_json("--eigenvalues", option)
         for a, b in zip(rec["trials"], full["trials"], strict=True):
@@ -39,7 +39,7 @@ def test_eigenvalues_lists_all_none_or_the_leading_K() -> None:
 def test_steps_keeps_every_Kth_step_counted_from_T() -> None:
     full = analyze_json()
     rec = analyze_json("--steps", "5")
-    assert rec["config"]["steps"] == 5 and full["config"]["steps"] == 1
+    assert rec["output"] == {"steps": 5, "summary_only": False} and "output" not in full
     keep = slice((23 - 1) % 5, 23, 5)  # t = 3, 8, 13, 18, 23
     for a, b in zip(rec["trials"], full["trials"], strict=True):
         assert a["grad_h_log10"] == b["grad_h_log10"][keep]
@@ -57,7 +57,7 @@ def test_summary_only_has_no_trials_and_is_json_only() -> None:
     full = analyze_json()
     rec = analyze_json("--summary-only")
     assert "trials" not in rec and rec["summary"] == full["summary"]
-    assert rec["config"] == {**full["config"], "summary_only": True}
+    assert rec["config"] == full["config"] and rec["output"] == {"steps": 1, "summary_only": True}
     result = bptt("analyze", *ARGS, "--summary-only", "--format", "csv")
     assert result.exit_code == 2 and "--summary-only is for --format json" in result.stderr
 

@@ -117,11 +117,14 @@ def step_indices(T: int, every: int) -> slice:
 def output_record(
     record: dict[str, Any], T: int, steps: int = 1, summary_only: bool = False
 ) -> dict[str, Any]:
-    """``bptt analyze --format json``'s object as the output options shape it: ``config.steps``
-    and ``config.summary_only`` added; with ``summary_only`` no ``trials``; with ``steps`` K > 1
-    every per-step array (:data:`STEP_KEYS`) holds t = T, T - K, T - 2K, ... only (in increasing
-    t: index ``i`` of an array of ``m`` numbers is t = T - (m - 1 - i) K)."""
-    out = {**record, "config": {**record["config"], "steps": steps, "summary_only": summary_only}}
+    """``bptt analyze --format json``'s object as the output options shape it: unchanged by default;
+    else with the key ``output`` (``{"steps": K, "summary_only": ...}``) added, and with
+    ``summary_only`` no ``trials``, with ``steps`` K > 1 every per-step array (:data:`STEP_KEYS`)
+    holding t = T, T - K, T - 2K, ... only (in increasing t: index ``i`` of an array of ``m``
+    numbers is t = T - (m - 1 - i) K)."""
+    if steps == 1 and not summary_only:
+        return record
+    out = {**record, "output": {"steps": steps, "summary_only": summary_only}}
     if summary_only:
         del out["trials"]
     elif steps > 1:

@@ -122,8 +122,7 @@ def load_results(path: Path) -> tuple[Kind, Any]:
     if kind == "sweep":
         records = doc.get("records", [doc])
         return kind, _nonempty(records, path)
-    shaped = doc.get("config") or {}
-    if kind == "analyze" and (shaped.get("summary_only") or (shaped.get("steps") or 1) > 1):
+    if kind == "analyze" and doc.get("output"):  # written with --steps K or --summary-only
         raise BadInput(f"cannot draw {path}: it was written with --steps or --summary-only (draw a full one)")
     return kind, doc
 

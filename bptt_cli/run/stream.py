@@ -253,6 +253,35 @@ class Locator:
         return f"the file's {describe(normal, self.grid.axes)} is no combination of this sweep's axes"
 
 
+def shape(exp: Any) -> Hashable:
+    """What a record's columns depend on (the kind of cell, Elman or gated, and the estimators):
+    records of one shape flatten to the same CSV columns."""
+    return type(exp.spec).__name__, tuple(e.kind for e in exp.estimators)
+
+
+def copy_record(
+    record: Mapping[str, Any], point: Mapping[str, Any], config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The record of ``point``, whose numbers are ``record``'s (they differ only in options the
+    cell ignores): its own ``point`` and ``config``, ``record``'s ``summary``, no wall time of
+    its own (``wall_time_s`` 0)."""
+    return {
+        "point": dict(point),
+        "config": dict(config),
+        "summary": record["summary"],
+        "wall_time_s": 0.0,
+        "version": record["version"],
+    }
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep: ``done`` of ``total`` points have records (in ``output``, if any)."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"{done} of {total} points")
+        self.done, self.total = done, total
+
+
 def record_shape(record: Mapping[str, Any]) -> Hashable:
     """:func:`bptt_cli.run.sweep.shape` of a record's experiment, from its point's options."""
     from bptt_cli.core.network import GATED
@@ -286,7 +315,6 @@ def stream_sweep(
     from bptt_cli.report.heatmap import progress as progress_bar
     from bptt_cli.run.grid import Points
     from bptt_cli.run.runner import Failure, PointFailed, running
-    from bptt_cli.run.sweep import copy_record, shape
 
     grid = LazyGrid(run.axes)
     if out_format not in ("jsonl", "csv"):
@@ -406,7 +434,5 @@ def stream_sweep(
         except PointFailed as e:
             raise BadInput(f"{describe(e.point, grid.axes)}: {e}") from None
         except KeyboardInterrupt:
-            from bptt_cli.run.sweep import SweepInterrupted
-
             raise SweepInterrupted(run.written + done.count, grid.total) from None
     return run

@@ -10,13 +10,17 @@ show them (heat tables, :mod:`bptt_cli.report.heatmap`) or hand them over.
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bptt_cli.errors import BadInput
 from bptt_cli.io.points import Axis
+from bptt_cli.run.stream import EAGER_POINTS as EAGER_POINTS  # re-exported: sweeps' names, kept here
+from bptt_cli.run.stream import SweepInterrupted as SweepInterrupted
+from bptt_cli.run.stream import copy_record as copy_record
+from bptt_cli.run.stream import shape as shape
 
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".txt": "table"}
 
@@ -34,27 +38,6 @@ def sweep_format(output: Path | None, fmt: str | None) -> str:
     from bptt_cli.io.output import output_format
 
     return output_format(output, fmt, SUFFIX_FORMATS)
-
-
-def shape(exp: Any) -> Hashable:
-    """What a record's columns depend on (the kind of cell, Elman or gated, and the estimators):
-    records of one shape flatten to the same CSV columns."""
-    return type(exp.spec).__name__, tuple(e.kind for e in exp.estimators)
-
-
-def copy_record(
-    record: Mapping[str, Any], point: Mapping[str, Any], config: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The record of ``point``, whose numbers are ``record``'s (they differ only in options the
-    cell ignores): its own ``point`` and ``config``, ``record``'s ``summary``, no wall time of
-    its own (``wall_time_s`` 0)."""
-    return {
-        "point": dict(point),
-        "config": dict(config),
-        "summary": record["summary"],
-        "wall_time_s": 0.0,
-        "version": record["version"],
-    }
 
 
 @dataclass
@@ -112,14 +95,6 @@ class SweepRun:
         return [{**self.records[i], "point": self.product[i]} for i in sorted(self.records)]
 
 
-class SweepInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a sweep: ``done`` of ``total`` points have records (in ``output``, if any)."""
-
-    def __init__(self, done: int, total: int) -> None:
-        super().__init__(f"{done} of {total} points")
-        self.done, self.total = done, total
-
-
 def grid_size(axes: Sequence[Axis]) -> int:
     """How many points the product of ``axes`` has."""
     import math
@@ -129,9 +104,9 @@ def grid_size(axes: Sequence[Axis]) -> int:
 
 def streams(axes: Sequence[Axis]) -> bool:
     """Whether the grid is streamed (more than :data:`~bptt_cli.run.stream.EAGER_POINTS` points)."""
-    from bptt_cli.run.stream import EAGER_POINTS
+    from bptt_cli.run import stream
 
-    return grid_size(axes) > EAGER_POINTS
+    return grid_size(axes) > stream.EAGER_POINTS
 
 
 def run_sweep(
