@@ -33,7 +33,7 @@ ConfigOpt = Annotated[list[Path] | None, typer.Option(metavar="FILE", help=CONFI
 PlotOpt = Annotated[Path | None, typer.Option(metavar="FILE", help=PLOT_HELP)]
 # analyze's options that say how and where to report, not what to compute: every other one is an
 # option of opt.analyze_options, passed to the API, and an axis of `bptt sweep`
-NOT_AXES = ("fmt", "output", "fail_on", "config", "plot", "layer")
+NOT_AXES = ("fmt", "output", "fail_on", "config", "plot", "layer", "steps", "summary_only")
 LayerOpt = Annotated[str, typer.Option("--layer", metavar="K[:reverse]", help="The layer whose step table and chart the tables show: 0 (nearest the input, the default), 1, ...; K:reverse for its reverse direction. JSON has every layer.")]
 
 
@@ -186,19 +186,24 @@ def analyze(
     config: ConfigOpt = None,
     plot: PlotOpt = None,
     layer: LayerOpt = "0",
+    steps: opt.StepsOpt = 1,
+    summary_only: opt.SummaryOnlyOpt = False,
 ) -> None:
     """Exact BPTT gradients ||dL/dh_t|| for t = T..1, parameter gradients and the spectrum of W_hh."""
     from bptt_cli.api.commands import analyze as run
     from bptt_cli.report.plotting import check_plot
 
     out_format = _check_output(output, fmt)
+    if summary_only and out_format != "json":
+        raise BadInput("--summary-only is for --format json (the CSV has one row per step)")
     plot_format = check_plot(plot)
     view = _layer(layer)
     result = run(**options)
     if out_format == "table":
         result.check_layer(**view)  # before anything is written
     _plot(result, plot, plot_format)  # first: a reader that stops early keeps it
-    _render(result, out_format, output, view=view, fail_on=fail_on)
+    extra = {} if out_format == "table" else {"steps": steps, "summary_only": summary_only}
+    _render(result, out_format, output, view=view, fail_on=fail_on, **extra)
     if result.fails(fail_on):
         print(f"bptt: verdict {result.verdict} matches --fail-on {fail_on}", file=sys.stderr)
         raise typer.Exit(ExitStatus.VERDICT_MATCHED)
@@ -270,7 +275,8 @@ def _sweep_command(options: dict[str, Any], **sweep_options: Any) -> None:
     from bptt_cli.report.heatmap import layout
     from bptt_cli.report.plotting import check_plot
     from bptt_cli.report.terminal import stdout_console
-    from bptt_cli.run.sweep import SweepInterrupted, run_sweep, sweep_format
+    from bptt_cli.run.stream import EAGER_POINTS
+    from bptt_cli.run.sweep import SweepInterrupted, grid_size, run_sweep, streams, sweep_format
 
     sweep_options.pop("config", None)
     output, fail_on, plot = sweep_options["output"], sweep_options["fail_on"], sweep_options["plot"]
@@ -282,16 +288,23 @@ def _sweep_command(options: dict[str, Any], **sweep_options: Any) -> None:
     records_to_stdout = out_format != "table" and (dest is None or dest.fd == 1)  # --output /dev/stdout
     layout(axes, rows, cols)  # every check before anything runs or is written
     plot_format = check_plot(plot)
+    if plot is not None and streams(axes):
+        raise BadInput(f"--plot draws from every record, kept for grids of at most {EAGER_POINTS} points; "
+                       f"this one has {grid_size(axes)}: draw the records afterwards (bptt plot FILE --plot {plot})")
     try:
         run = run_sweep(axes, workers=sweep_options["workers"], scheduler=sweep_options["scheduler"],
-                        out_format=out_format, output=output, resume=sweep_options["resume"])
+                        out_format=out_format, output=output, resume=sweep_options["resume"], fail_on=fail_on)
     except SweepInterrupted as e:
         if resumable:
             print(one_line(f"bptt: {e.done} of {e.total} points are in {output}; run again with --resume to finish"),
                   file=sys.stderr)
         raise KeyboardInterrupt from None
     result = SweepResult(run, opt.axis_defaults(), rows, cols)
-    if not records_to_stdout:  # the tables (records streamed to stdout: none)
+    if run.streamed:
+        if output is not None and not records_to_stdout:
+            kept = f" ({run.done_before} were there already)" if run.done_before else ""
+            print(one_line(f"bptt sweep: {run.total} points; {run.written} records written to {output}{kept}"))
+    elif not records_to_stdout:  # the tables (records streamed to stdout: none)
         if output is not None and out_format == "table":
             _emit(result.text(120), output)
         else:
@@ -308,11 +321,16 @@ def _sweep_command(options: dict[str, Any], **sweep_options: Any) -> None:
         print(one_line(f"bptt: {describe(record['point'], axes)}: {s['verdict']} (median gain_log10 "
                        f"{'null' if gain is None else format(gain, '+.2f')}) matches --fail-on {fail_on}"),
               file=sys.stderr)
-    if run.failed:
-        for i in sorted(run.failed):
-            _error(f"{describe(run.product[i], axes)}: {run.failed[i]}")
+    if run.matched_count > len(matched):
+        print(f"bptt: ... and {run.matched_count - len(matched)} more points match --fail-on {fail_on}", file=sys.stderr)
+    if run.n_failed:
+        failures = run.failures()
+        for point, reason in failures:
+            _error(f"{describe(point, axes)}: {reason}")
+        if run.n_failed > len(failures):
+            _error(f"... and {run.n_failed - len(failures)} more points failed")
         where = "; --resume with the same --output runs only them" if resumable else ""
-        raise BadInput(f"{len(run.failed)} of {run.total} points failed (listed above) and have no record{where}")
+        raise BadInput(f"{run.n_failed} of {run.total} points failed (listed above) and have no record{where}")
     if matched:
         raise typer.Exit(ExitStatus.VERDICT_MATCHED)
     assert set(FAIL_ON) >= {fail_on} - {None}

@@ -86,7 +86,7 @@ def spectrum(options: dict[str, Any]) -> SpectrumResult:
     """Eigenvalues, singular values and non-normality of ``W_hh``, beside the random-matrix
     prediction: ``bptt spectrum``."""
     from bptt_cli.analysis.spectrum import spectrum_report
-    from bptt_cli.core.network import Spec
+    from bptt_cli.core.network import GatedGiven, Spec
     from bptt_cli.io.weights import given_from_files
     from bptt_cli.run.experiment import source_label
 
@@ -114,6 +114,7 @@ def spectrum(options: dict[str, Any]) -> SpectrumResult:
         **size, ensemble=ensemble or defaults.ensemble, gain=gain if gain is not None else defaults.gain,
         radius=radius, norm=norm, trials=options["trials"], seed=options["seed"], T=options["T"],
     )
+    assert not isinstance(given, GatedGiven)  # the identity cell's files: W_hh and the Elman names
     report = spectrum_report(spec, given if weights is not None else None)
     return SpectrumResult(report, {"weights": source_label(weights)})
 
@@ -218,8 +219,8 @@ def sweep(
     run = run_sweep(parsed, workers=workers, scheduler=scheduler, out_format=out_format, output=path,
                     resume=resume, progress=progress)
     result = SweepResult(run, opt.axis_defaults(), rows, cols)
-    if run.failed:
-        raise SweepFailed(f"{len(run.failed)} of {run.total} points failed: {result.failed}", result)
+    if run.n_failed:
+        raise SweepFailed(f"{run.n_failed} of {run.total} points failed: {result.failed}", result)
     return result
 
 

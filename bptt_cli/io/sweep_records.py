@@ -35,10 +35,10 @@ import math
 import os
 import stat
 import sys
-from collections.abc import Callable, Collection, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from bptt_cli import __version__
 from bptt_cli.errors import BadInput
@@ -169,6 +169,12 @@ class Existing:
     end: int
     columns: list[str] | None = None
     stamp: Stamp | None = None
+    count: int | None = None  # the records in the file, when they are not held (scan_records)
+
+    @property
+    def whole(self) -> int:
+        """How many whole records the file holds."""
+        return len(self.records) if self.count is None else self.count
 
 
 def _complete_lines(data: bytes) -> tuple[list[bytes], int]:
@@ -180,17 +186,26 @@ def _not_records(path: Path, mode: int) -> BadInput:
     return BadInput(f"cannot resume from {path}: it is {kind_of_mode(mode)}, not a file of records")
 
 
+def _open_records(path: Path) -> IO[bytes]:
+    """``path`` opened to read, if it is a regular file (a FIFO would wait for a writer, a device
+    might never end: :class:`BadInput`, never opened); ``FileNotFoundError`` if there is none."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise _not_records(path, mode)
+    f = open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")  # noqa: SIM115 (returned) - no wait if it changed
+    st = os.fstat(f.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        f.close()
+        raise _not_records(path, st.st_mode)
+    return f
+
+
 def read_records(path: Path, fmt: str) -> Existing:
     """The records in ``path`` (written by a sweep in format ``fmt``); empty if it does not exist.
     Only a regular file is read (a FIFO or a device is refused, never opened)."""
     try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):  # a FIFO would wait for a writer, a device might never end
-            raise _not_records(path, mode)
-        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:  # no wait if it changed since
+        with _open_records(path) as f:
             st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise _not_records(path, st.st_mode)
             data = f.read()
     except FileNotFoundError:
         return Existing([], 0)
@@ -264,6 +279,97 @@ def _stream(path: Path | None) -> Out:
     return Stdout() if path is None else Stream(target(path))
 
 
+def scan_records(path: Path, fmt: str) -> tuple[Existing, Iterator[Record]]:
+    """The records in ``path`` one at a time, without holding them (``--resume`` over a file of
+    millions of records): the :class:`Existing` (``records`` left empty; ``end``, the CSV
+    ``columns``, the file's ``stamp`` as the scan began, and ``count``, advanced as the iterator
+    goes) and an iterator of the records, raising :class:`BadInput` as :func:`read_records` does
+    (a FIFO or a device is refused, never opened). ``jsonl`` and ``csv`` only."""
+    try:
+        with _open_records(path) as f:
+            read = stamp(os.fstat(f.fileno()))
+            size = f.seek(0, os.SEEK_END)
+            end = 0
+            while size > end:  # the end of the last complete line, read backwards
+                start = max(end, size - 2**16)
+                f.seek(start)
+                chunk = f.read(size - start)
+                cut = chunk.rfind(b"\n")
+                if cut >= 0:
+                    end = start + cut + 1
+                    break
+                size = start
+    except FileNotFoundError:
+        return Existing([], 0), iter(())
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
+    bad = f"cannot resume from {path}: it is not a bptt sweep {fmt} file"
+    columns: list[str] | None = None
+    if fmt == "csv" and end:
+        try:
+            with open(path, newline="", encoding="utf-8") as text:
+                columns = next(csv.reader(text), None)
+        except (UnicodeDecodeError, csv.Error):
+            raise BadInput(bad) from None
+        except OSError as e:
+            raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
+        if not columns or not any(c.startswith("point.") for c in columns):
+            raise BadInput(bad)
+    existing = Existing([], end, columns, read, count=0)
+
+    def lines() -> Iterator[tuple[int, bytes]]:
+        with open(path, "rb") as f:
+            done = 0
+            for i, line in enumerate(f, 1):
+                done += len(line)
+                if done > end:
+                    return
+                yield i, line
+
+    def parsed() -> Iterator[Record]:
+        if fmt == "jsonl":
+            loads = _fast_loads()
+            for i, line in lines():
+                if not line.strip():
+                    continue
+                try:
+                    record = loads(line)
+                except ValueError:
+                    raise BadInput(f"{bad} (line {i})") from None
+                if not isinstance(record, dict) or "point" not in record:
+                    raise BadInput(f"{bad} (line {i})")
+                yield record
+            return
+        assert columns is not None
+        for i, line in lines():
+            if i == 1:
+                continue
+            try:
+                row = next(csv.reader([line.decode("utf-8")]), [])
+            except (UnicodeDecodeError, csv.Error):
+                raise BadInput(f"{bad} (line {i})") from None
+            if len(row) != len(columns):
+                raise BadInput(bad)
+            yield unflatten(dict(zip(columns, row, strict=True)))
+
+    def records() -> Iterator[Record]:
+        for record in parsed():
+            assert existing.count is not None
+            existing.count += 1
+            yield record
+
+    return existing, records()
+
+
+def _fast_loads() -> Callable[[bytes], Any]:
+    """``orjson.loads`` if installed (a few times faster than ``json.loads``), else ``json.loads``."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover
+        return json.loads
+    return orjson.loads
+
+
 class JsonLines:
     """jsonl records appended to a file (one ``os.write`` and ``fsync`` each), or streamed to
     stdout (``path`` None) or to an ``--output`` that is not a file."""
@@ -274,7 +380,7 @@ class JsonLines:
         self.out: Out | None = None
         if path is not None and not target(path).direct:
             self.held = hold(path, existing)
-            self.count = len(existing.records) if existing is not None else 0
+            self.count = existing.whole if existing is not None else 0
         else:
             self.out = _stream(path)
 
@@ -302,13 +408,14 @@ class CsvRows:
 
     The columns are the union over the records (a record may bring a key the first one lacked):
     when one does, the file is rewritten with the wider header through a temporary file and
-    ``os.replace``, so it parses at every moment.
+    ``os.replace``, so it parses at every moment. The rows already written are read back from
+    the file for that (their cells as they are), not held in memory.
     """
 
     def __init__(self, path: Path, existing: Existing | None) -> None:
         self.path = path
         self.columns: list[str] = list(existing.columns or []) if existing else []
-        self.rows: list[dict[str, Any]] = [flatten(r) for r in existing.records] if existing else []
+        self.count = existing.whole if existing is not None else 0
         self.held = hold(path, existing)
 
     def add(self, record: Record) -> None:
@@ -321,12 +428,20 @@ class CsvRows:
                 self.held.append(_row(columns, flat).encode("utf-8"))
             else:
                 columns = union_columns(columns, flat)
-                text = _csv_line(columns) + "".join(_row(columns, f) for f in [*self.rows, flat])
-                self.held.replace(text)
+                self.held.replace(self._widened(columns, flat))
         except OSError as e:
-            raise full(self.path, e, len(self.rows)) from None
+            raise full(self.path, e, self.count) from None
         self.columns = columns
-        self.rows.append(flat)
+        self.count += 1
+
+    def _widened(self, columns: list[str], flat: Mapping[str, Any]) -> str:
+        """The file's text under the wider header ``columns``, with ``flat`` appended: the rows
+        already written are read back from the file (their cells as they are), not held."""
+        with open(self.held.real, newline="", encoding="utf-8") as f:
+            header, *rows = list(csv.reader(f))
+        return _csv_line(columns) + "".join(
+            _csv_line([dict(zip(header, row, strict=True)).get(c, "") for c in columns]) for row in rows
+        ) + _row(columns, flat)
 
     def close(self) -> None:
         self.held.release()

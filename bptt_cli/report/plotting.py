@@ -132,6 +132,8 @@ def load_results(path: Path) -> tuple[Kind, Any]:
     if kind == "sweep":
         records = doc.get("records", [doc])
         return kind, _nonempty(records, path)
+    if kind == "analyze" and doc.get("output"):  # written with --steps K or --summary-only
+        raise BadInput(f"cannot draw {path}: it was written with --steps or --summary-only (draw a full one)")
     return kind, doc
 
 
