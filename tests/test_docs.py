@@ -285,7 +285,8 @@ def test_json_contract_matches_output(name: str) -> None:
     run = RUNS[name]
     tables = contract()
     expected, record_paths = documented(tables[run.table], tables, run.tags, run.params, run.layer_params)
-    expected = {k for k in expected if not any(k == w or k.startswith((f"{w}.", f"{w}[")) for w in run.without)}
+    left_out = tuple(p for w in run.without for p in (f"{w}.", f"{w}["))
+    expected = {k for k in expected if k not in run.without and not k.startswith(left_out)}
     outputs = run_json(run)
     assert outputs, "no JSON output"
     records: list[dict[str, Any]] = []
