@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 
 from bptt_cli import __version__
 from bptt_cli.api import options as opt
-from bptt_cli.errors import BadInput, ExitStatus
+from bptt_cli.errors import BadInput, ExitStatus, one_line
 from bptt_cli.run.config import CONFIG_HELP, config_callback, make_config_callback
 
 Format = Literal["table", "json", "csv"]
@@ -27,19 +27,19 @@ SUFFIX_FORMATS: dict[str, Format] = {".json": "json", ".csv": "csv", ".txt": "ta
 PLOT_HELP = "Also draw the results into this image (.png, .svg or .pdf); needs bptt-cli[plot]."
 
 FormatOpt = Annotated[Format | None, typer.Option("--format", help="table (default), json or csv.")]
-OutputOpt = Annotated[Path | None, typer.Option(help="Write to this file (atomically); format from the suffix.")]
+OutputOpt = Annotated[Path | None, typer.Option(help="Write to this file (atomically; a FIFO or device in place); format from the suffix.")]
 FailOnOpt = Annotated[opt.FailOn | None, typer.Option(help="Exit 1 if the verdict matches.")]
 ConfigOpt = Annotated[list[Path] | None, typer.Option(metavar="FILE", help=CONFIG_HELP, is_eager=True, callback=config_callback)]
 PlotOpt = Annotated[Path | None, typer.Option(metavar="FILE", help=PLOT_HELP)]
 # analyze's options that say how and where to report, not what to compute: every other one is an
 # option of opt.analyze_options, passed to the API, and an axis of `bptt sweep`
-NOT_AXES = ("fmt", "output", "fail_on", "config", "plot", "layer")
+NOT_AXES = ("fmt", "output", "fail_on", "config", "plot", "layer", "steps", "summary_only")
 LayerOpt = Annotated[str, typer.Option("--layer", metavar="K[:reverse]", help="The layer whose step table and chart the tables show: 0 (nearest the input, the default), 1, ...; K:reverse for its reverse direction. JSON has every layer.")]
 
 
 def _error(message: str) -> None:
     message = message.replace(": Value error, ", ": ")  # the choice checker's own prefix
-    print(f"bptt: error: {message}", file=sys.stderr)
+    print(f"bptt: error: {one_line(message)}", file=sys.stderr)
 
 
 class _ReaderGone(Exception):
@@ -81,6 +81,10 @@ class _OneLineErrors(TyperGroup):
         except MemoryError:  # the last resort: the budgets (--max-memory) should refuse it first
             _error("out of memory: lower T, --hidden or --trials, or --max-memory to checkpoint")
             status = ExitStatus.BAD_INPUT
+        except OSError as e:  # the files bptt writes name themselves (BadInput): this is stdout
+            _quiet_stdout()
+            _error(f"cannot write standard output: {e.strerror or e}")
+            status = ExitStatus.BAD_INPUT
         except typer.Exit as e:  # typer's own exit inside a command
             status = e.exit_code
         try:  # what is still buffered goes out now, not in Python's exit (which would exit 120)
@@ -88,6 +92,10 @@ class _OneLineErrors(TyperGroup):
         except BrokenPipeError:
             _quiet_stdout()
             status = ExitStatus.BROKEN_PIPE
+        except OSError as e:  # a full disk behind stdout
+            _quiet_stdout()
+            _error(f"cannot write standard output: {e.strerror or e}")
+            status = ExitStatus.BAD_INPUT
         sys.exit(int(status) if isinstance(status, int) else 0)
 
 
@@ -122,19 +130,16 @@ def _root(
 
 
 def _emit(text: str | Callable[[Callable[[str], object]], None], output: Path | None) -> None:
-    """Write ``text`` (or what a writer function writes, piece by piece) to stdout or
-    atomically to ``output``."""
-    from bptt_cli.io.output import atomic_open
+    """Write ``text`` (or what a writer function writes, piece by piece) to stdout or to
+    ``output`` (atomically if it is a file: :func:`bptt_cli.io.output.open_output`)."""
+    from bptt_cli.io.output import open_output
 
     write_all = (lambda write: write(text)) if isinstance(text, str) else text
     if output is None:
         write_all(sys.stdout.write)
     else:
-        try:
-            with atomic_open(output) as f:
-                write_all(f.write)
-        except OSError as e:  # permissions, a full disk, ...: the temporary file is already gone
-            raise BadInput(f"cannot write {output}: {e.strerror or e}") from None
+        with open_output(output) as f:
+            write_all(f.write)
 
 
 def _check_output(output: Path | None, fmt: str | None) -> str:
@@ -181,18 +186,23 @@ def analyze(
     config: ConfigOpt = None,
     plot: PlotOpt = None,
     layer: LayerOpt = "0",
+    steps: opt.StepsOpt = 1,
+    summary_only: opt.SummaryOnlyOpt = False,
 ) -> None:
     """Exact BPTT gradients ||dL/dh_t|| for t = T..1, parameter gradients and the spectrum of W_hh."""
     from bptt_cli.api.commands import analyze as run
     from bptt_cli.report.plotting import check_plot
 
     out_format = _check_output(output, fmt)
+    if summary_only and out_format != "json":
+        raise BadInput("--summary-only is for --format json (the CSV has one row per step)")
     plot_format = check_plot(plot)
     view = _layer(layer)
     result = run(**options)
     result.check_layer(**view)  # before anything is written, whatever the format
     _plot(result, plot, plot_format)  # first: a reader that stops early keeps it
-    _render(result, out_format, output, view=view, fail_on=fail_on)
+    extra = {} if out_format == "table" else {"steps": steps, "summary_only": summary_only}
+    _render(result, out_format, output, view=view, fail_on=fail_on, **extra)
     if result.fails(fail_on):
         print(f"bptt: verdict {result.analysis.matched(fail_on)} matches --fail-on {fail_on}", file=sys.stderr)
         raise typer.Exit(ExitStatus.VERDICT_MATCHED)
@@ -293,29 +303,41 @@ def _sweep_command(options: dict[str, Any], **sweep_options: Any) -> None:
     """Run analyze over a grid (see :data:`bptt_cli.api.options.SWEEP_HELP`)."""
     from bptt_cli.analysis.result import FAIL_ON
     from bptt_cli.api.results import SweepResult
+    from bptt_cli.io.output import target
     from bptt_cli.io.points import describe
     from bptt_cli.report.heatmap import layout
     from bptt_cli.report.plotting import check_plot
     from bptt_cli.report.terminal import stdout_console
-    from bptt_cli.run.sweep import SweepInterrupted, run_sweep, sweep_format
+    from bptt_cli.run.stream import EAGER_POINTS
+    from bptt_cli.run.sweep import SweepInterrupted, grid_size, run_sweep, streams, sweep_format
 
     sweep_options.pop("config", None)
     output, fail_on, plot = sweep_options["output"], sweep_options["fail_on"], sweep_options["plot"]
     rows, cols = sweep_options["rows"], sweep_options["cols"]
     axes = opt.parse_axes(options)
     out_format = sweep_format(output, sweep_options["fmt"])
+    dest = None if output is None else target(output)
+    resumable = dest is not None and out_format != "table" and not dest.direct
+    records_to_stdout = out_format != "table" and (dest is None or dest.fd == 1)  # --output /dev/stdout
     layout(axes, rows, cols)  # every check before anything runs or is written
     plot_format = check_plot(plot)
+    if plot is not None and streams(axes):
+        raise BadInput(f"--plot draws from every record, kept for grids of at most {EAGER_POINTS} points; "
+                       f"this one has {grid_size(axes)}: draw the records afterwards (bptt plot FILE --plot {plot})")
     try:
         run = run_sweep(axes, workers=sweep_options["workers"], scheduler=sweep_options["scheduler"],
-                        out_format=out_format, output=output, resume=sweep_options["resume"])
+                        out_format=out_format, output=output, resume=sweep_options["resume"], fail_on=fail_on)
     except SweepInterrupted as e:
-        if output is not None and out_format != "table":
-            print(f"bptt: {e.done} of {e.total} points are in {output}; run again with --resume to finish",
+        if resumable:
+            print(one_line(f"bptt: {e.done} of {e.total} points are in {output}; run again with --resume to finish"),
                   file=sys.stderr)
         raise KeyboardInterrupt from None
     result = SweepResult(run, opt.axis_defaults(), rows, cols)
-    if out_format == "table" or output is not None:  # the tables (records streamed to stdout: none)
+    if run.streamed:
+        if output is not None and not records_to_stdout:
+            kept = f" ({run.done_before} were there already)" if run.done_before else ""
+            print(one_line(f"bptt sweep: {run.total} points; {run.written} records written to {output}{kept}"))
+    elif not records_to_stdout:  # the tables (records streamed to stdout: none)
         if output is not None and out_format == "table":
             _emit(result.text(120), output)
         else:
@@ -329,13 +351,19 @@ def _sweep_command(options: dict[str, Any], **sweep_options: Any) -> None:
     for record in matched:
         s = record["summary"]
         gain = s["gain_log10"]
-        print(f"bptt: {describe(record['point'], axes)}: {s['verdict']} (median gain_log10 "
-              f"{'null' if gain is None else format(gain, '+.2f')}) matches --fail-on {fail_on}", file=sys.stderr)
-    if run.failed:
-        for i in sorted(run.failed):
-            print(f"bptt: error: {describe(run.product[i], axes)}: {run.failed[i]}", file=sys.stderr)
-        where = "; --resume with the same --output runs only them" if output is not None and out_format != "table" else ""
-        raise BadInput(f"{len(run.failed)} of {run.total} points failed (listed above) and have no record{where}")
+        print(one_line(f"bptt: {describe(record['point'], axes)}: {s['verdict']} (median gain_log10 "
+                       f"{'null' if gain is None else format(gain, '+.2f')}) matches --fail-on {fail_on}"),
+              file=sys.stderr)
+    if run.matched_count > len(matched):
+        print(f"bptt: ... and {run.matched_count - len(matched)} more points match --fail-on {fail_on}", file=sys.stderr)
+    if run.n_failed:
+        failures = run.failures()
+        for point, reason in failures:
+            _error(f"{describe(point, axes)}: {reason}")
+        if run.n_failed > len(failures):
+            _error(f"... and {run.n_failed - len(failures)} more points failed")
+        where = "; --resume with the same --output runs only them" if resumable else ""
+        raise BadInput(f"{run.n_failed} of {run.total} points failed (listed above) and have no record{where}")
     if matched:
         raise typer.Exit(ExitStatus.VERDICT_MATCHED)
     assert set(FAIL_ON) >= {fail_on} - {None}

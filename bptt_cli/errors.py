@@ -17,3 +17,9 @@ class ExitStatus(IntEnum):
 
 class BadInput(ValueError):
     """Input the tool cannot use; the CLI prints the message on one line and exits 2."""
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line, for stderr: what is not printable (a newline, an escape
+    sequence of the user's input) is written as its Python escape (``\\n``, ``\\x1b``)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -260,7 +260,7 @@ def test_the_readme_example_runs_and_prints_what_it_shows() -> None:
     assert printed.getvalue() == shown
 
 
-@pytest.mark.parametrize("command", ["analyze", "spectrum", "truncate", "advise"])
+@pytest.mark.parametrize("command", ["analyze", "record", "spectrum", "truncate", "advise"])
 def test_the_api_page_lists_every_keyword(command: str) -> None:
     """docs/api.md holds each command's keywords as declared (regenerate the block from the message)."""
     from bptt_cli.api import options

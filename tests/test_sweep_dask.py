@@ -233,3 +233,39 @@ def test_missing_dask_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.stderr.strip() == (
         "bptt: error: --scheduler needs Dask distributed, an optional extra: pip install 'bptt-cli[dask]'"
     )
+
+
+def test_a_worker_killed_mid_sweep_then_resume_gives_the_uninterrupted_records(
+    scheduler: str, tmp_path: Path
+) -> None:
+    """kill -9 of a Dask worker process while the sweep runs: its point is rescheduled (or, if
+    it failed too often, listed as failed in one line each); the sweep ends cleanly either way,
+    and ``--resume`` completes the file with the records of a run that nothing disturbed."""
+    import signal
+    import subprocess
+
+    from sweep_helpers import bptt_command, subprocess_env, wait_for_records
+
+    grid = ["--radius", "0.5:1.5:6", "--T", "2500", "--hidden", "24", "--trials", "2"]
+    out = tmp_path / "r.jsonl"
+    client = distributed.Client(scheduler, set_as_default=False)
+    try:
+        proc = subprocess.Popen(
+            [*bptt_command(), "sweep", *grid, "--scheduler", scheduler, "--output", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=subprocess_env(),
+        )  # fmt: skip
+        wait_for_records(proc, out, 1)
+        victim = next(iter(client.run(os.getpid).values()))
+        os.kill(victim, signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+        lines = err.decode().splitlines()
+        assert proc.returncode in (0, 2), err.decode()
+        assert all(line.startswith("bptt: error: ") for line in lines), err.decode()
+        resumed = invoke("sweep", *grid, "--scheduler", scheduler, "--output", str(out), "--resume")
+        assert resumed.exit_code == 0, resumed.stderr
+        local = invoke("sweep", *grid, "--workers", "1", "--format", "jsonl")
+        assert comparable(jsonl(out.read_text())) == comparable(jsonl(local.stdout))
+        assert len(jsonl(out.read_text())) == 6
+    finally:
+        client.wait_for_workers(2, timeout=60)  # the nanny restarts the worker, for the tests after
+        client.close()

@@ -1,65 +1,45 @@
 """Real `bptt sweep` processes interrupted (Ctrl-C) or killed (kill -9) mid-sweep, then resumed.
 
 At every moment the output file parses; --resume then ends with the same records as one
-uninterrupted run (wall times aside), and no worker process outlives a killed sweep.
+uninterrupted run (wall times aside), and no worker process outlives a killed sweep. The kills at
+random moments are drawn from ``BPTT_KILL_SEED`` (fixed in CI; set it to try other moments).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sweep_helpers import comparable, invoke, same_as_csv, subprocess_env
+from sweep_helpers import (
+    FORMATS,
+    SLOW_GRID,
+    bptt_command,
+    comparable,
+    invoke,
+    same_as_csv,
+    strict_parse,
+    subprocess_env,
+    wait_for_records,
+)
 
-from bptt_cli.io.sweep_records import read_records
-
-# about a dozen points of ~0.1 s: long enough to be caught in the middle
-GRID = ["--radius", "0.5:1.5:12", "--T", "2500", "--hidden", "24", "--trials", "2"]
-FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv"}
-
-
-def bptt_command() -> list[str]:
-    entry = Path(sys.executable).parent / "bptt"
-    return [str(entry)] if entry.exists() else [sys.executable, "-m", "bptt_cli"]
-
-
-def strict_parse(path: Path) -> list[dict[str, Any]]:
-    """The records of a finished or killed run, parsed strictly (no line cut short)."""
-    text = path.read_text() if path.exists() else ""
-    if path.suffix == ".json":
-        return list(json.loads(text)["records"]) if text else []
-    assert text == "" or text.endswith("\n"), "last line cut short"
-    existing = read_records(path, FORMATS[path.suffix])
-    assert existing.end == len(text.encode())
-    return existing.records
+GRID = SLOW_GRID
 
 
-def start(out: Path) -> subprocess.Popen[bytes]:
+def start(out: Path, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [*bptt_command(), "sweep", *GRID, "--workers", "2", "--output", str(out)],
+        [*bptt_command(), "sweep", *GRID, "--workers", "2", "--output", str(out), *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=subprocess_env(),
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # even if CI ignores SIGINT
     )
-
-
-def wait_for_records(proc: subprocess.Popen[bytes], out: Path, at_least: int, timeout: float = 60) -> int:
-    """Poll the file (which must parse every time) until it holds ``at_least`` records."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        n = len(read_records(out, FORMATS[out.suffix]).records) if out.exists() else 0
-        if n >= at_least:
-            return n
-        assert proc.poll() is None, "the sweep ended before it could be interrupted"
-        time.sleep(0.01)
-    raise AssertionError("no records in time")
 
 
 def children(pid: int) -> list[int]:
@@ -140,5 +120,29 @@ def test_ctrl_c_exits_130_and_resume_ends_with_the_uninterrupted_records(
     assert "Traceback" not in err.decode()
     partial = strict_parse(out)
     assert 1 <= len(partial) < 12
+    resume(out)
+    same(strict_parse(out), reference, False)
+
+
+def test_kill_9_at_random_moments_then_resume_completes_the_file(
+    tmp_path: Path, reference: dict[Any, dict[str, Any]]
+) -> None:
+    """Killed while it starts its workers, opens or rewrites the file, or computes: whatever the
+    moment, the file parses (or is not there yet), no lock outlives the sweep, and the next
+    ``--resume`` goes on from there."""
+    rng = random.Random(int(os.environ.get("BPTT_KILL_SEED", "16")))
+    out = tmp_path / "r.json"  # rewritten whole after every record: the most moving parts
+    for delay in (rng.uniform(0.3, 0.9), rng.uniform(0.0, 2.0)):  # while it starts; any time
+        proc = start(out, "--resume")
+        time.sleep(delay)
+        workers = children(proc.pid)  # some may be starting: killed before they knew their parent
+        proc.kill()
+        proc.communicate(timeout=30)  # stderr ends when the last worker has gone
+        partial = strict_parse(out)
+        assert len(partial) <= 12
+        deadline = time.monotonic() + 10
+        while any(alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(w) for w in workers), "worker processes outlived the killed sweep"
     resume(out)
     same(strict_parse(out), reference, False)

@@ -85,6 +85,7 @@ def analyze(
     spec: Spec, given: Given | GatedGiven | StackGiven | None = None, tolerance: float = 1.0, *,
     theory: bool = False, lyapunov: int | None = None,
     checkpoint: str = "auto", max_memory: int | None = None, estimators: Sequence[Estimator] = (),
+    eigenvalues: int | None = None,
 ) -> Analysis:
     """Draw every trial of ``spec``, compute its exact BPTT gradients and its spectrum.
 
@@ -96,6 +97,7 @@ def analyze(
     and measured against the full gradients. A :class:`~bptt_cli.core.network.GatedSpec`
     (LSTM, GRU) gives a :class:`~bptt_cli.analysis.result.GatedAnalysis`: it stores every state
     (``checkpoint`` ``auto`` or ``none``, no estimators), within ``max_memory`` (default 1 GiB).
+    ``eigenvalues``: how many eigenvalues the records list (``None``: all; all are computed).
     """
     from bptt_cli.analysis.memory import MemoryUse, peak_rss_bytes
 
@@ -103,14 +105,14 @@ def analyze(
     mode = settled.memory
     if spec.stacked:
         return _analyze_stack(spec, given, tolerance, theory, settled.lyapunov, mode.estimated_bytes,
-                              max_memory)
+                              max_memory, eigenvalues)
     if isinstance(spec, GatedSpec):
         from bptt_cli.core.gated import gated_bptt
 
         assert given is None or isinstance(given, GatedGiven)
         gated = build_network(spec, given)
         gated_fwd, gated_grads = gated_bptt(gated, spec.loss)
-        sp = spectrum(gated.W_hh)
+        sp = spectrum(gated.W_hh, eigenvalues)
         th = _theory(spec, gated, gated_fwd, gated_grads, sp, settled.lyapunov, given) if theory else None
         memory = MemoryUse(None, mode.estimated_bytes, max_memory, peak_rss_bytes())
         layer = _only_layer(gated_grads, gated_grads.params, sp, tolerance, th, gated=True)
@@ -133,7 +135,7 @@ def analyze(
             for est, batch in zip(estimators, settled.batches, strict=True)
         )
     terms = param_terms_log10(grads.dL_da_s, fwd.h_s, fwd.e_s, net.x, spec.loss)
-    sp = spectrum(net.W_hh)
+    sp = spectrum(net.W_hh, eigenvalues)
     th = _theory(spec, net, fwd, grads, sp, settled.lyapunov, given) if theory else None
     del fwd
     memory = MemoryUse(mode.checkpoint_every, mode.estimated_bytes, max_memory, peak_rss_bytes())
@@ -167,10 +169,11 @@ def _only_layer(
 
 def _analyze_stack(
     spec: Spec, given: Any, tolerance: float, theory: bool, K: int, estimated_bytes: int,
-    max_memory: int | None,
+    max_memory: int | None, eigenvalues: int | None = None,
 ) -> Analysis:
     """A stacked or bidirectional network: every layer-direction's exact BPTT, spectrum and theory;
-    the top-level quantities of layer 0, forward, with the output layer's gradients."""
+    the top-level quantities of layer 0, forward, with the output layer's gradients. ``eigenvalues``:
+    how many of each layer's eigenvalues the records list (``None``: all)."""
     from dataclasses import replace
 
     from bptt_cli.analysis.memory import MemoryUse, peak_rss_bytes
@@ -188,7 +191,7 @@ def _analyze_stack(
     layers = []
     for row in sg.runs:
         for run in row:
-            sp = spectrum(run.net.W_hh)
+            sp = spectrum(run.net.W_hh, eigenvalues)
             th = None
             if theory:
                 reason = ("driven by the layer below: its inputs are that layer's states, not iid"

@@ -240,8 +240,8 @@ def sweep(
     run = run_sweep(parsed, workers=workers, scheduler=scheduler, out_format=out_format, output=path,
                     resume=resume, progress=progress)
     result = SweepResult(run, opt.axis_defaults(), rows, cols)
-    if run.failed:
-        raise SweepFailed(f"{len(run.failed)} of {run.total} points failed: {result.failed}", result)
+    if run.n_failed:
+        raise SweepFailed(f"{run.n_failed} of {run.total} points failed: {result.failed}", result)
     return result
 
 

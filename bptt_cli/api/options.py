@@ -74,9 +74,20 @@ def analyze_options(
     clip: Annotated[float | None, typer.Option(metavar="THETA", help="Also measure global norm clipping of the gradient at THETA.")] = None,
     checkpoint: Annotated[str, typer.Option(metavar="auto|none|K", help="auto: store every state if that fits in --max-memory (default 1 GiB), else keep about sqrt(T) checkpoints; none: store every state; K: keep every K-th state (rounded up to a multiple of 256). Same numbers in every mode.")] = "auto",
     max_memory: Annotated[str | None, typer.Option(metavar="SIZE", help="Memory budget of the computation, e.g. 512M or 2G (powers of 1024); exit 2 if it cannot fit.")] = None,
+    eigenvalues: Annotated[str, typer.Option(metavar="all|none|K", help="Eigenvalues of W_hh (each layer's) listed per trial in the JSON: all (default), none, or the K of largest modulus. All are computed either way (the Henrici departure needs every one).")] = "all",
 ) -> None:
     """What ``bptt analyze`` computes: each option is a keyword of :func:`bptt_cli.analyze` and an
     axis of ``bptt sweep``."""
+
+
+StepsOpt = Annotated[int, typer.Option(metavar="K", min=1, help="JSON and CSV: only every K-th step of the per-step arrays (t = T, T-K, ...).")]
+SummaryOnlyOpt = Annotated[bool, typer.Option(help="JSON: config and summary only, no per-trial records.")]
+
+
+def record_options(steps: StepsOpt = 1, summary_only: SummaryOnlyOpt = False) -> None:
+    """How much of ``bptt analyze``'s record is written: options of ``bptt analyze`` (not axes of
+    ``bptt sweep``, whose records hold summaries) and keywords of ``AnalyzeResult.to_dict``,
+    ``record`` and ``write``."""
 
 
 def spectrum_options(

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
 
     from bptt_cli.analysis.spectrum import SpectrumReport
+    from bptt_cli.report.plotting import Kind
     from bptt_cli.run.advise import Advice
     from bptt_cli.run.experiment import Experiment
     from bptt_cli.run.sweep import SweepRun
@@ -100,6 +101,16 @@ def _frame(columns: Mapping[str, Any]) -> Any:
     return pd.DataFrame(dict(columns))
 
 
+def _record_options(steps: Any, summary_only: Any) -> tuple[int, bool]:
+    """``steps`` and ``summary_only`` checked as ``--steps`` and ``--summary-only`` are
+    (:func:`bptt_cli.api.options.record_options`): :class:`~bptt_cli.errors.BadInput` with the
+    CLI's message."""
+    from bptt_cli.api import options as opt
+
+    checked = opt.check(opt.record_options, {"steps": steps, "summary_only": summary_only})
+    return checked["steps"], checked["summary_only"]
+
+
 @dataclass
 class AnalyzeResult(Rendered):
     """The result of :func:`bptt_cli.analyze`: every trial's exact BPTT gradients, spectrum and theory.
@@ -113,14 +124,19 @@ class AnalyzeResult(Rendered):
     experiment: Experiment
     _record: dict[str, Any] | None = field(default=None, repr=False)
 
-    def record(self, fail_on: str | None = None) -> dict[str, Any]:
+    def record(
+        self, fail_on: str | None = None, steps: int = 1, summary_only: bool = False
+    ) -> dict[str, Any]:
         """The JSON object of ``bptt analyze --format json`` with numpy values (``fail_on``: as the
-        CLI's ``config.fail_on``)."""
-        from bptt_cli.io.records import analysis_record
+        CLI's ``config.fail_on``; ``steps``, ``summary_only``: as ``--steps K`` and
+        ``--summary-only``, :func:`bptt_cli.io.records.output_record`)."""
+        from bptt_cli.io.records import analysis_record, output_record
 
+        steps, summary_only = _record_options(steps, summary_only)
         if self._record is None:
             self._record = analysis_record(self.analysis, self.experiment.report_config(self.analysis))
-        return {**self._record, "config": {**self._record["config"], "fail_on": fail_on}}
+        record = {**self._record, "config": {**self._record["config"], "fail_on": fail_on}}
+        return output_record(record, self.analysis.grad_h_log10.shape[1], steps, summary_only)
 
     @property
     def trials(self) -> list[Record]:
@@ -155,9 +171,11 @@ class AnalyzeResult(Rendered):
             raise BadInput(f"unknown fail_on {fail_on!r} (choose from {', '.join(FAIL_ON)})")
         return self.analysis.fails(fail_on)
 
-    def to_dict(self, fail_on: str | None = None) -> dict[str, Any]:
+    def to_dict(
+        self, fail_on: str | None = None, steps: int = 1, summary_only: bool = False
+    ) -> dict[str, Any]:
         """What ``bptt analyze --format json`` prints, as Python objects (``null`` is ``None``)."""
-        return jsonable(self.record(fail_on))
+        return jsonable(self.record(fail_on, steps, summary_only))
 
     def to_frame(self) -> Any:
         """One row per trial and step: the columns of ``--format csv`` (pandas)."""
@@ -165,16 +183,25 @@ class AnalyzeResult(Rendered):
 
         return _frame(analysis_columns(self.analysis))
 
-    def write(self, fmt: str, write: Callable[[str], object], fail_on: str | None = None) -> None:
-        """The ``json`` or ``csv`` text of ``--format``, written in pieces."""
+    def write(
+        self, fmt: str, write: Callable[[str], object], fail_on: str | None = None, steps: int = 1,
+        summary_only: bool = False,
+    ) -> None:
+        """The ``json`` or ``csv`` text of ``--format``, written in pieces (``steps``,
+        ``summary_only``: ``--steps K``, ``--summary-only``)."""
         from bptt_cli.io.jsontext import write_json
         from bptt_cli.io.records import write_analysis_csv
 
+        steps, summary_only = _record_options(steps, summary_only)
         if fmt == "json":
-            write_json(self.record(fail_on), write)
+            write_json(self.record(fail_on, steps, summary_only), write)
             write("\n")
         else:
-            write_analysis_csv(self.analysis, write)
+            if summary_only:
+                from bptt_cli.errors import BadInput
+
+                raise BadInput("--summary-only is for --format json (the CSV has one row per step)")
+            write_analysis_csv(self.analysis, write, steps)
 
     def check_layer(self, layer: int = 0, direction: int = 0) -> None:
         """:class:`~bptt_cli.errors.BadInput` unless the network has layer ``layer``, ``direction``."""
@@ -310,8 +337,9 @@ class AdviseResult(Rendered):
         from bptt_cli import __version__
 
         config = {**self.experiment.config(), **self.settings}
-        for key in ("lyapunov", "truncate", "truncate_mode", "keep_prob", "clip", "checkpoint"):
-            config.pop(key, None)
+        unused = ("lyapunov", "truncate", "truncate_mode", "keep_prob", "clip", "checkpoint", "eigenvalues")
+        for key in unused:
+            config.pop(key, None)  # analyze's, not the advice's
         return {"version": __version__, "config": config, "diagnosis": self.advice.diagnosis,
                 "advice": self.advice.pieces()}
 
@@ -406,12 +434,15 @@ class SweepResult(Rendered):
         from bptt_cli.io.points import describe
 
         run = self.run
-        return {describe(run.product[i], run.axes): why for i, why in sorted(run.failed.items())}
+        return {describe(point, run.axes): why for point, why in run.failures()}
 
     def fails(self, fail_on: str | None) -> list[dict[str, Any]]:
-        """The records whose verdict matches ``fail_on`` (what ``--fail-on`` lists)."""
+        """The records whose verdict matches ``fail_on`` (what ``--fail-on`` lists; a streamed
+        sweep's first ones, its ``point`` and ``summary``)."""
         if fail_on is None:
             return []
+        if self.run.streamed:
+            return list(self.run.matched)
         return [r for r in self.records if r["summary"]["verdict"] in FAIL_ON[fail_on]]
 
     def to_dict(self) -> dict[str, Any]:
@@ -443,22 +474,23 @@ class SweepResult(Rendered):
         return iter(self.records)
 
     def __len__(self) -> int:
-        return len(self.run.records)
+        return self.run.written + self.run.done_before if self.run.streamed else len(self.run.records)
 
     def __repr__(self) -> str:
         return f"<SweepResult {len(self)} of {self.run.total} points" + (
-            f", {len(self.run.failed)} failed>" if self.run.failed else ">"
+            f", {self.run.n_failed} failed>" if self.run.n_failed else ">"
         )
 
 
 def figure(result: Any, rows: str | None = None, cols: str | None = None) -> Any:
     """The matplotlib figure ``--plot`` draws for a result (or for saved results: a path)."""
-    from bptt_cli.report.plotting import figure_of, load_results, require_matplotlib
+    from bptt_cli.report.plotting import figure_of, figure_of_file, require_matplotlib
 
     require_matplotlib()
     if isinstance(result, str | Path):
-        kind, data = load_results(Path(result))
-    elif isinstance(result, AnalyzeResult):
+        return figure_of_file(Path(result), rows, cols)
+    kind: Kind
+    if isinstance(result, AnalyzeResult):
         kind, data = "analyze", result.to_dict()
     elif isinstance(result, SpectrumResult):
         kind, data = "spectrum", result.to_dict()

@@ -37,6 +37,7 @@ LOSSES = ("last", "mean")
 CRITERIA = ("mse", "cross-entropy")
 INITIAL = ("zeros", "random")  # --h0, or a file
 PARAMS = ("W_hh", "W_hx", "W_qh", "b_h", "b_q")
+MAX_SCALE = 1e300  # the largest --gain, --radius, --norm or --bias: float64 stops near 1.8e308
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,11 @@ class Spec:
             value = getattr(self, name)
             if value is not None and not (np.isfinite(value) and value >= 0):
                 raise BadInput(f"{flag(name)} must be a finite number >= 0, got {value}")
+            if value is not None and value > MAX_SCALE:
+                raise BadInput(
+                    f"{flag(name)} must be at most 1e300 (float64 needs room above it for the network's "
+                    f"sums), got {value}"
+                )
 
 
     @property

@@ -34,11 +34,12 @@ def normalize(m: Array, s: Array | float = 0.0) -> tuple[Array, Array]:
 
 def pow2_scale(A: Array) -> Array:
     """Powers of two ``2^e``, one per matrix of ``A (..., r, c)``, with ``max |A| / 2^e`` in
-    ``[0.5, 1)`` (1 for a zero matrix): dividing by them is exact, and the entries' squares and
-    products then stay inside float64. Shape ``(...)``."""
+    ``[0.5, 1)`` (1 for a zero matrix; in ``[1, 2)`` for entries of ``2^1023`` or more, as ``2^1024``
+    is beyond float64): dividing by them is exact, and the entries' squares and products then stay
+    inside float64. Shape ``(...)``."""
     peak = np.max(np.abs(A), axis=(-2, -1), initial=0.0)
     _, e = np.frexp(peak)
-    return np.ldexp(1.0, np.where(peak > 0, e, 0))
+    return np.ldexp(1.0, np.where(peak > 0, np.minimum(e, 1023), 0))
 
 
 def unit_rows(x: Array) -> tuple[Array, NDArray[np.bool_]]:

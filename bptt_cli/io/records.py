@@ -62,8 +62,9 @@ def summary(an: Analysis) -> dict[str, Any]:
 
 
 def spectrum_entry(sp: Any, i: int) -> dict[str, Any]:
-    """The ``spectrum`` object of trial ``i`` (spectral radius, norm, condition number, eigenvalues)."""
-    eig = sp.eigenvalues[i]
+    """The ``spectrum`` object of trial ``i`` (spectral radius, norm, condition number, eigenvalues:
+    those ``--eigenvalues`` lists, :attr:`~bptt_cli.theory.spectra.Spectrum.listed_eigenvalues`)."""
+    eig = sp.listed_eigenvalues[i]
     return {
         "spectral_radius": sp.spectral_radius[i],
         "spectral_norm": sp.spectral_norm[i],
@@ -133,6 +134,52 @@ def analysis_record(an: Analysis, config: dict[str, Any] | None = None) -> dict[
     if an.memory is not None:
         record["memory"] = memory_record(an.memory)
     return record
+
+
+STEP_KEYS = ("grad_h_log10", "grad_param_terms_log10", "projection", "tan_log10", "grad_c_log10",
+             "gate_product_log10")
+"""The per-step arrays of a trial (T numbers each, index 0 is t = 1), which ``--steps K`` thins."""
+
+
+def step_indices(T: int, every: int) -> slice:
+    """The steps ``--steps K`` keeps, as 0-based indices: t = T, T - K, T - 2K, ... (increasing)."""
+    return slice((T - 1) % every, T, every)
+
+
+def output_record(
+    record: dict[str, Any], T: int, steps: int = 1, summary_only: bool = False
+) -> dict[str, Any]:
+    """``bptt analyze --format json``'s object as the output options shape it: unchanged by default;
+    else with the key ``output`` (``{"steps": K, "summary_only": ...}``) added, and with
+    ``summary_only`` no ``trials``, with ``steps`` K > 1 every per-step array (:data:`STEP_KEYS`)
+    holding t = T, T - K, T - 2K, ... only (in increasing t: index ``i`` of an array of ``m``
+    numbers is t = T - (m - 1 - i) K)."""
+    if steps == 1 and not summary_only:
+        return record
+    out = {**record, "output": {"steps": steps, "summary_only": summary_only}}
+    if summary_only:
+        del out["trials"]
+    elif steps > 1:
+        keep = step_indices(T, steps)
+        out["trials"] = [_thin(trial, keep) for trial in record["trials"]]
+    return out
+
+
+def _thin(node: dict[str, Any], keep: slice, inside: bool = False) -> dict[str, Any]:
+    """``node`` with its per-step arrays (:data:`STEP_KEYS`, at any depth: those of
+    ``trials[i].layers[j]`` too) cut to the steps ``keep``."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        step = inside or key in STEP_KEYS
+        if isinstance(value, dict):
+            out[key] = _thin(value, keep, key in STEP_KEYS)
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            out[key] = [_thin(v, keep, step) for v in value]
+        elif step and isinstance(value, np.ndarray) and value.ndim == 1:
+            out[key] = value[keep]
+        else:
+            out[key] = value
+    return out
 
 
 def _lag(x: float) -> int | None:
@@ -286,23 +333,27 @@ def analysis_columns(an: Analysis) -> dict[str, Any]:
     return columns
 
 
-def write_analysis_csv(an: Analysis, write: Callable[[str], object]) -> None:
+def write_analysis_csv(an: Analysis, write: Callable[[str], object], steps: int = 1) -> None:
     """The text of :func:`analysis_csv`, written ``CSV_ROWS`` rows at a time (T = 1e8 never
-    exists as one string)."""
+    exists as one string). Each column is formatted in bulk (:func:`bptt_cli.io.jsontext.number_tokens`:
+    the floats' ``repr``, non-finite numbers empty), then the rows are joined. ``steps`` K > 1:
+    only the rows of t = T, T - K, ... (:func:`step_indices`)."""
+    from bptt_cli.io.jsontext import number_tokens
+
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
     columns = analysis_columns(an)
-    writer.writerow(columns)
+    if steps > 1:
+        n, T = an.grad_h_log10.shape
+        rows = np.arange(n * T).reshape(n, T)[:, step_indices(T, steps)].ravel()
+        columns = {k: np.asarray(v)[rows] for k, v in columns.items()}
+    csv.writer(buf, lineterminator="\n").writerow(columns)
+    write(buf.getvalue())
     ints = [columns.pop(k) for k in ("trial", "t", "lag")]
     floats = list(columns.values())
-    for r in range(len(ints[0])):
-        texts = ("" if not np.isfinite(c[r]) else repr(float(c[r])) for c in floats)
-        writer.writerow([*(int(c[r]) for c in ints), *texts])
-        if r % CSV_ROWS == CSV_ROWS - 1:
-            write(buf.getvalue())
-            buf.seek(0)
-            buf.truncate()
-    write(buf.getvalue())
+    for r0 in range(0, len(ints[0]), CSV_ROWS):
+        r1 = r0 + CSV_ROWS
+        cells = [number_tokens(c[r0:r1]) for c in ints] + [number_tokens(c[r0:r1], null="") for c in floats]
+        write("".join([",".join(row) + "\n" for row in zip(*cells, strict=True)]))
 
 
 def nonnormality_record(henrici: float, abscissa: float, growth: Any, i: int) -> dict[str, Any]:

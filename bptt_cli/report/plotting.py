@@ -41,29 +41,39 @@ def check_plot(path: Path | None) -> str | None:
     everything that could make the plot fail: run this before computing anything."""
     if path is None:
         return None
+    from bptt_cli.io.output import check_writable
+
     fmt = PLOT_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise BadInput(f"--plot {path}: unknown image format {path.suffix!r} (use .png, .svg or .pdf)")
-    if not path.parent.is_dir():
-        raise BadInput(f"cannot write {path}: directory {path.parent} does not exist")
-    if path.is_dir():
-        raise BadInput(f"cannot write {path}: it is a directory")
+    check_writable(path)
     require_matplotlib()
     return fmt
 
 
 def save_figure(fig: Figure, path: Path, fmt: str) -> None:
-    """Write ``fig`` to ``path`` through a temporary file in the same directory and a rename:
-    a failure never leaves a half-written image (nor the temporary file)."""
+    """Write ``fig`` to ``path`` (:func:`bptt_cli.io.output.open_output`): a file through a
+    temporary file beside it and a rename, so that a failure never leaves a half-written image
+    (nor the temporary file); a FIFO or a device in place."""
+    import io
+    import warnings
+
     import matplotlib
 
-    from bptt_cli.io.output import atomic_open
+    from bptt_cli.io.output import open_output
 
+    # drawn in memory first: matplotlib's PDF writer seeks in its file, which a FIFO or a device
+    # (written in place) cannot do, and a drawing that fails then touches no file at all
+    image = io.BytesIO()
     try:
-        with atomic_open(path, binary=True) as f, matplotlib.rc_context({"svg.hashsalt": "bptt"}):
-            fig.savefig(f, format=fmt, metadata=METADATA[fmt])
+        with matplotlib.rc_context({"svg.hashsalt": "bptt"}), warnings.catch_warnings():
+            # a label (from a saved record) with characters the font lacks: boxes, not a warning
+            warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+            fig.savefig(image, format=fmt, metadata=METADATA[fmt])
     except OSError as e:
         raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
+    with open_output(path, binary=True) as f:
+        f.write(image.getvalue())
 
 
 def record_kind(doc: Any) -> Kind:
@@ -122,6 +132,8 @@ def load_results(path: Path) -> tuple[Kind, Any]:
     if kind == "sweep":
         records = doc.get("records", [doc])
         return kind, _nonempty(records, path)
+    if kind == "analyze" and doc.get("output"):  # written with --steps K or --summary-only
+        raise BadInput(f"cannot draw {path}: it was written with --steps or --summary-only (draw a full one)")
     return kind, doc
 
 
@@ -129,6 +141,19 @@ def _nonempty(records: Sequence[Any], path: Path) -> list[Any]:
     if not records:
         raise BadInput(f"{path} holds no sweep records")
     return list(records)
+
+
+def figure_of_file(path: Path, rows: str | None = None, cols: str | None = None) -> Figure:
+    """The figure of the records saved in ``path`` (see :func:`load_results`); :class:`BadInput`
+    if they are not whole records of bptt (a part missing, or of the wrong type)."""
+    kind, data = load_results(path)
+    try:
+        return figure_of(kind, data, rows, cols)
+    except BadInput:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+        why = f"{type(e).__name__}: {e}"
+        raise BadInput(f"cannot plot {path}: its {kind} record is incomplete or garbled ({why})") from None
 
 
 def figure_of(kind: Kind, data: Any, rows: str | None = None, cols: str | None = None) -> Figure:

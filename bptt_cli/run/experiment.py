@@ -31,8 +31,9 @@ class Experiment:
     """One experiment, checked: the settings (``spec``), the user's arrays (``given``), the
     verdict tolerance (orders of magnitude), the input files, the number of Lyapunov exponents
     (``None``: the default), the truncation and clipping estimators, the memory plan
-    (``checkpoint``, ``max_memory`` in bytes) and, for the JSON ``config``, the estimator
-    options as given (``estimator_options``)."""
+    (``checkpoint``, ``max_memory`` in bytes), for the JSON ``config``, the estimator
+    options as given (``estimator_options``), and which eigenvalues the records list
+    (``eigenvalues``: ``all``, ``none`` or a count, :func:`bptt_cli.theory.spectra.check_eigenvalues`)."""
 
     spec: Spec
     given: Given | GatedGiven | StackGiven
@@ -43,6 +44,7 @@ class Experiment:
     checkpoint: str = "auto"
     max_memory: int | None = None
     estimator_options: dict[str, Any] = field(default_factory=dict)
+    eigenvalues: str = "all"
 
     def run(self) -> Analysis:
         """Compute the experiment: ``analysis.analyze`` with the theory's predictions.
@@ -50,6 +52,7 @@ class Experiment:
         What ``bptt analyze`` reports and what each ``bptt sweep`` point records.
         """
         from bptt_cli.analysis.analyze import analyze
+        from bptt_cli.theory.spectra import eigenvalue_count
 
         return analyze(
             self.spec,
@@ -60,6 +63,7 @@ class Experiment:
             checkpoint=self.checkpoint,
             max_memory=self.max_memory,
             estimators=self.estimators,
+            eigenvalues=eigenvalue_count(self.eigenvalues, self.spec.hidden),
         )
 
     @property
@@ -82,6 +86,7 @@ class Experiment:
             **self.estimator_options,
             "checkpoint": self.checkpoint,
             "max_memory": self.max_memory,
+            "eigenvalues": self.eigenvalues,
         }
 
     def resolved_options(self) -> dict[str, Any]:
@@ -107,6 +112,7 @@ class Experiment:
             **self.estimator_options,
             "checkpoint": self.checkpoint,
             "max_memory": self.max_memory,
+            "eigenvalues": self.eigenvalues,
         }
 
 
@@ -229,6 +235,7 @@ def resolve(
     layers: int | None = None,
     bidirectional: bool | None = None,
     h0: Any = "zeros",
+    eigenvalues: str = "all",
 ) -> Experiment:
     """Check the options of ``bptt analyze`` (all but the output ones) and fill in the defaults.
 
@@ -238,10 +245,15 @@ def resolve(
     import math
 
     from bptt_cli.estimators.estimator import estimators_from_options
+    from bptt_cli.theory.spectra import check_eigenvalues
     from bptt_cli.units import parse_size
 
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise BadInput(f"--tolerance must be a finite number >= 0, got {tolerance}")
+    try:
+        listed = check_eigenvalues(eigenvalues)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
     estimators = estimators_from_options(truncate, truncate_mode, keep_prob, draws, clip)
     budget = None if max_memory is None else parse_size(max_memory)
     sources = {
@@ -264,7 +276,9 @@ def resolve(
         "draws": draws,
         "clip": clip,
     }
-    return Experiment(spec, given, tolerance, files, lyapunov, tuple(estimators), checkpoint, budget, options)
+    return Experiment(
+        spec, given, tolerance, files, lyapunov, tuple(estimators), checkpoint, budget, options, listed
+    )
 
 
 def source_label(source: Any) -> Path | str | None:
@@ -297,6 +311,7 @@ def resolved_options(config: Mapping[str, Any]) -> dict[str, Any]:
     a ``config`` that is not one.
     """
     from bptt_cli.estimators.estimator import estimators_from_options
+    from bptt_cli.theory.spectra import check_eigenvalues
 
     truncate = config["truncate"]
     estimators = estimators_from_options(
@@ -314,4 +329,6 @@ def resolved_options(config: Mapping[str, Any]) -> dict[str, Any]:
         "clip": next((e.clip for e in estimators if e.kind == "clip"), None),
         "checkpoint": str(config["checkpoint"]).strip().lower(),
         "max_memory": config["max_memory"],
+        # records written before the option (issue 17) listed every eigenvalue
+        "eigenvalues": check_eigenvalues(config.get("eigenvalues", "all")),
     }

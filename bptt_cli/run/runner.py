@@ -21,14 +21,15 @@ and stops the sweep (:class:`PointFailed`).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from typing import Any
 
-from bptt_cli.errors import BadInput
+from bptt_cli.errors import BadInput, one_line
 
 Point = dict[str, Any]
 Record = dict[str, Any]
@@ -38,6 +39,7 @@ DASK_RETRIES = 2
 DASK_CONNECT_TIMEOUT_S = 5.0
 NO_WORKERS_WARNING_S = 5.0  # a scheduler without workers this long after the points went: say so
 ORPHAN_POLL_S = 0.5
+IN_FLIGHT = 4  # points handed out per worker at a time (taken from an iterator, a window at a time)
 
 
 class PointFailed(BadInput):
@@ -94,16 +96,19 @@ def run_point(point: Point) -> Record:
     }
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int | None = None) -> None:
     """In each local worker: single-threaded BLAS (if numpy is not loaded yet), Ctrl-C left to
-    the parent, and an exit within a second if the parent dies (``kill -9``) instead of idling."""
+    the parent, and an exit within a second if the parent (``parent``, the sweep's pid) dies
+    (``kill -9``) instead of idling, even if it died before this worker had started."""
     import signal
     import threading
 
     for var in BLAS_THREAD_VARS:
         os.environ[var] = "1"
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
+    if os.getppid() != parent:  # orphaned while it started
+        os._exit(1)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -129,33 +134,48 @@ def single_threaded_blas_env() -> Iterator[None]:
                 os.environ[var] = value
 
 
-def run_in_process(points: Sequence[Point], work: Callable[[Point], Record] = run_point) -> Iterator[Outcome]:
-    """Every point in this process, in order: its record or its :class:`Failure`."""
+def run_in_process(points: Iterable[Point], work: Callable[[Point], Record] = run_point) -> Iterator[Outcome]:
+    """Every point in this process, in order (taken from ``points`` one at a time): its record or
+    its :class:`Failure`."""
     for point in points:
         yield attempt(work, point)
 
 
 def run_local(
-    points: Sequence[Point], workers: int, work: Callable[[Point], Record] = run_point
+    points: Iterable[Point], workers: int, work: Callable[[Point], Record] = run_point
 ) -> Iterator[Outcome]:
     """Every point in a pool of ``workers`` processes (started once), outcomes as they finish.
 
-    Stopping the iteration (an exception, Ctrl-C) cancels the points not started and
+    Points are taken from ``points`` as workers free up (at most ``IN_FLIGHT`` per worker handed
+    out at a time, in the order given), so an iterator of a million points never exists as one
+    list. Stopping the iteration (an exception, Ctrl-C) cancels the points not started and
     terminates the workers. A worker process that dies is :class:`PointFailed` (the pool is broken).
     """
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    if not points:
+    source = iter(points)
+    first = list(itertools.islice(source, 1))
+    if not first:
         return
-    workers = max(1, min(workers, len(points)))
+    if isinstance(points, Sized):
+        workers = min(workers, len(points))
+    workers = max(1, workers)
+    source = itertools.chain(first, source)
     with single_threaded_blas_env():
         pool = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+            initargs=(os.getpid(),),
         )
         try:
-            of: dict[Future[Outcome], Point] = {pool.submit(attempt, work, p): p for p in points}
+            of: dict[Future[Outcome], Point] = {}
+
+            def hand_out(k: int) -> None:
+                for p in itertools.islice(source, k):
+                    of[pool.submit(attempt, work, p)] = p
+
+            hand_out(IN_FLIGHT * workers)
             pending = set(of)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -164,7 +184,10 @@ def run_local(
                         outcome = future.result()
                     except BrokenProcessPool as e:
                         raise PointFailed(of[future], f"a worker process died ({e})") from None
+                    del of[future]
                     yield outcome
+                hand_out(IN_FLIGHT * workers - len(pending))
+                pending = set(of)
         finally:
             _stop(pool)
 
@@ -245,7 +268,7 @@ def connect(address: str) -> Any:
 
 
 def _warn(message: str) -> None:
-    print(f"bptt: warning: {message}", file=sys.stderr, flush=True)
+    print(f"bptt: warning: {one_line(message)}", file=sys.stderr, flush=True)
 
 
 def _wait_for_a_worker(client: Any, address: str, warn: Callable[[str], None]) -> None:
@@ -261,38 +284,56 @@ def _wait_for_a_worker(client: Any, address: str, warn: Callable[[str], None]) -
 
 
 def run_dask(
-    points: Sequence[Point],
+    points: Iterable[Point],
     address: str,
     work: Callable[[Point], Record] = run_point,
     client: Any = None,
     warn: Callable[[str], None] = _warn,
+    window: int = 4096,
 ) -> Iterator[Outcome]:
     """Every point on the Dask scheduler at ``address`` (or through ``client``), outcomes as they finish.
 
-    Each point is one task (``pure=False``: never merged with an identical call). A point that
-    is bad input returns its :class:`Failure` (never retried); a task that raises otherwise is
-    retried ``DASK_RETRIES`` times; a point whose worker dies is rescheduled by Dask, and one
-    whose workers die too often is a :class:`Failure`. With no worker on the scheduler ``warn``
-    says so once, and the points wait for one.
+    Each point is one task (``pure=False``: never merged with an identical call); at most
+    ``window`` tasks are on the scheduler at a time, more taken from ``points`` as they finish.
+    A point that is bad input returns its :class:`Failure` (never retried); a task that raises
+    otherwise is retried ``DASK_RETRIES`` times; a point whose worker dies is rescheduled by Dask,
+    and one whose workers die too often is a :class:`Failure`. With no worker on the scheduler
+    ``warn`` says so once, and the points wait for one.
     """
     distributed = _import_dask()
-    if not points:
+    source = iter(points)
+    first = list(itertools.islice(source, 1))
+    if not first:
         return
+    source = itertools.chain(first, source)
     own = client is None
     client = connect(address) if own else client
     try:
-        futures = [client.submit(attempt, work, p, pure=False, retries=DASK_RETRIES) for p in points]
-        of = {f.key: p for f, p in zip(futures, points, strict=True)}
+        of: dict[Any, Point] = {}
+        live: dict[Any, Any] = {}
+
+        def hand_out(k: int) -> list[Any]:
+            futures = []
+            for p in itertools.islice(source, k):
+                f = client.submit(attempt, work, p, pure=False, retries=DASK_RETRIES)
+                of[f.key], live[f.key] = p, f
+                futures.append(f)
+            return futures
+
         try:
+            queue = distributed.as_completed(hand_out(window), loop=client.loop)
             _wait_for_a_worker(client, address, warn)
-            for future in distributed.as_completed(futures, loop=client.loop):
+            for future in queue:
                 try:
                     outcome = future.result()
                 except distributed.KilledWorker as e:
                     outcome = Failure(of[future.key], f"its Dask workers died too often ({e})")
+                del live[future.key], of[future.key]
                 yield outcome
+                for f in hand_out(1):
+                    queue.add(f)
         finally:
-            client.cancel(futures)
+            client.cancel(list(live.values()))
     finally:
         if own:
             client.close()
@@ -300,23 +341,25 @@ def run_dask(
 
 @contextlib.contextmanager
 def running(
-    points: Sequence[Point],
+    points: Iterable[Point],
     workers: int,
     scheduler: str | None = None,
     work: Callable[[Point], Record] = run_point,
 ) -> Iterator[Iterator[Outcome]]:
     """The outcomes of ``points`` (records, or :class:`Failure`) as they finish: on Dask when
-    ``scheduler`` is set, else in this process for one worker (or one point), else in a local
-    pool of ``workers`` processes.
+    ``scheduler`` is set, else in this process for one worker (or a list of one point), else in a
+    local pool of ``workers`` processes. ``points`` may be an iterator: they are taken from it as
+    they are handed out.
 
     What can fail before any point runs (the Dask extra, the connection) fails on entering,
     before the caller touches its output.
     """
-    client = connect(scheduler) if scheduler and points else None
+    few = isinstance(points, Sized) and len(points) <= 1
+    client = connect(scheduler) if scheduler and not (isinstance(points, Sized) and not points) else None
     try:
         if scheduler:
             results = run_dask(points, scheduler, work, client)
-        elif workers <= 1 or len(points) <= 1:  # no pool to start for a single point
+        elif workers <= 1 or few:  # no pool to start for a single point
             results = run_in_process(points, work)
         else:
             results = run_local(points, workers, work)

@@ -10,13 +10,17 @@ show them (heat tables, :mod:`bptt_cli.report.heatmap`) or hand them over.
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bptt_cli.errors import BadInput
 from bptt_cli.io.points import Axis
+from bptt_cli.run.stream import EAGER_POINTS as EAGER_POINTS  # re-exported: sweeps' names, kept here
+from bptt_cli.run.stream import SweepInterrupted as SweepInterrupted
+from bptt_cli.run.stream import copy_record as copy_record
+from bptt_cli.run.stream import shape as shape
 
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".txt": "table"}
 
@@ -36,42 +40,46 @@ def sweep_format(output: Path | None, fmt: str | None) -> str:
     return output_format(output, fmt, SUFFIX_FORMATS)
 
 
-def shape(exp: Any) -> Hashable:
-    """What a record's columns depend on (the kind of cell, Elman or gated, and the estimators):
-    records of one shape flatten to the same CSV columns."""
-    return type(exp.spec).__name__, tuple(e.kind for e in exp.estimators)
-
-
-def copy_record(
-    record: Mapping[str, Any], point: Mapping[str, Any], config: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The record of ``point``, whose numbers are ``record``'s (they differ only in options the
-    cell ignores): its own ``point`` and ``config``, ``record``'s ``summary``, no wall time of
-    its own (``wall_time_s`` 0)."""
-    return {
-        "point": dict(point),
-        "config": dict(config),
-        "summary": record["summary"],
-        "wall_time_s": 0.0,
-        "version": record["version"],
-    }
-
-
 @dataclass
 class SweepRun:
     """A finished (or stopped) sweep: ``records`` by grid index (the first point of each identity),
-    ``failed`` points (index: why), the grid's ``product`` of points and its :class:`Points`."""
+    ``failed`` points (index: why), the grid's ``product`` of points and its :class:`Points`.
+
+    A streamed sweep (``streamed``: a grid of more than
+    :data:`~bptt_cli.run.stream.EAGER_POINTS` points, :mod:`bptt_cli.run.stream`) keeps no records
+    and no product: ``written`` counts the records written, ``done_before`` those already in the
+    file (``--resume``); the first :data:`~bptt_cli.run.stream.KEPT` failed points are in
+    ``failed`` and ``failed_points`` (``failed_count`` counts them all), and likewise the records
+    matching ``--fail-on`` (``matched``, ``matched_count``)."""
 
     axes: Sequence[Axis]
     product: list[dict[str, Any]]
     grid: Any
     records: dict[int, dict[str, Any]] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
+    streamed: bool = False
+    size: int = 0
+    written: int = 0
+    done_before: int = 0
+    failed_points: dict[int, dict[str, Any]] = field(default_factory=dict)
+    failed_count: int = 0
+    matched: list[dict[str, Any]] = field(default_factory=list)
+    matched_count: int = 0
 
     @property
     def total(self) -> int:
-        """How many distinct points the grid has."""
-        return len(self.grid.unique)
+        """How many distinct points the grid has (a streamed grid: how many points)."""
+        return self.size if self.streamed else len(self.grid.unique)
+
+    def failures(self) -> list[tuple[dict[str, Any], str]]:
+        """The points that failed while running (a streamed grid: the first ones) and why, in grid order."""
+        if self.streamed:
+            return [(self.failed_points[i], self.failed[i]) for i in sorted(self.failed)]
+        return [(self.product[i], self.failed[i]) for i in sorted(self.failed)]
+
+    @property
+    def n_failed(self) -> int:
+        return self.failed_count if self.streamed else len(self.failed)
 
     def shown(self) -> list[dict[str, Any]]:
         """A record for every point of the product that has one (a point equal to an earlier one
@@ -87,12 +95,18 @@ class SweepRun:
         return [{**self.records[i], "point": self.product[i]} for i in sorted(self.records)]
 
 
-class SweepInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a sweep: ``done`` of ``total`` points have records (in ``output``, if any)."""
+def grid_size(axes: Sequence[Axis]) -> int:
+    """How many points the product of ``axes`` has."""
+    import math
 
-    def __init__(self, done: int, total: int) -> None:
-        super().__init__(f"{done} of {total} points")
-        self.done, self.total = done, total
+    return math.prod(len(a.values) for a in axes)
+
+
+def streams(axes: Sequence[Axis]) -> bool:
+    """Whether the grid is streamed (more than :data:`~bptt_cli.run.stream.EAGER_POINTS` points)."""
+    from bptt_cli.run import stream
+
+    return grid_size(axes) > stream.EAGER_POINTS
 
 
 def run_sweep(
@@ -104,8 +118,13 @@ def run_sweep(
     output: Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    fail_on: str | None = None,
 ) -> SweepRun:
     """Check every point, run the missing ones, stream their records to ``output``, return them all.
+
+    A grid of more than :data:`~bptt_cli.run.stream.EAGER_POINTS` points is streamed instead
+    (:mod:`bptt_cli.run.stream`: checked by axis values first and point by point as it runs, its
+    records written and not kept, those matching ``fail_on`` kept to be listed).
 
     ``axes``: one per ``analyze`` option, in its order; ``out_format``: of the records in ``output``
     (``table``: nothing is written here). Points whose numbers another point of the grid gives
@@ -125,6 +144,13 @@ def run_sweep(
 
     if resume and (output is None or out_format == "table"):
         raise BadInput("--resume needs --output FILE with records (.jsonl, .json or .csv)")
+    if streams(axes):
+        from bptt_cli.run.stream import stream_sweep
+
+        run = SweepRun(axes, [], None, streamed=True, size=grid_size(axes))
+        n = workers if workers is not None else cpus()
+        return stream_sweep(run, workers=n, scheduler=scheduler, out_format=out_format, output=output,
+                            resume=resume, progress=progress, fail_on=fail_on)
     product = points(axes)
     experiments = []
     for p in product:  # every point is checked before anything is run or written

@@ -69,11 +69,14 @@ def effective_memory(
     out = np.full(n, np.nan)
     term_s = a_s + h_s[:, :T]  # ln ||a_t h_{t-1}^T||_F, (n, T)
     ref = np.max(term_s, axis=1)
-    with np.errstate(under="ignore", invalid="ignore"):
+    # a sum whose mantissa underflowed to 0 while its scale did not (a saturated gated cell) times
+    # a scale far above the terms': no head to scan (NaN, as for dL/dW_hh = 0)
+    with np.errstate(under="ignore", invalid="ignore", over="ignore"):
         w = np.exp(term_s - ref[:, None])  # term norms relative to the largest
         R = total_m * np.exp(total_s - ref)[:, None, None]
-    norm2 = np.sum(R * R, axis=(1, 2))
-    active = np.isfinite(ref) & np.isfinite(total_s) & (norm2 > 0)
+        norm2 = np.sum(R * R, axis=(1, 2))
+    active = np.isfinite(ref) & np.isfinite(total_s) & np.isfinite(norm2) & (norm2 > 0)
+    R = np.where(active[:, None, None], R, 0.0)
     threshold = tolerance * np.sqrt(np.where(active, norm2, 0.0))
     for blk in blocks:
         if not active.any():

@@ -31,7 +31,7 @@ import numpy as np
 
 from bptt_cli.core.elman import Dphi
 from bptt_cli.core.network import GatedNetwork
-from bptt_cli.core.scaled import Array, finite_or_zero, normalize
+from bptt_cli.core.scaled import Array, finite_or_zero, normalize, pow2_scale
 
 if TYPE_CHECKING:
     from bptt_cli.core.gated import GatedForward, StepJacobians
@@ -41,6 +41,8 @@ STEP_BUDGET = 2**30  # steps averaged: min(T - transient, max(MIN_STEPS, STEP_BU
 MIN_STEPS = 500  # (a fraction of a second: 500 steps at h = 1024, 2730 at 256, 7281 at 64)
 CHUNK = 256  # steps whose derivatives are prepared at once
 START_SEED = 20130101  # the fixed random start Q_0 (same for every trial and run)
+REORTH = 8  # Elman cells: steps between re-orthonormalisations of the frame (see _chunk)
+REORTH_RATIO = 1e-4  # ... a block whose |R_ii| spread wider than this is redone step by step
 REL_FLOOR = -700.0  # nonzero |phi'| more than e^700 below the step's largest are raised to it
 TINY_LN = -600.0  # a gated QR step whose |R_ii| fell below e^-600 (or was not finite) is redone scaled
 
@@ -105,6 +107,9 @@ def lyapunov_exponents(
         transient, steps = window(T, h, K)
     Q = np.broadcast_to(start_frame(h, K), (n, h, K)).copy()
     W_hh_T = np.ascontiguousarray(np.swapaxes(W_hh, -1, -2))
+    unit = pow2_scale(W_hh)  # exact: W_hh / 2^e has entries below 1, so REORTH products cannot overflow
+    W_unit = W_hh_T / unit[:, None, None]
+    ln_unit = np.log(unit)
     logs = np.zeros((n, K))
     scale = np.zeros(n)
     stop = T - transient - steps  # first 0-based step not used
@@ -116,18 +121,51 @@ def lyapunov_exponents(
                 c0 = max((c1 - 1) // CHUNK * CHUNK, t0, stop)
                 chunk = None if dphi is None else dphi.steps(c0 - t0, c1 - t0)
                 d, top = _relative_dphi(chunk, n, c1 - c0)
-                diag = np.empty((n, c1 - c0, K))
-                for k in range(c1 - c0 - 1, -1, -1):
-                    Y = Q if d is None else d[:, k, :, None] * Q
-                    Q, R = np.linalg.qr(np.matmul(W_hh_T, Y))
-                    diag[:, k] = np.diagonal(R, axis1=-2, axis2=-1)
-                used = slice(0, max(0, min(c1, first_used) - c0))  # steps c0 .. first_used-1
-                logs += np.sum(np.log(np.abs(diag[:, used])), axis=1)
-                scale += np.sum(top[:, used], axis=1)
+                u = max(0, min(c1, first_used) - c0)  # steps c0 .. c0+u-1 are averaged
+                Q = _chunk(W_hh_T, W_unit, ln_unit, d, Q, u, logs, c1 - c0)
+                scale += np.sum(top[:, :u], axis=1)
                 c1 = c0
             if t0 <= stop:
                 break
     return Lyapunov.from_sums(logs + scale[:, None], steps, transient)
+
+
+def _chunk(
+    W_hh_T: Array, W_unit: Array, ln_unit: Array, d: Array | None, Q: Array, u: int, logs: Array, L: int
+) -> Array:
+    """The ``L`` steps of one chunk, last first, from the frame ``Q``: ``ln |R_ii|`` of the steps
+    ``k < u`` added to ``logs``; returns the new frame.
+
+    The frame is re-orthonormalised every ``REORTH`` steps rather than every step (blocks never
+    straddle ``u``): the QR of the product of the block's steps has ``R`` equal to the product of
+    the steps' ``R`` factors, so the sums of ``ln |R_ii|`` are the same but for rounding. The
+    products run on ``W_hh / 2^e`` (exact, :func:`~bptt_cli.core.scaled.pow2_scale`), ``e ln 2`` a
+    step added back. A block whose ``R`` has a diagonal entry not finite, zero, or below
+    ``REORTH_RATIO`` times its largest (the columns too close to parallel for the weaker ones'
+    digits) is redone one step at a time, as every step was before.
+    """
+    k = L - 1
+    while k >= 0:
+        lo = max(k - REORTH + 1, 0)
+        if k >= u > lo:
+            lo = u
+        Y = Q
+        for j in range(k, lo - 1, -1):
+            Y = np.matmul(W_unit, Y if d is None else d[:, j, :, None] * Y)
+        Q_new, R = np.linalg.qr(Y)
+        r = np.abs(np.diagonal(R, axis1=-2, axis2=-1))
+        good = np.isfinite(r).all() and bool(np.all(r.min(axis=1) > REORTH_RATIO * r.max(axis=1)))
+        if good:
+            if lo < u:
+                logs += np.log(r) + (k - lo + 1) * ln_unit[:, None]
+            Q = Q_new
+        else:
+            for j in range(k, lo - 1, -1):
+                Q, R = np.linalg.qr(np.matmul(W_hh_T, Q if d is None else d[:, j, :, None] * Q))
+                if j < u:
+                    logs += np.log(np.abs(np.diagonal(R, axis1=-2, axis2=-1)))
+        k = lo - 1
+    return Q
 
 
 def _relative_dphi(dphi: Dphi | None, n: int, L: int) -> tuple[Array | None, Array]:

@@ -39,9 +39,10 @@ def henrici(W: Array, eigenvalues: NDArray[np.complex128]) -> Array:
     ``W / 2^e`` (:func:`bptt_cli.core.scaled.pow2_scale`), so any ``W`` in float64's range works.
     """
     scale = pow2_scale(W)
-    W, eigenvalues = W / scale[:, None, None], eigenvalues / scale[:, None]
+    W = W / scale[:, None, None]
+    # |lambda| / 2^e, not lambda / 2^e: a complex division by a subnormal 2^e overflows
+    eig2 = np.sum((np.abs(eigenvalues) / scale[:, None]) ** 2, axis=-1)
     fro2 = np.einsum("nij,nij->n", W, W)
-    eig2 = np.sum(np.abs(eigenvalues) ** 2, axis=-1)
     dep2 = np.maximum(fro2 - eig2, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(fro2 > 0, np.sqrt(dep2 / np.where(fro2 > 0, fro2, 1.0)), 0.0)
