@@ -1105,3 +1105,26 @@ def test_d2l_s_own_model_state_dict_reads_as_its_layout(tmp_path: Path) -> None:
     book = bptt_json("--weights", tmp_path / "model.npz", "--T", 10)
     ours = bptt_json("--weights", tmp_path / "ours.npz", "--T", 10)
     assert book["trials"] == ours["trials"]
+
+
+def test_the_csv_of_a_stack_has_every_layer() -> None:
+    args = ("--T", 6, "--hidden", 3, "--layers", 2, "--bidirectional", "--trials", 2, "--cell", "tanh")
+    record = bptt_json(*args)
+    text = bptt("analyze", *args, "--format", "csv").stdout.splitlines()
+    assert text[0] == "trial,layer,direction,t,lag,grad_h_log10,ratio_log10,predicted_log10"
+    rows = [line.split(",") for line in text[1:]]
+    assert len(rows) == 2 * 4 * 6
+    for row in rows:
+        trial, layer, direction, t = int(row[0]), int(row[1]), row[2], int(row[3])
+        entry = next(e for e in record["trials"][trial]["layers"]
+                     if (e["layer"], e["direction"]) == (layer, direction))
+        g = entry["grad_h_log10"]
+        value, start = g[t - 1], g[-1 if direction == "forward" else 0]
+        if value is None:  # an exact zero (the top reverse layer before T under the last loss): empty
+            assert row[5] == ""
+            continue
+        assert float(row[5]) == value
+        if start is None:  # its chain starts at an exact zero: no ratio
+            assert row[6] == ""
+        else:
+            assert math.isclose(float(row[6]), value - start, abs_tol=1e-12)

@@ -309,7 +309,10 @@ def analysis_columns(an: Analysis) -> dict[str, Any]:
     trial ``i``, step ``t = k + 1``): ``trial``, ``t``, ``lag`` (integers), ``grad_h_log10``, its
     ``ratio_log10`` to t = T and the chapter's ``predicted_log10`` = ``(T - t) log10 rho`` (NaN for
     the gated cells), and a gated cell's ``grad_c_log10`` (LSTM) and ``gate_product_log10``.
-    ``-inf`` is an exact zero; NaN undefined (both empty cells in the CSV)."""
+    ``-inf`` is an exact zero; NaN undefined (both empty cells in the CSV). A stacked or
+    bidirectional network has a row per trial, layer, direction and step (:func:`_stack_columns`)."""
+    if len(an.layers) > 1:
+        return _stack_columns(an)
     g = an.grad_h_log10
     n, T = g.shape
     lag = T - np.arange(1, T + 1)
@@ -333,6 +336,40 @@ def analysis_columns(an: Analysis) -> dict[str, Any]:
     return columns
 
 
+def _stack_columns(an: Analysis) -> dict[str, Any]:
+    """The CSV columns of a stack: ``trial``, ``layer``, ``direction`` (``forward``/``reverse``),
+    ``t``, ``lag``, then as for one layer, each layer's own: its ``grad_h_log10``, the ratio to its
+    chain's start (t = T forward, t = 1 reverse) and ``steps log10 rho`` of its ``W_hh`` (NaN for
+    gated cells); a gated cell's extra columns hold layer 0 forward's (NaN for the others). Rows:
+    trial, then layer and direction, then t."""
+    from bptt_cli.core.stack import DIRECTIONS
+
+    n, T = an.grad_h_log10.shape
+    t = np.arange(1, T + 1)
+    gated = an.spec.cell in GATED
+    extra = gated_trial_arrays(an) if gated else {}
+    parts: dict[str, list[Any]] = {k: [] for k in ("trial", "layer", "direction", "t", "lag", "grad_h_log10",
+                                                    "ratio_log10", "predicted_log10", *extra)}
+    for i in range(n):
+        for lay in an.layers:
+            g = np.asarray(lay.grad_h_log10[i], dtype=np.float64)
+            start = -1 if lay.direction == 0 else 0
+            steps = (T - t) if lay.direction == 0 else (t - 1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = g - g[start]
+                rho = float(lay.spectrum.spectral_radius[i])
+                predicted = np.full(T, np.nan) if gated else np.where(steps == 0, 0.0, steps * np.log10(rho))
+            first = (lay.layer, lay.direction) == (0, 0)
+            for key, value in (("trial", np.full(T, i)), ("layer", np.full(T, lay.layer)),
+                               ("direction", np.full(T, DIRECTIONS[lay.direction], dtype=object)), ("t", t),
+                               ("lag", T - t), ("grad_h_log10", g), ("ratio_log10", ratio),
+                               ("predicted_log10", predicted),
+                               *((k, np.asarray(v[i], dtype=np.float64) if first else np.full(T, np.nan))
+                                 for k, v in extra.items())):
+                parts[key].append(value)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
 def write_analysis_csv(an: Analysis, write: Callable[[str], object], steps: int = 1) -> None:
     """The text of :func:`analysis_csv`, written ``CSV_ROWS`` rows at a time (T = 1e8 never
     exists as one string). Each column is formatted in bulk (:func:`bptt_cli.io.jsontext.number_tokens`:
@@ -343,16 +380,20 @@ def write_analysis_csv(an: Analysis, write: Callable[[str], object], steps: int 
     buf = io.StringIO()
     columns = analysis_columns(an)
     if steps > 1:
-        n, T = an.grad_h_log10.shape
-        rows = np.arange(n * T).reshape(n, T)[:, step_indices(T, steps)].ravel()
+        T = an.grad_h_log10.shape[1]
+        chains = len(columns["t"]) // T  # trials, or trials x layer-directions
+        rows = np.arange(chains * T).reshape(chains, T)[:, step_indices(T, steps)].ravel()
         columns = {k: np.asarray(v)[rows] for k, v in columns.items()}
     csv.writer(buf, lineterminator="\n").writerow(columns)
     write(buf.getvalue())
-    ints = [columns.pop(k) for k in ("trial", "t", "lag")]
+    labels = [columns.pop(k) for k in ("direction",) if k in columns]
+    ints = [columns.pop(k) for k in ("trial", "layer", "t", "lag") if k in columns]
     floats = list(columns.values())
     for r0 in range(0, len(ints[0]), CSV_ROWS):
         r1 = r0 + CSV_ROWS
         cells = [number_tokens(c[r0:r1]) for c in ints] + [number_tokens(c[r0:r1], null="") for c in floats]
+        if labels:  # a stack: trial, layer, direction, t, ...
+            cells.insert(2, [str(v) for v in labels[0][r0:r1]])
         write("".join([",".join(row) + "\n" for row in zip(*cells, strict=True)]))
 
 
