@@ -51,7 +51,8 @@ KEEP_PROBS = (0.9, 0.7, 0.5, 0.3)
 BOUNDED = ("tanh", "sigmoid", "lstm", "gru")  # cells whose states stay bounded: lambda_1 > 0 is chaos
 NORM_QUANTILES = {"p10": 0.1, "median": 0.5, "p90": 0.9}  # of the gradient norms, in the clip's record
 REFINE = 7  # window lengths measured per round of the search for K
-RESCALE_STEPS = 12  # bisections of the scale whose measured gain is 1
+RESCALE_STEPS = 10  # steps of the search for the scale whose measured gain is 1
+ROOT_TOLERANCE = 0.02  # ... which stops within 0.02 orders of magnitude of gain 1
 WIDEN = 4  # at most 2^4 = 16 times beyond the first bracket, each way
 
 
@@ -463,11 +464,21 @@ def _measured_root(
         else:
             break
     bracketed = g_lo <= 0 <= g_hi
-    if bracketed:
-        a, b = math.log(lo), math.log(hi)
+    if bracketed:  # false position on the log scale (Illinois: the stale end's gain halved)
+        a, b, ga, gb, side = math.log(lo), math.log(hi), g_lo, g_hi, 0
         for _ in range(RESCALE_STEPS):
-            mid = 0.5 * (a + b)
-            a, b = (mid, b) if at(math.exp(mid)) < 0 else (a, mid)
+            mid = b - gb * (b - a) / (gb - ga) if gb != ga else 0.5 * (a + b)
+            if not a < mid < b:
+                mid = 0.5 * (a + b)
+            g = at(math.exp(mid))
+            if abs(g) <= ROOT_TOLERANCE:
+                break
+            if g < 0:
+                a, ga = mid, g
+                gb, side = (gb / 2, -1) if side == -1 else (gb, -1)
+            else:
+                b, gb = mid, g
+                ga, side = (ga / 2, 1) if side == 1 else (ga, 1)
     finite = {v: g for v, g in seen.items() if math.isfinite(g)}
     best = min(finite.items() or seen.items(), key=lambda vg: abs(vg[1]))
     return best[0], best[1], bracketed
@@ -488,7 +499,11 @@ def _forget_bias(exp: Experiment, base: Analysis, **_: Any) -> dict[str, Any] | 
     def gain(b: float) -> float:
         return _gain(_measure(exp, {"forget_bias": b}))
 
-    tried = {before: now, **{before + step: gain(before + step) for step in FORGET_STEPS}}
+    tried = {before: now}
+    for step in FORGET_STEPS:  # up until one keeps the gain above the floor
+        tried[before + step] = gain(before + step)
+        if tried[before + step] >= floor:
+            break
     ok = [b for b in sorted(tried) if tried[b] >= floor]
     if not ok:
         top = before + FORGET_STEPS[-1]
