@@ -1128,3 +1128,13 @@ def test_the_csv_of_a_stack_has_every_layer() -> None:
             assert row[6] == ""
         else:
             assert math.isclose(float(row[6]), value - start, abs_tol=1e-12)
+
+
+def test_the_autonomous_network_leaves_its_approach_to_the_attractor_out() -> None:
+    """--inputs-dim 0 started from --h0 random: the first min(T // 10, 100) steps after h_0 are not
+    averaged (lyapunov.warmup says how many are not); a driven network keeps its window."""
+    common = ("--T", 300, "--hidden", 8, "--cell", "tanh", "--gain", 2, "--h0", "random")
+    free = bptt_json(*common, "--inputs-dim", 0)["trials"][0]["lyapunov"]
+    driven = bptt_json(*common)["trials"][0]["lyapunov"]
+    assert (free["transient"], free["steps"], free["warmup"]) == (30, 240, 30)
+    assert (driven["transient"], driven["steps"], driven["warmup"]) == (30, 270, 0)

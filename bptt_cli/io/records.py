@@ -217,6 +217,7 @@ def theory_record(th: Theory, i: int) -> dict[str, Any]:
             "exponents": th.lyapunov.exponents[i],
             "transient": th.lyapunov.transient,
             "steps": th.lyapunov.steps,
+            "warmup": th.lyapunov.warmup,
         },
         "horizon": {"vanish": _lag(th.vanish[i]), "explode": _lag(th.explode[i])},
         "effective_memory": _lag(th.effective_memory[i]),

@@ -57,23 +57,33 @@ class Lyapunov:
     exponents: Array
     transient: int
     steps: int
+    warmup: int = 0  # steps from t = 1 before the averaged ones: the approach to the attractor
 
     @classmethod
-    def from_sums(cls, logs: Array, steps: int, transient: int) -> Lyapunov:
+    def from_sums(cls, logs: Array, steps: int, transient: int, T: int) -> Lyapunov:
         """From the sums of ``ln |R_ii|`` over ``steps`` steps ``(n, K)``: QR's columns come
         out in decreasing order only up to finite-time noise, so they are sorted."""
-        return cls(-np.sort(-logs / max(steps, 1), axis=1), transient, steps)
+        return cls(-np.sort(-logs / max(steps, 1), axis=1), transient, steps, T - transient - steps)
 
 
-def window(T: int, h: int, K: int) -> tuple[int, int]:
+def window(T: int, h: int, K: int, warmup: int = 0) -> tuple[int, int]:
     """``(transient, steps)`` for a sequence of length ``T``, ``h`` units, ``K`` exponents.
 
-    ``transient = min(T // 10, 100)``; ``steps = min(T - transient, max(500, 2^30 // (h^2 K +
-    2^17)))``: all the remaining steps when that is cheap, else a budget of a fraction of a
-    second (the ``h^2 K`` term is the matrix product, ``2^17`` the fixed cost of a step).
+    ``transient = min(T // 10, 100)``; ``steps = min(T - transient - warmup, max(500, 2^30 //
+    (h^2 K + 2^17)))``: all the remaining steps when that is cheap, else a budget of a fraction
+    of a second (the ``h^2 K`` term is the matrix product, ``2^17`` the fixed cost of a step),
+    leaving at least ``warmup`` steps after ``h_0`` out (:func:`warmup_steps`).
     """
     transient = min(T // 10, MAX_TRANSIENT)
-    return transient, min(T - transient, max(MIN_STEPS, STEP_BUDGET // (h * h * K + 2**17)))
+    room = max(1, T - transient - warmup)
+    return transient, min(room, max(MIN_STEPS, STEP_BUDGET // (h * h * K + 2**17)))
+
+
+def warmup_steps(T: int, autonomous: bool) -> int:
+    """The steps after ``h_0`` left out of the average, as the state approaches its attractor:
+    ``min(T // 10, 100)`` for the autonomous network (nothing else moves it from its start), 0 for
+    a driven one (as before the autonomous network existed: its numbers are unchanged)."""
+    return min(T // 10, MAX_TRANSIENT) if autonomous else 0
 
 
 def start_frame(h: int, K: int) -> Array:
@@ -94,7 +104,7 @@ def stored_dphi(dphi: Dphi | None, T: int) -> Iterator[DphiBlock]:
 
 def lyapunov_exponents(
     W_hh: Array, blocks: Iterable[DphiBlock], T: int, K: int,
-    transient: int | None = None, steps: int | None = None,
+    transient: int | None = None, steps: int | None = None, warmup: int = 0,
 ) -> Lyapunov:
     """Top ``K`` Lyapunov exponents of every trial's Jacobian product.
 
@@ -104,7 +114,7 @@ def lyapunov_exponents(
     """
     n, h, _ = W_hh.shape
     if transient is None or steps is None:
-        transient, steps = window(T, h, K)
+        transient, steps = window(T, h, K, warmup)
     Q = np.broadcast_to(start_frame(h, K), (n, h, K)).copy()
     W_hh_T = np.ascontiguousarray(np.swapaxes(W_hh, -1, -2))
     unit = pow2_scale(W_hh)  # exact: W_hh / 2^e has entries below 1, so REORTH products cannot overflow
@@ -127,7 +137,7 @@ def lyapunov_exponents(
                 c1 = c0
             if t0 <= stop:
                 break
-    return Lyapunov.from_sums(logs + scale[:, None], steps, transient)
+    return Lyapunov.from_sums(logs + scale[:, None], steps, transient, T)
 
 
 def _chunk(
@@ -183,7 +193,8 @@ def _relative_dphi(dphi: Dphi | None, n: int, L: int) -> tuple[Array | None, Arr
 
 
 def gated_lyapunov(
-    net: GatedNetwork, fwd: GatedForward, K: int, transient: int | None = None, steps: int | None = None
+    net: GatedNetwork, fwd: GatedForward, K: int, transient: int | None = None, steps: int | None = None,
+    warmup: int = 0,
 ) -> Lyapunov:
     """Top ``K`` Lyapunov exponents of every trial's product of step Jacobians.
 
@@ -205,7 +216,7 @@ def gated_lyapunov(
     n, T = fwd.pre.shape[:2]
     D = jac.dim
     if transient is None or steps is None:
-        transient, steps = window(T, D, K)
+        transient, steps = window(T, D, K, warmup)
     Q = np.broadcast_to(start_frame(D, K), (n, D, K)).copy()
     logs = np.zeros((n, K))
     stop = T - transient - steps  # first 0-based step not used
@@ -220,7 +231,7 @@ def gated_lyapunov(
         used = slice(0, max(0, min(c1, first_used) - c0))  # steps c0 .. first_used-1
         logs += np.sum(diag[:, used], axis=1)
         c1 = c0
-    return Lyapunov.from_sums(logs, steps, transient)
+    return Lyapunov.from_sums(logs, steps, transient, T)
 
 
 def _qr_step(jac: StepJacobians, co: dict[str, Array], k: int, t: int, Q: Array) -> tuple[Array, Array]:

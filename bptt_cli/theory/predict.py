@@ -34,7 +34,14 @@ from bptt_cli.core.network import CANDIDATE, GATES, GatedNetwork, GatedSpec, Net
 from bptt_cli.core.scaled import Array
 from bptt_cli.theory.alignment import Dominant, alignment, dominant_subspace
 from bptt_cli.theory.horizons import effective_memory, gated_effective_memory, horizons
-from bptt_cli.theory.lyapunov import DphiBlock, Lyapunov, gated_lyapunov, lyapunov_exponents, stored_dphi
+from bptt_cli.theory.lyapunov import (
+    DphiBlock,
+    Lyapunov,
+    gated_lyapunov,
+    lyapunov_exponents,
+    stored_dphi,
+    warmup_steps,
+)
 from bptt_cli.theory.meanfield import MeanField, mean_field
 from bptt_cli.theory.nonnormal import TransientGrowth, henrici, numerical_abscissa, transient_growth
 from bptt_cli.theory.rates import gelfand_rate, observed_rate, spectral_norm_bound
@@ -148,7 +155,7 @@ def theory(
     lyap = None
     if lyapunov > 0:
         blocks = _dphi_blocks(net, cell, fwd)
-        lyap = lyapunov_exponents(net.W_hh, blocks, T, lyapunov)
+        lyap = lyapunov_exponents(net.W_hh, blocks, T, lyapunov, warmup=warmup_steps(T, spec.inputs_dim == 0))
     vanish, explode = horizons(grads.dL_dh_s)
     memory = effective_memory(
         gradient_blocks(net, fwd, cell, last, chain), chain.dL_da_s, fwd.h_s, *chain.params["W_hh"]
@@ -205,7 +212,8 @@ def _gated_theory(
         observed_of="dL/dh_t" if not local.every_step else "last step's chain",
         mean_field=None,
         mean_field_reason=REASONS["mean_field"],
-        lyapunov=gated_lyapunov(net, fwd, lyapunov) if lyapunov > 0 else None,
+        lyapunov=(gated_lyapunov(net, fwd, lyapunov, warmup=warmup_steps(T, spec.inputs_dim == 0))
+                  if lyapunov > 0 else None),
         vanish=vanish,
         explode=explode,
         effective_memory=gated_effective_memory(net, fwd, chain, last),
