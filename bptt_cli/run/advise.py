@@ -6,17 +6,19 @@ evidence and a measured check, re-running the exact analysis with the remedy app
 
 - ``truncation``: the smallest window K whose truncated gradient of ``W_hh`` stays within a
   relative error ``budget`` (measured at K, K - 1 and K/2), its cost in backward steps against
-  full BPTT, and the best randomized truncation of no greater cost (Tallec & Ollivier 2017).
+  full BPTT, and randomized truncation at the same expected cost, keep probability ``1 - 1/K``
+  (Tallec & Ollivier 2017).
 - ``clip``: the ``quantile`` of the global gradient norm over ``draws`` input sequences of the
   same network as a clipping threshold, the fraction of sequences it clips and the bias it puts
   into the mean gradient, ``||E[clip(g)] - E[g]|| / ||E[g]||`` (Pascanu, Mikolov & Bengio 2013).
-- ``init``: the scale of ``W_hh`` at the edge of chaos, mean-field ``chi_1 = 1`` from the
-  network's own weight, input and bias variances (Poole et al. 2016; Chen, Pennington &
-  Schoenholz 2018), measured at 0.8, 1 and 1.2 times it; for a relu cell also the identity and
-  orthogonal initialisations (Le, Jaitly & Hinton 2015); for the user's own weights the rescaling
-  of ``W_hh`` whose measured gain is 1, found by bisection on measurements.
-- ``forget_bias``: for an LSTM, the least forget-gate bias whose measured gain stays above
-  ``10^-tolerance`` (Gers, Schmidhuber & Cummins 2000; Jozefowicz, Zaremba & Sutskever 2015).
+- ``init``: the scale of ``W_hh`` (gain, radius, norm, or a factor on the user's own) whose
+  measured gain is 1, found by false position on measurements, beside the edge of chaos of the
+  mean field, ``chi_1 = 1``, from the network's own weight, input and bias variances (Poole et al.
+  2016; Chen, Pennington & Schoenholz 2018), measured at 0.8, 1 and 1.2 times it; for a relu cell
+  also the identity and orthogonal initialisations (Le, Jaitly & Hinton 2015).
+- ``forget_bias``: for an LSTM, the least forget-gate bias above the present one whose measured
+  gain stays above ``10^-tolerance`` (Gers, Schmidhuber & Cummins 2000; Jozefowicz, Zaremba &
+  Sutskever 2015); for a stack, the worst layer's gain.
 - ``horizon``: the measured rate per step, the steps after which the gradient has vanished or
   exploded by ``tolerance`` orders of magnitude, against T; where the top Lyapunov exponent
   ``lambda_1 > 0`` (chaos), the predictability time ``ln 2 / lambda_1`` and a truncation or
