@@ -190,3 +190,30 @@ def test_an_elman_run_imports_no_gated_module() -> None:
     assert "matplotlib" not in tanh
     lstm = _loaded_after("analyze", "--cell", "lstm", "--T", "20", "--hidden", "4", "--format", "json")
     assert "bptt_cli.core.gated" in lstm  # the check sees a gated module when one is loaded
+
+
+def test_an_elman_run_imports_neither_scipy_nor_numpy_ma() -> None:
+    """``numpy.median`` would import ``numpy.ma`` (10 ms) and the numerical abscissa once took
+    ``scipy.linalg`` (0.2 s) above h 512: neither is loaded by a tanh run, table or JSON."""
+    for fmt in ("table", "json"):
+        run = _loaded_after("analyze", "--cell", "tanh", "--loss", "mean", "--T", "20", "--hidden", "520",
+                            "--trials", "2", "--format", fmt)
+        assert "bptt_cli.report.tables" in run or fmt == "json"
+        heavy = {m for m in run if m in ("scipy", "numpy.ma") or m.startswith(("scipy.", "numpy.ma."))}
+        assert not heavy, fmt
+
+
+def test_the_console_script_builds_only_the_command_it_runs() -> None:
+    from bptt_cli.cli import _app_for, app
+
+    one = _app_for(["analyze", "--T", "3"])
+    assert [typer_name(c) for c in one.registered_commands] == ["analyze"]
+    assert len(app.registered_commands) > 1  # the whole app is untouched
+    for argv in ([], ["--help"], ["--version"], ["anlyze"]):
+        assert _app_for(argv) is app
+
+
+def typer_name(info: object) -> str:
+    import typer
+
+    return getattr(info, "name", None) or typer.main.get_command_name(info.callback.__name__)  # type: ignore[attr-defined]

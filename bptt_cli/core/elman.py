@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 
 from bptt_cli.core.cells import Cell, split_dphi, split_log_dphi
 from bptt_cli.core.head import finite_input, local_terms, loss_ln, output_grads
-from bptt_cli.core.network import Network
+from bptt_cli.core.network import PARAMS, Network
 from bptt_cli.core.powers import Powers, applies, next_rows, powers
 from bptt_cli.core.scaled import LN10, Array, add, finite_or_zero, log_weights, normalize, to_float, unit_rows
 from bptt_cli.errors import BadInput
@@ -837,7 +837,8 @@ def _chain_sequential(
 
 
 def backward(
-    net: Network, fwd: Forward, cell: Cell, loss: str | Local, input_grads: bool = False
+    net: Network, fwd: Forward, cell: Cell, loss: str | Local, input_grads: bool = False,
+    params: tuple[str, ...] = PARAMS,
 ) -> Gradients:
     """Exact BPTT gradients from a forward pass (stored, or checkpointed and recomputed).
 
@@ -845,8 +846,11 @@ def backward(
     ``loss``: the output layer's loss, or the :class:`Local` terms of a layer in a stack (then
     ``W_qh``, ``b_q`` get no gradient and the loss is NaN). ``input_grads``: also
     ``dL/dx_t = W_hx^T dL/da_t`` (``dL_dx``, scaled rows), what a layer passes to the one below.
+    ``params``: the parameter gradients to sum (default all; the theory's second pass for the mean
+    loss needs ``W_hh``'s only), each the same numbers whichever others are summed.
     """
     local = head_local(net, loss) if isinstance(loss, str) else loss
+    want = set(params)
     n, T, h, _, _ = net.shape
     keep = fwd.checkpoints is None
     dh_m = np.empty((n, T, h)) if keep else None
@@ -861,12 +865,15 @@ def backward(
             dx[0][:, b0:b1], dx[1][:, b0:b1] = normalize(np.matmul(blk.da_m, net.W_hx), blk.da_s)
         hp_m, hp_s, hn_m, hn_s = blk.h_m[:, :-1], blk.h_s[:, :-1], blk.h_m[:, 1:], blk.h_s[:, 1:]
         x_s = blk.da_s if net.x_s is None else blk.da_s + net.x_s[:, b0:b1]
-        sums.add("W_hh", *block_sum(blk.da_m, hp_m, blk.da_s + hp_s))
-        sums.add("W_hx", *block_sum(blk.da_m, net.x[:, b0:b1], x_s))
-        if local.loss is not None:
+        if "W_hh" in want:
+            sums.add("W_hh", *block_sum(blk.da_m, hp_m, blk.da_s + hp_s))
+        if "W_hx" in want:
+            sums.add("W_hx", *block_sum(blk.da_m, net.x[:, b0:b1], x_s))
+        if local.loss is not None and "W_qh" in want:
             sums.add("W_qh", *block_sum(blk.do_m, hn_m, blk.do_s + hn_s))
-        sums.add("b_h", *vector_sum(blk.da_m, blk.da_s))
-        if local.loss is not None:
+        if "b_h" in want:
+            sums.add("b_h", *vector_sum(blk.da_m, blk.da_s))
+        if local.loss is not None and "b_q" in want:
             sums.add("b_q", *vector_sum(blk.do_m, blk.do_s))
         if blk.first_s is not None:
             first_s = blk.first_s[:, -1]  # ln ||J^T g||: the last column at t = 1

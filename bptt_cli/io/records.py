@@ -17,7 +17,7 @@ import numpy as np
 
 from bptt_cli import __version__
 from bptt_cli.analysis.result import VERDICTS, Analysis, GatedAnalysis, LayerAnalysis
-from bptt_cli.analysis.stats import quantiles, spread
+from bptt_cli.analysis.stats import median, quantiles, spread
 from bptt_cli.core.network import GATED
 from bptt_cli.core.stack import DIRECTIONS
 from bptt_cli.io.estimator_records import (
@@ -47,8 +47,8 @@ def summary(an: Analysis) -> dict[str, Any]:
         "trials": len(verdicts),
         "spread": {"gain_log10": gain, "grad_h1_log10": spread(an.grad_h_log10[:, 0])},
         "verdict_fractions": {v: verdicts.count(v) / len(verdicts) for v in VERDICTS},
-        "spectral_radius": float(np.median(an.spectrum.spectral_radius)),
-        "spectral_norm": float(np.median(an.spectrum.spectral_norm)),
+        "spectral_radius": float(median(an.spectrum.spectral_radius)),
+        "spectral_norm": float(median(an.spectrum.spectral_norm)),
         "grad_params_log10": {k: spread(v)["median"] for k, v in an.grad_params_log10.items()},
     }
     if an.estimates:
@@ -249,7 +249,7 @@ def theory_summary(th: Theory) -> dict[str, Any]:
     """Medians over trials (``summary.theory``); a horizon never reached counts as infinite."""
 
     def never_inf(x: np.ndarray) -> float:
-        return float(np.median(np.where(np.isnan(x), np.inf, x)))
+        return float(median(np.where(np.isnan(x), np.inf, x)))
 
     return {
         "rates": {name: _median(v) for name, v in th.rates.items()},

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bptt_cli.analysis.result import Analysis, GatedAnalysis
+from bptt_cli.analysis.stats import median
 from bptt_cli.core.scaled import Array
 from bptt_cli.core.stack import DIRECTIONS
 from bptt_cli.report.format import over_trials
@@ -106,7 +107,7 @@ def render_header(
             gain = lay.median_gain_log10
             shown = (f"10^{gain:+.2f}" if np.isfinite(gain) else "0 (exactly zero by the end)"
                      if gain == -np.inf else "- (no gradient at its start)")
-            rho = float(np.median(lay.spectrum.spectral_radius))
+            rho = float(median(lay.spectrum.spectral_radius))
             header.add_row(name, f"rho {rho:.3g}, gain {shown}, {lay.verdict}")
     # Text, not a markup string: rich would swallow "[quartiles]" as a style tag
     header.add_row("trials", Text(f"{n} (seed {spec.seed})" + (", median [quartiles]" if n > 1 else "")))

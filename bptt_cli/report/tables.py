@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bptt_cli.analysis.result import Analysis, LayerAnalysis, layer_name
-from bptt_cli.analysis.stats import quantiles
+from bptt_cli.analysis.stats import median, quantiles
 from bptt_cli.core.stack import DIRECTIONS
 from bptt_cli.errors import BadInput
 from bptt_cli.report.charts import gradient_chart, rho_prediction
@@ -46,7 +46,7 @@ def render_gradient_chart(lay: LayerAnalysis, console: Console, gated: GatedRows
     if g.shape[1] < 2:
         return
     if gated is None:
-        rho = float(np.median(lay.spectrum.spectral_radius))
+        rho = float(median(lay.spectrum.spectral_radius))
         predicted = rho_prediction(g, rho)
         label = f"rho^(T-t), rho {rho:.3g}"
     else:
@@ -57,7 +57,7 @@ def render_gradient_chart(lay: LayerAnalysis, console: Console, gated: GatedRows
             predicted = anchor + lag * (top / math.log(10))
             label = f"Lyapunov lambda_1 {top:+.3g}"  # the line e^(lambda_1 (T-t))
         elif gated.product is not None:
-            predicted = anchor + np.median(gated.product, axis=0)
+            predicted = anchor + median(gated.product, axis=0)
             label = "median unit's " + gated.product_title.replace("log10\n", "").replace("\n", " ")
         else:
             predicted, label = anchor, "t = T's level"
@@ -93,7 +93,7 @@ def render_analysis(
     if gated is not None and index:  # the gate columns are layer 0's: not shown for another layer
         gated = replace(gated, grad_c=None, product=None)
     T = an.net.shape[1]
-    rho = float(np.median(lay.spectrum.spectral_radius))
+    rho = float(median(lay.spectrum.spectral_radius))
     g = lay.grad_h_log10
     title = "Gradient of the loss w.r.t. the hidden state"
     if len(an.layers) > 1:
@@ -117,7 +117,7 @@ def render_analysis(
         # a gated cell's extra columns, and its ratio, are medians over trials only (the JSON has
         # every trial): the table fits in 80 columns with --trials
         ratio_cell = over_trials(ratio) if gated is None else fmt(float(quantiles(ratio, (0.5,))[0]))
-        cells = [str(t), str(lag), *([pow10(float(np.median(at_t)))] if gated is None else []),
+        cells = [str(t), str(lag), *([pow10(float(median(at_t)))] if gated is None else []),
                  over_trials(at_t), ratio_cell]
         if gated is None:
             cells.append(fmt(0.0 if lag == 0 else (lag * math.log10(rho) if rho > 0 else -math.inf)))
@@ -125,7 +125,7 @@ def render_analysis(
             if gated.grad_c is not None:
                 cells.append(fmt(float(quantiles(gated.grad_c[:, t - 1], (0.5,))[0])))
             if gated.product is not None:
-                cells.append(fmt(float(np.median(gated.product[:, t - 1]))))
+                cells.append(fmt(float(median(gated.product[:, t - 1]))))
         steps.add_row(*cells)
     console.print(steps)
     render_gradient_chart(lay, console, gated)
@@ -140,7 +140,7 @@ def render_analysis(
         rows.update({k: an.grad_params_log10[k] for k in ("W_qh", "b_q")})
     for name, values in rows.items():
         params.add_row(
-            name, " x ".join(map(str, shapes[name])), pow10(float(np.median(values))),
+            name, " x ".join(map(str, shapes[name])), pow10(float(median(values))),
             over_trials(values),
         )
     console.print(params)

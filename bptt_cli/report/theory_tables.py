@@ -17,7 +17,7 @@ from rich.text import Text
 
 from bptt_cli.analysis.result import Analysis, layer_name
 from bptt_cli.analysis.spectrum import SpectrumReport
-from bptt_cli.analysis.stats import quantiles
+from bptt_cli.analysis.stats import median, nanmedian, quantiles
 from bptt_cli.core.scaled import Array
 from bptt_cli.report.format import pow10, report_steps
 
@@ -35,7 +35,7 @@ def _rate(x: float) -> str:
 
 def _lag(values: Array) -> str:
     """Median lag, a horizon never reached counting as infinite; ``-`` when never."""
-    med = float(np.median(np.where(np.isnan(values), np.inf, values)))
+    med = float(median(np.where(np.isnan(values), np.inf, values)))
     if not math.isfinite(med):
         return "-"
     return f"{med:g}"
@@ -91,13 +91,13 @@ def render_theory(an: Analysis, console: Console, layer: Any = None) -> None:
     memory = th.effective_memory
     table.add_row(
         "effective memory",
-        "-" if np.all(np.isnan(memory)) else f"{float(np.nanmedian(memory)):g}",
+        "-" if np.all(np.isnan(memory)) else f"{float(nanmedian(memory)):g}",
         "steps giving dL/dW_hh to 5% (last loss)" if M == "W_hh"
         else "steps for dL/dweight_hh_l0 to 5% (last loss)",
     )
     table.add_row("Henrici departure", f"{_med(th.henrici):.3f}", f"0 for a normal {M}, at most 1")
     g = th.growth
-    k = float(np.median(g.k))
+    k = float(median(g.k))
     up_to = float(np.min(g.up_to))
     how = {"all": "every k", "search": "searched", "sampled": "sampled"}[g.method[0]] if n == 1 else "median"
     reach = f"k <= {up_to:g}" if up_to < T else "k <= T"
@@ -190,7 +190,7 @@ def render_spectrum(rep: SpectrumReport, console: Console, top: int = 8) -> None
     table.add_row("numerical abscissa", f"{_med(rep.abscissa):.4g}", "max eig((W + W^T)/2)")
     g = rep.growth
     table.add_row(
-        "peak ||W^k||_2", pow10(_med(g.peak_log10)), f"at k = {float(np.median(g.k)):g}, k <= {spec.T}"
+        "peak ||W^k||_2", pow10(_med(g.peak_log10)), f"at k = {float(median(g.k)):g}, k <= {spec.T}"
     )
     console.print(table)
 

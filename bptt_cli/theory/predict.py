@@ -142,7 +142,8 @@ def theory(
     n, T, _, _, _ = net.shape
     local = local or head_local(net, spec.loss)
     last = local.last()
-    chain = grads if not local.every_step else backward(net, fwd, cell, last)
+    # the last step's chain: only its dL/dh_t, dL/da_t and W_hh's gradient are used
+    chain = grads if not local.every_step else backward(net, fwd, cell, last, params=("W_hh",))
     observed, window = observed_rate(chain.dL_dh_s)
     reason = mean_field_reason or mean_field_applies(spec, W_hh_from_file)
     mf = None if reason else mean_field(cell, net.W_hh, net.W_hx, net.b_h, net.x)
