@@ -388,6 +388,35 @@ def test_transient_growth_against_brute_force_powers(monkeypatch: pytest.MonkeyP
         assert g.k[0] == int(np.argmax(norms)) + 1
 
 
+@pytest.mark.parametrize(("n", "h", "budget"), [(9, 12, None), (7, 64, None), (5, 12, 100)])
+def test_transient_growth_search_of_a_batch_is_each_trial_alone(
+    monkeypatch: pytest.MonkeyPatch, n: int, h: int, budget: int | None
+) -> None:
+    """The searches of a batch run in lockstep, batched: every trial gets, bit for bit, what it
+    gets alone (the same k evaluated, the same products), whatever the others do; with a
+    per-trial budget that stops some searches early too. (Below ``SVD_MAX_H``: above it the
+    Lanczos norms of the squarings, before the search, stop when the whole batch has settled.)"""
+    monkeypatch.setattr(nonnormal, "SCAN_MAX_T", 0)
+    if budget is not None:  # about `budget` products a trial after the squarings and W^T
+        monkeypatch.setattr(nonnormal, "GROWTH_BUDGET", 2 * h**3 * (budget * n + 16))
+    rng = np.random.default_rng(h)
+    W = rng.standard_normal((n, h, h)) / np.sqrt(h)
+    if budget is None:
+        W[1] = np.triu(W[1], 1) * 3.0 + 0.95 * np.eye(h)  # a transient peak well inside (1, T)
+        W *= rng.uniform(0.9, 1.1, n)[:, None, None]
+    else:  # rho >= 1: no trial ends its squarings early, so each is left the same budget alone
+        rho = np.abs(np.linalg.eigvals(W)).max(axis=1)
+        W *= (rng.uniform(1.0, 1.01, n) / rho)[:, None, None]
+    T = 5000
+    batch = transient_growth(W, T)
+    for i in range(n):
+        alone = transient_growth(W[i : i + 1] if budget is None else np.repeat(W[i : i + 1], n, axis=0), T)
+        for field in ("peak_log10", "k", "evaluated", "up_to"):
+            assert getattr(alone, field)[0] == getattr(batch, field)[i], (i, field)
+        assert alone.method[0] == batch.method[i]
+    assert "search" in batch.method and (budget is None or "sampled" in batch.method)
+
+
 def test_transient_growth_beyond_float64() -> None:
     """rho = 2, T = 3000 (scan) and 100000 (squaring): ||W^T|| = 2^T exactly in log form."""
     W = (2.0 * orthogonal(3, 7))[None]

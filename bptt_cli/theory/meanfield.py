@@ -125,7 +125,9 @@ def fixed_point(cell: Cell, sigma_w2: Array, offset: Array) -> Array:
     for _ in range(BISECTIONS):
         mid = 0.5 * (lo + hi)
         up = excess(mid) > 0
-        lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
+        lo, hi, before = np.where(up, mid, lo), np.where(up, hi, mid), (lo, hi)
+        if np.array_equal(lo, before[0]) and np.array_equal(hi, before[1]):
+            break  # the bracket is down to adjacent floats: every further step repeats this one
     q = np.exp(0.5 * (lo + hi))
     return np.where(below, 0.0, np.where(above, np.inf, q))
 

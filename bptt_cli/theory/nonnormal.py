@@ -15,6 +15,7 @@ is exact in log form for any ``k`` (``rho = 2, k = 10^5`` is ``10^30103``).
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import numpy as np
@@ -229,7 +230,7 @@ def _search(W: Array, T: int, products: int, spectral_norm: Array | None = None)
         reached = 2 ** (j - 1)
         cost = bin(T).count("1") - 1
         if 2 * reached > T and reached != T and not done.all() and spent + cost <= products:
-            Pt, St = _power(squares, T, slice(None))
+            Pt, St = _power(squares, np.arange(n), np.full(n, T))
             spent += cost
             reached = T
             record(T, np.log(norm2(Pt)) + St)
@@ -237,23 +238,53 @@ def _search(W: Array, T: int, products: int, spectral_norm: Array | None = None)
     method: list[str] = []
     up_to = np.where(done, float(T), float(reached))
     left = max(products - spent, 0)
+    complete = _refine_all(squares, values, stop_k, left // n)
     for i in range(n):
-        complete = _refine(squares, i, values[i], int(stop_k[i]), left // n)
         covered = done[i] or reached == T
-        method.append("all" if stop_k[i] == 1 else ("search" if complete and covered else "sampled"))
+        method.append("all" if stop_k[i] == 1 else ("search" if complete[i] and covered else "sampled"))
     peak = np.array([max(v.values()) for v in values])
     k_best = np.array([float(max(v, key=lambda key: (v[key], -key))) for v in values])
     evaluated = np.array([float(len(v)) for v in values])
     return TransientGrowth(peak / LN10, k_best, method, evaluated, up_to)
 
 
-def _power(squares: list[tuple[Array, Array]], k: int, trials: slice | int) -> tuple[Array, Array]:
-    """``W^k`` (mantissa, ln scale) from the squares ``W^(2^j)`` by the binary expansion of ``k``."""
+def _power(
+    squares: list[tuple[Array, Array]], trials: NDArray[np.intp], ks: NDArray[np.int64]
+) -> tuple[Array, Array]:
+    """``W_i^k`` (mantissas ``(p, h, h)``, ln scales ``(p,)``) for the pairs ``(trials[j], ks[j])``,
+    from the squares ``W^(2^j)`` by the binary expansion of each ``k``: for every pair the same
+    products, in the same order, as for that trial alone."""
+    p, h = len(trials), squares[0][0].shape[-1]
+    out_m, out_s = np.empty((p, h, h)), np.empty(p)
+    factor = np.empty((p, h, h))  # W_i^(2^j) of the pairs that take it, gathered here
+    started = np.zeros(p, dtype=bool)
+    k = np.array(ks, dtype=np.int64)
+    j = 0
+    while k.any():
+        bit = (k & 1).astype(bool)
+        S, Ss = squares[j]
+        more = np.flatnonzero(bit & started)  # out <- out W^(2^j), renormalised
+        if more.size == p:
+            np.take(S, trials, axis=0, out=factor)
+            out_m, out_s = _normalize(np.matmul(out_m, factor, out=out_m), out_s + Ss[trials])
+        elif more.size:
+            tr = trials[more]
+            out_m[more], out_s[more] = _normalize(np.matmul(out_m[more], S[tr]), out_s[more] + Ss[tr])
+        first = np.flatnonzero(bit & ~started)  # out <- W^(2^j), the lowest bit of k
+        out_m[first], out_s[first] = S[trials[first]], Ss[trials[first]]
+        started[first] = True
+        k >>= 1
+        j += 1
+    return out_m, out_s
+
+
+def _power_of(squares: list[tuple[Array, Array]], i: int, k: int) -> tuple[Array, Array]:
+    """``W_i^k`` of one trial (mantissa ``(h, h)``, ln scale), as :func:`_power` forms it."""
     out: tuple[Array, Array] | None = None
     j = 0
     while k:
         if k & 1:
-            P, Ps = squares[j][0][trials], squares[j][1][trials]
+            P, Ps = squares[j][0][i], squares[j][1][i]
             out = (P, Ps) if out is None else _normalize(np.matmul(out[0], P), out[1] + Ps)
         k >>= 1
         j += 1
@@ -261,13 +292,52 @@ def _power(squares: list[tuple[Array, Array]], k: int, trials: slice | int) -> t
     return out
 
 
-def _refine(
-    squares: list[tuple[Array, Array]], i: int, values: dict[int, float], stop: int, budget: int
-) -> bool:
-    """Ternary search for trial ``i`` in the bracket around its best evaluated ``k``.
+def _ln_norms(squares: list[tuple[Array, Array]], trials: NDArray[np.intp], ks: NDArray[np.int64]) -> Array:
+    """``ln ||W_i^k||_2`` for the pairs ``(trials[j], ks[j])``, ``(p,)``: in one batch for small
+    matrices; one by one for a single pair or above ``SVD_MAX_H`` (where the products, not the
+    calls, cost, and the Lanczos iteration of a batch stops only when all of it has settled)."""
+    with np.errstate(divide="ignore"):
+        if len(trials) > 1 and squares[0][0].shape[-1] <= SVD_MAX_H:
+            P, Ps = _power(squares, trials, ks)
+            return np.log(norm2(P)) + Ps
+        out = np.empty(len(trials))
+        for j, (i, k) in enumerate(zip(trials, ks, strict=True)):
+            P1, s1 = _power_of(squares, int(i), int(k))
+            out[j] = np.log(norm2(P1[None]))[0] + s1
+        return out
 
-    Adds every evaluated ``ln ||W^k||_2`` to ``values``; returns whether the search finished
-    within ``budget`` matrix products.
+
+def _refine_all(
+    squares: list[tuple[Array, Array]], values: list[dict[int, float]], stop: NDArray[np.int64], budget: int
+) -> list[bool]:
+    """Every trial's :func:`_refine`, in lockstep: each round evaluates, in one batch, the one
+    ``k`` each unfinished search asks for next. Returns whether each finished within ``budget``."""
+    searches = [_refine(v, int(s), budget) for v, s in zip(values, stop, strict=True)]
+    complete = [False] * len(searches)
+    asked: dict[int, int] = {}
+
+    def advance(i: int, value: float | None) -> None:
+        try:
+            asked[i] = searches[i].send(value)  # type: ignore[arg-type]
+        except StopIteration as end:
+            complete[i] = bool(end.value)
+
+    for i in range(len(searches)):
+        advance(i, None)
+    while asked:
+        pending, asked = asked, {}
+        trials = np.fromiter(pending, dtype=np.intp, count=len(pending))
+        ks = np.fromiter(pending.values(), dtype=np.int64, count=len(pending))
+        for i, value in zip(trials, _ln_norms(squares, trials, ks), strict=True):
+            advance(int(i), float(value))
+    return complete
+
+
+def _refine(values: dict[int, float], stop: int, budget: int) -> Generator[int, float, bool]:
+    """Ternary search of one trial in the bracket around its best evaluated ``k``.
+
+    Yields each ``k`` whose ``ln ||W^k||_2`` it needs and is sent that value, which it adds to
+    ``values``; returns whether the search finished within ``budget`` matrix products.
     """
     ks = sorted(k for k in values if k <= stop)
     best = max(ks, key=lambda k: values[k])
@@ -275,32 +345,19 @@ def _refine(
     lo = ks[pos - 1] if pos > 0 else best
     hi = ks[pos + 1] if pos + 1 < len(ks) else best
     spent = 0
-
-    def f(k: int) -> float:
-        nonlocal spent
-        if k not in values:
-            cost = bin(k).count("1") - 1
-            if spent + cost > budget:
-                raise _OutOfBudget
-            spent += cost
-            P, Ps = _power(squares, k, i)
-            with np.errstate(divide="ignore"):
-                values[k] = float(np.log(norm2(P[None]))[0] + Ps)
-        return values[k]
-
-    try:
-        while hi - lo > 2:
-            m1, m2 = lo + (hi - lo) // 3, hi - (hi - lo) // 3
-            if f(m1) < f(m2):
-                lo = m1
-            else:
-                hi = m2
-        for k in range(lo, hi + 1):
-            f(k)
-    except _OutOfBudget:
-        return False
-    return True
-
-
-class _OutOfBudget(Exception):
-    pass
+    while True:
+        wanted = (lo + (hi - lo) // 3, hi - (hi - lo) // 3) if hi - lo > 2 else tuple(range(lo, hi + 1))
+        for k in wanted:
+            if k not in values:
+                cost = bin(k).count("1") - 1
+                if spent + cost > budget:
+                    return False
+                spent += cost
+                values[k] = yield k
+        if hi - lo <= 2:
+            return True
+        m1, m2 = wanted
+        if values[m1] < values[m2]:
+            lo = m1
+        else:
+            hi = m2
