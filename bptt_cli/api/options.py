@@ -66,6 +66,7 @@ def analyze_options(
     targets: TargetsOpt = None,
     h0: H0Opt = "zeros",
     tolerance: Annotated[float, typer.Option(help="Orders of magnitude of gain counted as stable.")] = 1.0,
+    theory: Annotated[bool, typer.Option("--theory/--no-theory", help="The theory beside the measurement: rates, mean field, Lyapunov exponents, horizons, effective memory, non-normality, alignment. --no-theory leaves it out (it often costs more than the gradients); the gradients, spectrum and verdict are the same.")] = True,
     lyapunov: Annotated[int | None, typer.Option(min=0, help="How many Lyapunov exponents (default min(hidden, 4); 0 for none).")] = None,
     truncate: Annotated[str | None, typer.Option(metavar="K|random", help="Also measure a truncated gradient: keep K steps of every chain, or 'random' (with --keep-prob).")] = None,
     truncate_mode: Annotated[TruncateMode | None, typer.Option(help="With --truncate K. window (default): each loss term keeps its last K steps (the chapter's regular truncation); chunk: chunks of K steps, gradient detached between chunks.")] = None,

@@ -337,7 +337,8 @@ class AdviseResult(Rendered):
         from bptt_cli import __version__
 
         config = {**self.experiment.config(), **self.settings}
-        unused = ("lyapunov", "truncate", "truncate_mode", "keep_prob", "clip", "checkpoint", "eigenvalues")
+        unused = ("lyapunov", "truncate", "truncate_mode", "keep_prob", "clip", "checkpoint", "eigenvalues",
+                  "theory")
         for key in unused:
             config.pop(key, None)  # analyze's, not the advice's
         return {"version": __version__, "config": config, "diagnosis": self.advice.diagnosis,

@@ -622,8 +622,9 @@ def _heat_panel(
     if rows is not None and not _numeric(rows.values):
         ax.invert_yaxis()  # categories top-down, in the order of the terminal's table (numbers grow upwards)
     ax.grid(False)
+    predicted_note = ", predicted (green dashes)" if np.isfinite(predicted).any() else ""
     ax.set_title((f"{title}: " if title else "") + "median log10 gain; verdict boundary |gain| = tolerance:\n"
-                 "measured (black), predicted (green dashes)", loc="left", fontsize=8.5)
+                 f"measured (black){predicted_note}", loc="left", fontsize=8.5)
     return image
 
 

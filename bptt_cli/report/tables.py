@@ -82,7 +82,8 @@ def render_analysis(
     layer: int = 0, direction: int = 0,
 ) -> None:
     """Print the header, the step table and chart (of ``layer``, ``direction``: 0, forward by
-    default), the parameter table, the estimators, the theory and the verdict. ``weights``: the
+    default), the parameter table, the estimators, the theory (or a line saying it was not
+    computed) and the verdict. ``weights``: the
     file W_hh came from (``--weights``), if any; ``drawn``: the arrays drawn at random, named in the
     header (see :func:`render_header`).
     """
@@ -148,6 +149,8 @@ def render_analysis(
 
     if an.theory is not None:  # of the layer the step table shows
         render_theory(an, console, lay if len(an.layers) > 1 else None)
+    else:
+        console.print(Text("theory: not computed (--no-theory)", style="dim"))
 
     v = an.verdict
     line = Text("verdict: ")

@@ -32,8 +32,9 @@ class Experiment:
     verdict tolerance (orders of magnitude), the input files, the number of Lyapunov exponents
     (``None``: the default), the truncation and clipping estimators, the memory plan
     (``checkpoint``, ``max_memory`` in bytes), for the JSON ``config``, the estimator
-    options as given (``estimator_options``), and which eigenvalues the records list
-    (``eigenvalues``: ``all``, ``none`` or a count, :func:`bptt_cli.theory.spectra.check_eigenvalues`)."""
+    options as given (``estimator_options``), which eigenvalues the records list
+    (``eigenvalues``: ``all``, ``none`` or a count, :func:`bptt_cli.theory.spectra.check_eigenvalues`),
+    and whether the theory's predictions are computed (``theory``, ``--theory/--no-theory``)."""
 
     spec: Spec
     given: Given | GatedGiven | StackGiven
@@ -45,9 +46,11 @@ class Experiment:
     max_memory: int | None = None
     estimator_options: dict[str, Any] = field(default_factory=dict)
     eigenvalues: str = "all"
+    theory: bool = True
 
     def run(self) -> Analysis:
-        """Compute the experiment: ``analysis.analyze`` with the theory's predictions.
+        """Compute the experiment: ``analysis.analyze``, with the theory's predictions unless
+        ``theory`` is off.
 
         What ``bptt analyze`` reports and what each ``bptt sweep`` point records.
         """
@@ -58,7 +61,7 @@ class Experiment:
             self.spec,
             self.given,
             self.tolerance,
-            theory=True,
+            theory=self.theory,
             lyapunov=self.lyapunov,
             checkpoint=self.checkpoint,
             max_memory=self.max_memory,
@@ -73,7 +76,8 @@ class Experiment:
 
     def config(self) -> dict[str, Any]:
         """``config`` of the JSON record, known before running: ``spec``'s settings, the
-        tolerance and :meth:`report_config` (the Lyapunov count as :func:`analysis.plan` settles it)."""
+        tolerance and :meth:`report_config` (the Lyapunov count as :func:`analysis.plan` settles it;
+        0 without the theory)."""
         from bptt_cli.analysis.analyze import lyapunov_count
 
         spec = self.spec
@@ -82,11 +86,12 @@ class Experiment:
             "tolerance": self.tolerance,
             **self.files,
             "drawn": self.drawn,
-            "lyapunov": lyapunov_count(spec.cell, spec.hidden, self.lyapunov),
+            "lyapunov": lyapunov_count(spec.cell, spec.hidden, self.lyapunov) if self.theory else 0,
             **self.estimator_options,
             "checkpoint": self.checkpoint,
             "max_memory": self.max_memory,
             "eigenvalues": self.eigenvalues,
+            "theory": self.theory,
         }
 
     def resolved_options(self) -> dict[str, Any]:
@@ -102,7 +107,7 @@ class Experiment:
     def report_config(self, an: Analysis) -> dict[str, Any]:
         """What ``config`` in the JSON output holds beside ``spec`` and ``tolerance``: the input
         files, the arrays drawn at random, the number of Lyapunov exponents computed, the
-        estimator and memory options."""
+        estimator and memory options, the eigenvalues listed, whether the theory was computed."""
         th = an.theory
         count = th.lyapunov.exponents.shape[1] if th is not None and th.lyapunov is not None else 0
         return {
@@ -113,6 +118,7 @@ class Experiment:
             "checkpoint": self.checkpoint,
             "max_memory": self.max_memory,
             "eigenvalues": self.eigenvalues,
+            "theory": self.theory,
         }
 
 
@@ -236,6 +242,7 @@ def resolve(
     bidirectional: bool | None = None,
     h0: Any = "zeros",
     eigenvalues: str = "all",
+    theory: bool = True,
 ) -> Experiment:
     """Check the options of ``bptt analyze`` (all but the output ones) and fill in the defaults.
 
@@ -254,6 +261,10 @@ def resolve(
         listed = check_eigenvalues(eigenvalues)
     except ValueError as e:
         raise BadInput(str(e)) from None
+    if not theory and lyapunov:
+        raise BadInput(
+            f"--lyapunov {lyapunov} conflicts with --no-theory: the Lyapunov exponents are part of the theory"
+        )
     estimators = estimators_from_options(truncate, truncate_mode, keep_prob, draws, clip)
     budget = None if max_memory is None else parse_size(max_memory)
     sources = {
@@ -277,7 +288,8 @@ def resolve(
         "clip": clip,
     }
     return Experiment(
-        spec, given, tolerance, files, lyapunov, tuple(estimators), checkpoint, budget, options, listed
+        spec, given, tolerance, files, lyapunov, tuple(estimators), checkpoint, budget, options, listed,
+        theory,
     )
 
 
@@ -306,7 +318,7 @@ def resolved_options(config: Mapping[str, Any]) -> dict[str, Any]:
     ``config`` (that of the JSON record): sizes, T, ensemble and gain filled in (from the files or
     the defaults), the number of Lyapunov exponents, the estimator options as the estimators read
     them (``--truncate-mode window`` for a K, 100 ``--draws``), ``--checkpoint`` in lower case,
-    ``--max-memory`` in bytes. Two sets of options with the same resolved values (and the same
+    ``--max-memory`` in bytes, ``--theory``. Two sets of options with the same resolved values (and the same
     other values) are the same experiment. :class:`BadInput`, ``KeyError`` or ``ValueError`` for
     a ``config`` that is not one.
     """
@@ -329,6 +341,23 @@ def resolved_options(config: Mapping[str, Any]) -> dict[str, Any]:
         "clip": next((e.clip for e in estimators if e.kind == "clip"), None),
         "checkpoint": str(config["checkpoint"]).strip().lower(),
         "max_memory": config["max_memory"],
-        # records written before the option (issue 17) listed every eigenvalue
-        "eigenvalues": check_eigenvalues(config.get("eigenvalues", "all")),
+        # records written before the option (issue 17) listed every eigenvalue, and those written
+        # before --no-theory computed the theory; in a CSV file rewritten with the wider header
+        # since, their cells are empty (None)
+        "eigenvalues": check_eigenvalues(_given(config, "eigenvalues", "all")),
+        "theory": _flag(_given(config, "theory", True), "theory"),
     }
+
+
+def _given(config: Mapping[str, Any], name: str, before: Any) -> Any:
+    """``config[name]``, or ``before`` (what records written before the option meant) where it is
+    absent or ``None``."""
+    value = config.get(name)
+    return before if value is None else value
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A boolean setting of a record's ``config`` (``true``/``false``), else ``ValueError``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"config.{name} must be true or false, got {value!r}")
+    return value

@@ -254,9 +254,9 @@ class Locator:
 
 
 def shape(exp: Any) -> Hashable:
-    """What a record's columns depend on (the kind of cell, Elman or gated, and the estimators):
-    records of one shape flatten to the same CSV columns."""
-    return type(exp.spec).__name__, tuple(e.kind for e in exp.estimators)
+    """What a record's columns depend on (the kind of cell, Elman or gated, the estimators, and
+    whether the theory is computed): records of one shape flatten to the same CSV columns."""
+    return type(exp.spec).__name__, tuple(e.kind for e in exp.estimators), bool(exp.theory)
 
 
 def copy_record(
@@ -293,7 +293,8 @@ def record_shape(record: Mapping[str, Any]) -> Hashable:
         None if truncate is None else str(truncate), p.get("truncate_mode"), p.get("keep_prob"),
         p.get("draws"), p.get("clip"),
     )
-    return ("GatedSpec" if p.get("cell") in GATED else "Spec"), tuple(e.kind for e in estimators)
+    kinds = tuple(e.kind for e in estimators)
+    return ("GatedSpec" if p.get("cell") in GATED else "Spec"), kinds, p.get("theory", True) is not False
 
 
 def stream_sweep(
