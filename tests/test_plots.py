@@ -159,6 +159,12 @@ def test_predicted_gain_is_the_chapters_for_the_identity_cell() -> None:
     assert figures._predicted_gain(record) == pytest.approx(100 * -5.0 / math.log(10))
     record["summary"]["theory"]["rates"]["mean_field"] = None
     assert math.isnan(figures._predicted_gain(record))
+    # without the theory (--no-theory): ln of the summary's spectral radius, identity cell only
+    plain = {"point": {"T": 101}, "config": {"T": 101, "cell": "identity"},
+             "summary": {"spectral_radius": 0.9}}
+    assert figures._predicted_gain(plain) == pytest.approx(100 * math.log10(0.9), rel=1e-15)
+    plain["config"]["cell"] = "tanh"
+    assert math.isnan(figures._predicted_gain(plain))
 
 
 def test_phase_diagram_boundary_follows_the_verdicts() -> None:

@@ -467,11 +467,16 @@ def sweep_axes(records: Sequence[Mapping[str, Any]]) -> list[Axis]:
 
 def _predicted_gain(record: Mapping[str, Any]) -> float:
     """The theory's gain for a point: ``(T - 1) rate / ln 10`` with the Gelfand rate ``ln rho``
-    for the identity cell (the chapter's powers of ``W_hh^T``) and the mean-field rate for the
-    other cells; NaN where there is none."""
-    rates = ((record.get("summary") or {}).get("theory") or {}).get("rates") or {}
+    for the identity cell (the chapter's powers of ``W_hh^T``; from the summary's spectral radius
+    when the theory was not computed) and the mean-field rate for the other cells; NaN where
+    there is none."""
+    summary = record.get("summary") or {}
+    rates = (summary.get("theory") or {}).get("rates") or {}
     cell = (record.get("config") or {}).get("cell") or record["point"].get("cell") or "identity"
     rate = rates.get("gelfand" if cell == "identity" else "mean_field")
+    radius = summary.get("spectral_radius")
+    if rate is None and cell == "identity" and isinstance(radius, int | float) and radius > 0:
+        rate = math.log(radius)  # without the theory (--no-theory): ln of the median rho
     T = (record.get("config") or {}).get("T") or record["point"].get("T")
     if rate is None or T is None:
         return math.nan
