@@ -201,6 +201,29 @@ def test_apply_writes_the_remedy_and_never_touches_the_input(tmp_path: Path) -> 
     assert abs(after) < abs(init["gain_log10_before"])
 
 
+def test_apply_of_weights_handed_over_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Arrays (and a module, where torch is installed) given to the API: the remedy is built from
+    them, never from a file that happens to bear their label in the working directory."""
+    r = np.random.default_rng(2)
+    weights = {"weight_ih_l0": r.normal(0, 0.5, (8, 3)), "weight_hh_l0": r.normal(0, 0.2, (8, 8)),
+               "bias_ih_l0": np.zeros(8), "bias_hh_l0": np.zeros(8)}
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "<arrays in memory>.npz", weight_hh_l0=7 * np.eye(8))  # a decoy
+    (tmp_path / "<arrays in memory>").write_bytes((tmp_path / "<arrays in memory>.npz").read_bytes())
+    result = bptt_cli.advise(weights=weights, T=30, cell="tanh", draws=4)
+    fixed = result.applied()
+    assert fixed is not None and set(fixed) == set(weights)
+    rescale = result.advice.init["rescale"]  # type: ignore[index]
+    np.testing.assert_allclose(fixed["weight_hh_l0"], weights["weight_hh_l0"] * rescale, rtol=1e-15)
+    result.apply(tmp_path / "fixed.npz")
+    np.testing.assert_array_equal(np.load(tmp_path / "fixed.npz")["weight_hh_l0"], fixed["weight_hh_l0"])
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 16)  # its gradient vanishes over 30 steps: a forget bias is advised
+    arrays = bptt_cli.advise(weights=lstm, T=30, cell="lstm", draws=4).applied()
+    assert arrays is not None and set(arrays) == set(lstm.state_dict())
+
+
 def test_apply_of_a_drawn_lstm_is_its_forget_bias() -> None:
     result = bptt_cli.advise(T=30, hidden=6, cell="lstm", draws=4)
     arrays = result.applied()

@@ -375,8 +375,9 @@ class AdviseResult(Rendered):
 
     def applied(self) -> dict[str, Any] | None:
         """The network with the recommended scale of ``W_hh`` or forget bias applied, as named arrays:
-        the ``--weights`` file's own arrays (every key kept, its layout too) when there was one,
-        else trial 0's drawn parameters; ``None`` if nothing is recommended."""
+        the ``--weights`` file's own arrays (every key kept, its layout too) when there was one (or
+        those of the arrays, state_dict or module handed over), else trial 0's drawn parameters;
+        ``None`` if nothing is recommended (:meth:`apply` then raises ``BadInput``)."""
         import numpy as np
 
         from bptt_cli.run.advise import remedied
@@ -384,7 +385,7 @@ class AdviseResult(Rendered):
         advice, exp = self.advice, self.experiment
         if advice.network is None:
             return None
-        source = exp.files.get("weights")
+        source = exp.weights_source  # a path, or the arrays or module handed to the API
         spec = exp.spec
         if source is None or spec.radius is not None or spec.norm is not None:
             return advice.network  # drawn, or a file's W_hh rescaled to an exact radius or norm
@@ -400,7 +401,7 @@ class AdviseResult(Rendered):
         from bptt_cli.errors import BadInput
         from bptt_cli.io.statedict import write_weights_file
 
-        source = self.experiment.files.get("weights")
+        source = self.experiment.weights_source
         import os
 
         if isinstance(source, str | Path) and Path(path).exists() and Path(source).exists() \

@@ -34,7 +34,8 @@ class Experiment:
     (``checkpoint``, ``max_memory`` in bytes), for the JSON ``config``, the estimator
     options as given (``estimator_options``), which eigenvalues the records list
     (``eigenvalues``: ``all``, ``none`` or a count, :func:`bptt_cli.theory.spectra.check_eigenvalues`),
-    and whether the theory's predictions are computed (``theory``, ``--theory/--no-theory``)."""
+    and whether the theory's predictions are computed (``theory``, ``--theory/--no-theory``).
+    ``weights_source``: the weights as given (a path, arrays or a module), for ``advise --apply``."""
 
     spec: Spec
     given: Given | GatedGiven | StackGiven
@@ -47,6 +48,7 @@ class Experiment:
     estimator_options: dict[str, Any] = field(default_factory=dict)
     eigenvalues: str = "all"
     theory: bool = True
+    weights_source: Any = field(default=None, repr=False, compare=False)
 
     def run(self) -> Analysis:
         """Compute the experiment: ``analysis.analyze``, with the theory's predictions unless
@@ -289,7 +291,7 @@ def resolve(
     }
     return Experiment(
         spec, given, tolerance, files, lyapunov, tuple(estimators), checkpoint, budget, options, listed,
-        theory,
+        theory, sources["weights"],
     )
 
 
