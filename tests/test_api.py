@@ -269,3 +269,37 @@ def test_the_api_page_lists_every_keyword(command: str) -> None:
     block = page.split(f"<!-- options: {command} -->\n", 1)[1].split(f"\n<!-- /options: {command} -->", 1)[0]
     expected = options.markdown_table(getattr(options, f"{command}_options"))
     assert block == expected, f"docs/api.md, the {command} block should read:\n{expected}"
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("T", 5.5), ("hidden", 8.9), ("T", True), ("trials", np.float32(2.7)), ("T", -1.5), ("inputs_dim", 3.9)],
+)
+def test_integer_options_refuse_what_is_not_an_integer(option: str, value: Any) -> None:
+    """click itself would truncate 5.5 to 5; the command line refuses ``--T 5.5``, and so does the API."""
+    flag = "--" + option.replace("_", "-")
+    with pytest.raises(BadInput, match=f"Invalid value for '{flag}': .* is not a valid integer"):
+        api.analyze(**{option: value})
+
+
+def test_integral_numbers_of_any_type_are_integers() -> None:
+    plain = api.analyze(T=10, hidden=4).to_dict()["config"]
+    assert api.analyze(T=10.0, hidden=np.int64(4)).to_dict()["config"] == plain
+
+
+def test_lists_and_arrays_in_memory_for_inputs_and_h0() -> None:
+    x = [[0.5, -1.0], [2.0, 0.25], [1.0, 1.0], [0.0, -0.5]]
+    listed = api.analyze(T=4, hidden=3, inputs_dim=2, inputs=x).to_dict()
+    arrayed = api.analyze(T=4, hidden=3, inputs_dim=2, inputs=np.array(x)).to_dict()
+    assert listed["trials"] == arrayed["trials"]
+    h0 = api.analyze(T=4, hidden=3, h0=np.full(3, 0.1))
+    assert h0.to_dict()["config"]["h0"] == "<arrays in memory>"
+    assert h0.to_dict()["trials"] != api.analyze(T=4, hidden=3).to_dict()["trials"]
+    with pytest.raises(BadInput, match=r"h0 in <arrays in memory> has shape \(5,\); expected \(3,\)"):
+        api.analyze(T=4, hidden=3, h0=np.zeros(5))
+
+
+@pytest.mark.parametrize("name", ["weights", "inputs", "targets", "h0"])
+def test_sweep_takes_files_not_arrays(name: str) -> None:
+    with pytest.raises(BadInput, match=rf"sweep\({name}=...\) takes files"):
+        api.sweep(T=[5, 6], workers=1, **{name: np.zeros((5, 2))})

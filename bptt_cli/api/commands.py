@@ -230,6 +230,13 @@ def sweep(
     unknown = sorted(set(axes) - {p.name for p in opt.axis_params().values()})
     if unknown:
         raise TypeError(f"sweep() got an unexpected keyword argument {unknown[0]!r}")
+    for name in opt.IN_MEMORY:
+        value = axes.get(name)
+        if value is not None and not isinstance(value, str | Path) and not (
+            isinstance(value, list | tuple) and all(isinstance(v, str | Path) for v in value)
+        ):
+            raise BadInput(f"sweep({name}=...) takes files (a path or a list of paths), not arrays or "
+                           f"modules in memory: save them (numpy.savez, torch.save) or use analyze()")
     defaults = _config_defaults(opt.analyze_options, config, axes=True)
     parsed = opt.parse_axes({**defaults, **axes})
     path = None if output is None else Path(output)

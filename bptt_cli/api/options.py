@@ -221,7 +221,29 @@ def convert(param: Any, value: Any, ctx: typer.Context, flag: str | None = None)
         raise BadInput(e.format_message()) from None
 
 
-IN_MEMORY = ("weights", "inputs", "targets")  # the API also takes arrays (and modules) for these
+IN_MEMORY = ("weights", "inputs", "targets", "h0")  # the API also takes arrays (and modules) for these
+
+
+def _array(value: list[Any] | tuple[Any, ...]) -> Any:
+    """Nested lists for ``inputs``, ``targets`` or ``h0``: the array they spell."""
+    import numpy as np
+
+    return np.asarray(value)
+
+
+def _integral(param: Any, value: Any) -> None:
+    """An integer option given a bool or a float with a fraction from Python: :class:`BadInput`, as
+    the command line refuses ``--T 5.5`` (click's own check would truncate it to 5)."""
+    import numbers
+
+    if getattr(getattr(param, "type", None), "name", None) not in ("integer", "int range"):
+        return
+    if isinstance(value, bool) or (
+        isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
+        and not float(value).is_integer()
+    ):
+        flag = "--" + param.name.replace("_", "-")
+        raise BadInput(f"Invalid value for '{flag}': {value!r} is not a valid integer.")
 
 
 def check(template: Callable[..., Any], values: Mapping[str, Any]) -> dict[str, Any]:
@@ -237,8 +259,9 @@ def check(template: Callable[..., Any], values: Mapping[str, Any]) -> dict[str, 
             continue
         value = values[name]
         if value is None or (name in IN_MEMORY and not isinstance(value, str | Path)):
-            out[name] = value
+            out[name] = _array(value) if isinstance(value, list | tuple) else value
         else:
+            _integral(param, value)
             out[name] = convert(param, value, ctx)
     return out
 
