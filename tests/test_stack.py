@@ -1120,6 +1120,7 @@ def test_the_csv_of_a_stack_has_every_layer() -> None:
                      if (e["layer"], e["direction"]) == (layer, direction))
         g = entry["grad_h_log10"]
         value, start = g[t - 1], g[-1 if direction == "forward" else 0]
+        assert int(row[4]) == (6 - t if direction == "forward" else t - 1)  # steps from its chain's start
         if value is None:  # an exact zero (the top reverse layer before T under the last loss): empty
             assert row[5] == ""
             continue

@@ -354,3 +354,21 @@ def test_a_gated_file_without_a_head_says_the_head_is_drawn(tmp_path: Path) -> N
         if text.startswith("drawn")
     )
     assert "W_qh, b_q, x, y drawn at random (seed 0)" in line
+
+
+@pytest.mark.parametrize("kind", ["sparse_coo", "sparse_csr", "meta", "quantized"])
+def test_tensors_that_are_not_dense_values_are_bad_input(tmp_path: Path, kind: str) -> None:
+    """They used to end in a traceback (``can't convert Sparse layout tensor to numpy``), with
+    torch's warnings on stderr besides."""
+    torch = _torch()
+    W = torch.eye(H)
+    tensor = {"sparse_coo": lambda: W.to_sparse(), "sparse_csr": lambda: W.to_sparse_csr(),
+              "meta": lambda: W.to("meta"),
+              "quantized": lambda: torch.quantize_per_tensor(W, 0.1, 0, torch.qint8)}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save({"weight_hh_l0": tensor[kind]()}, tmp_path / "w.pt")
+    assert_bad_input(bptt("analyze", "--T", "5", "--weights", str(tmp_path / "w.pt")),
+                     "'weight_hh_l0' in", f"is a {kind} tensor")

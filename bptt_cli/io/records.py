@@ -339,8 +339,9 @@ def analysis_columns(an: Analysis) -> dict[str, Any]:
 
 def _stack_columns(an: Analysis) -> dict[str, Any]:
     """The CSV columns of a stack: ``trial``, ``layer``, ``direction`` (``forward``/``reverse``),
-    ``t``, ``lag``, then as for one layer, each layer's own: its ``grad_h_log10``, the ratio to its
-    chain's start (t = T forward, t = 1 reverse) and ``steps log10 rho`` of its ``W_hh`` (NaN for
+    ``t``, ``lag`` (steps from its chain's start: ``T - t`` forward, ``t - 1`` reverse), then as for
+    one layer, each layer's own: its ``grad_h_log10``, the ratio to its chain's start (t = T forward,
+    t = 1 reverse) and ``steps log10 rho`` of its ``W_hh`` (NaN for
     gated cells); a gated cell's extra columns hold layer 0 forward's (NaN for the others). Rows:
     trial, then layer and direction, then t."""
     from bptt_cli.core.stack import DIRECTIONS
@@ -363,7 +364,7 @@ def _stack_columns(an: Analysis) -> dict[str, Any]:
             first = (lay.layer, lay.direction) == (0, 0)
             for key, value in (("trial", np.full(T, i)), ("layer", np.full(T, lay.layer)),
                                ("direction", np.full(T, DIRECTIONS[lay.direction], dtype=object)), ("t", t),
-                               ("lag", T - t), ("grad_h_log10", g), ("ratio_log10", ratio),
+                               ("lag", steps), ("grad_h_log10", g), ("ratio_log10", ratio),
                                ("predicted_log10", predicted),
                                *((k, np.asarray(v[i], dtype=np.float64) if first else np.full(T, np.nan))
                                  for k, v in extra.items())):

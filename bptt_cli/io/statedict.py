@@ -93,8 +93,12 @@ def read_state_dict(path: Path) -> dict[str, np.ndarray]:
             f"reading {path} needs PyTorch, which is not installed: pip install 'bptt-cli[torch]' "
             "(or save the state_dict with numpy.savez as .npz)"
         ) from None
+    import warnings
+
     try:
-        loaded = torch.load(path, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():  # torch's deprecation and beta notes are not the user's problem
+            warnings.simplefilter("ignore")
+            loaded = torch.load(path, weights_only=True, map_location="cpu")
     except OSError as e:
         raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
     except Exception as e:  # torch raises many kinds for a bad or unsafe file
@@ -117,8 +121,18 @@ def tensors_to_numpy(
         detach = getattr(value, "detach", None)
         if detach is None:
             raise BadInput(f"{key!r} in {path} is a {type(value).__name__}, not a tensor")
-        value = detach().cpu()
-        out[str(key)] = (value.double() if value.is_floating_point() else value).numpy()
+        layout = str(getattr(value, "layout", "torch.strided"))
+        meta, quantized = getattr(value, "is_meta", False), getattr(value, "is_quantized", False)
+        if layout != "torch.strided" or quantized or meta:
+            kind = "meta" if meta else ("quantized" if quantized else layout.removeprefix("torch."))
+            raise BadInput(f"{key!r} in {path} is a {kind} tensor: save dense tensors (.to_dense(), "
+                           f".dequantize(), real values)")
+        try:
+            value = detach().cpu()
+            out[str(key)] = (value.double() if value.is_floating_point() else value).numpy()
+        except (TypeError, RuntimeError, NotImplementedError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise BadInput(f"{key!r} in {path} cannot be read as an array: {reason}") from None
     return out
 
 
