@@ -1139,3 +1139,14 @@ def test_the_autonomous_network_leaves_its_approach_to_the_attractor_out() -> No
     driven = bptt_json(*common)["trials"][0]["lyapunov"]
     assert (free["transient"], free["steps"], free["warmup"]) == (30, 240, 30)
     assert (driven["transient"], driven["steps"], driven["warmup"]) == (30, 270, 0)
+
+
+def test_the_sweep_legend_says_which_layer_a_stacked_cell_shows() -> None:
+    """The number is layer 0 forward's gain, the mark the worst layer's verdict: they can disagree
+    (-0.8 beside v), so the legend says so for stacked networks and only for them."""
+    stacked = bptt("sweep", "--T", "5,8", "--cell", "tanh", "--layers", "2", "--bidirectional", "true",
+                   "--gain", "1.2", "--workers", "1")
+    single = bptt("sweep", "--T", "5,8", "--cell", "tanh", "--workers", "1")
+    assert stacked.exit_code == 0 and single.exit_code == 0, stacked.stderr + single.stderr
+    note = "the number is layer 0 forward's gain, the mark and colour the worst layer's verdict"
+    assert note in " ".join(stacked.stdout.split()) and note not in " ".join(single.stdout.split())
