@@ -193,6 +193,7 @@ def test_bad_weights_files_are_one_line(tmp_path: Path) -> None:
     )
     assert "--forget-bias" in bad_input("--cell", "lstm", "--forget-bias", "nan")
     assert "--forget-bias" in bad_input("--cell", "tanh", "--forget-bias", "inf")
+    assert "within +-1e300" in bad_input("--cell", "lstm", "--forget-bias=-1e308")  # ln f summed over T: -inf
     assert "overflow" in bad_input("--cell", "lstm", "--weights", save_huge(tmp_path))
 
 

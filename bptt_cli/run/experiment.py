@@ -152,12 +152,15 @@ def network_spec(
     """
     import math
 
-    from bptt_cli.core.network import GATED, INITIAL, GatedSpec
+    from bptt_cli.core.network import GATED, INITIAL, MAX_SCALE, GatedSpec
     from bptt_cli.io.arrays import fit_initial
     from bptt_cli.io.weights import given_from_files
 
     if not math.isfinite(forget_bias):
         raise BadInput(f"--forget-bias must be a finite number, got {forget_bias}")
+    if abs(forget_bias) > MAX_SCALE:  # ln f summed over T steps must stay within float64
+        raise BadInput(f"--forget-bias must be within +-1e300 (the log of the gate product sums it over "
+                       f"the steps), got {forget_bias}")
     if gain is not None and (radius is not None or norm is not None):
         other = "radius" if radius is not None else "norm"
         raise BadInput(f"--gain conflicts with --{other}: give one of them")
