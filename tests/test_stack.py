@@ -637,8 +637,9 @@ def test_an_initial_state_file_of_the_wrong_shape_is_one_line(tmp_path: Path) ->
             np.save(tmp_path / name, value)
         result = bptt("analyze", *args, "--hidden", H, "--T", 4, "--h0", tmp_path / name)
         assert_bad_input(result, "h0" if name.endswith("npy") else "hc.npz", *words)
-    for missing in (tmp_path / "nowhere.npy", "ones"):
-        assert_bad_input(bptt("analyze", "--hidden", H, "--T", 4, "--h0", missing), str(missing))
+    for missing in (tmp_path / "nowhere.npy", "ones", "Random"):
+        assert_bad_input(bptt("analyze", "--hidden", H, "--T", 4, "--h0", missing), str(missing),
+                         "choose from zeros, random, FILE")
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,7 @@ def advice_rows(advice: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
         knob = init["knob"]
         at = {c["factor"]: c["gain_log10"] for c in init["checks"]}
         found = "gradient ratio 1 measured" if init["bracketed"] else "gradient ratio nearest 1 measured"
-        value = f"W_hh x {init['rescale']:.4g}" if knob == "rescale" else f"--{knob} {init['value']:.4g}"
+        value = f"W_hh x {init['rescale']:.6g}" if knob == "rescale" else f"--{knob} {init['value']:.6g}"
         if init["edge_of_chaos"] is not None:
             where = "x" if knob == "rescale" else f"--{knob}"
             edge = (

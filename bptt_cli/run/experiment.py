@@ -170,6 +170,9 @@ def network_spec(
     h0_file = None if isinstance(h0, str) and h0 in INITIAL else h0
     if isinstance(h0_file, str):
         h0_file = Path(h0_file)
+        if not h0_file.exists():
+            raise BadInput(f"--h0 {h0!r}: not zeros, random, or a file that exists "
+                           "(choose from zeros, random, FILE)")
     gated = cell in GATED
     given, fixed = given_from_files(weights, inputs, targets, cell=cell, criterion=criterion, layers=layers,
                                     bidirectional=bidirectional, h0=h0_file)
