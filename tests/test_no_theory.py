@@ -267,3 +267,28 @@ def test_plots_of_records_without_the_theory(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert bptt("plot", str(records), "--plot", str(tmp_path / "s2.png")).exit_code == 0
     assert (tmp_path / "s.png").stat().st_size > 0 and (tmp_path / "s2.png").stat().st_size > 0
+
+
+def test_csv_rows_of_older_versions_resume_after_the_header_widened(tmp_path: Path) -> None:
+    """Rows written before 0.3's layers, bidirectional and h0 (and before theory): once a resumed
+    sweep rewrites the file with the wider header their cells are empty, and read back as the
+    values those versions meant, so the file resumes again."""
+    out = tmp_path / "old.csv"
+    small = ("--T", "5,9", "--hidden", "3", "--workers", "1")
+    assert invoke("sweep", *small, "--output", str(out)).exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    old = ("layers", "bidirectional", "h0", "theory")
+    names = [n for n in rows[0] if n.split(".")[-1] not in old]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, names, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    out.write_text(buf.getvalue())
+    longer = ("--T", "5,9,13", "--hidden", "3", "--workers", "1")
+    assert invoke("sweep", *longer, "--output", str(out), "--resume").exit_code == 0
+    widened = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert widened[0]["config.layers"] == "" and widened[-1]["config.layers"] == "1"  # empty cells now
+    before = out.read_bytes()
+    result = invoke("sweep", *longer, "--output", str(out), "--resume")
+    assert result.exit_code == 0, result.stderr
+    assert out.read_bytes() == before

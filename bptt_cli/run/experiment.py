@@ -318,7 +318,8 @@ RESOLVED = (
 )
 
 
-LATER = {"layers": 1, "bidirectional": False, "h0": "zeros"}  # added in 0.3: older records mean these
+LATER = {"layers": 1, "bidirectional": False, "h0": "zeros"}  # added in 0.3: older records (or their
+# empty cells in a CSV file rewritten with the wider header since) mean these
 
 
 def resolved_options(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -326,8 +327,8 @@ def resolved_options(config: Mapping[str, Any]) -> dict[str, Any]:
     ``config`` (that of the JSON record): sizes, T, ensemble and gain filled in (from the files or
     the defaults), the number of Lyapunov exponents, the estimator options as the estimators read
     them (``--truncate-mode window`` for a K, 100 ``--draws``), ``--checkpoint`` in lower case,
-    ``--max-memory`` in bytes, ``--theory``. Two sets of options with the same resolved values (and the same
-    other values) are the same experiment. :class:`BadInput`, ``KeyError`` or ``ValueError`` for
+    ``--max-memory`` in bytes, ``--theory``. Two sets of options with the same resolved values (and the
+    same other values) are the same experiment. :class:`BadInput`, ``KeyError`` or ``ValueError`` for
     a ``config`` that is not one.
     """
     from bptt_cli.estimators.estimator import estimators_from_options
@@ -341,7 +342,7 @@ def resolved_options(config: Mapping[str, Any]) -> dict[str, Any]:
     trunc = next((e for e in estimators if e.kind != "clip"), None)
     random = trunc is not None and trunc.kind == "random"
     return {
-        **{name: config.get(name, LATER.get(name)) if name in LATER else config[name] for name in RESOLVED},
+        **{name: _given(config, name, LATER[name]) if name in LATER else config[name] for name in RESOLVED},
         "truncate": None if trunc is None else "random" if random else str(trunc.K),
         "truncate_mode": None if trunc is None or random else trunc.kind,
         "keep_prob": trunc.keep_prob if random and trunc is not None else None,
