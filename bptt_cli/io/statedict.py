@@ -120,7 +120,8 @@ def tensors_to_numpy(
             continue
         detach = getattr(value, "detach", None)
         if detach is None:
-            raise BadInput(f"{key!r} in {path} is a {type(value).__name__}, not a tensor")
+            kind = type(value).__name__
+            raise BadInput(f"{key!r} in {path} is {'an' if kind[0] in 'AEIOU' else 'a'} {kind}, not a tensor")
         layout = str(getattr(value, "layout", "torch.strided"))
         meta, quantized = getattr(value, "is_meta", False), getattr(value, "is_quantized", False)
         if layout != "torch.strided" or quantized or meta:

@@ -307,7 +307,8 @@ def _flat(an: Analysis, i: int) -> tuple[np.ndarray, float]:
 def _init(exp: Experiment, base: Analysis, **_: Any) -> dict[str, Any] | str:
     spec = exp.spec
     if isinstance(spec, GatedSpec):
-        return f"--cell {spec.cell}: the forget-gate bias (lstm) and the horizon say more than a scale"
+        better = "the forget-gate bias and the horizon" if spec.cell == "lstm" else "the horizon"
+        return f"--cell {spec.cell}: no one matrix's scale sets a gated cell's gain (see {better})"
     if spec.stacked:
         return "the initial scale is advised for one-layer networks"
     if spec.T < 2:
