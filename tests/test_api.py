@@ -303,3 +303,32 @@ def test_lists_and_arrays_in_memory_for_inputs_and_h0() -> None:
 def test_sweep_takes_files_not_arrays(name: str) -> None:
     with pytest.raises(BadInput, match=rf"sweep\({name}=...\) takes files"):
         api.sweep(T=[5, 6], workers=1, **{name: np.zeros((5, 2))})
+
+
+def test_what_is_not_an_array_is_refused_in_place_of_a_file(tmp_path: Path) -> None:
+    """An int used to reach ``open()``, which reads it as a file descriptor (and closes it)."""
+    with open(tmp_path / "log.txt", "w") as log:
+        for name in ("h0", "inputs", "targets"):
+            with pytest.raises(BadInput, match=rf"{name} takes a file path or an array, got int"):
+                api.analyze(T=4, hidden=3, **{name: log.fileno()})
+        log.write("still open\n")
+    with pytest.raises(BadInput, match="h0 takes a file path or an array, got dict"):
+        api.analyze(T=4, hidden=3, h0={"h0": np.zeros(3)})
+    with pytest.raises(BadInput, match="h0: not an array: setting an array element"):
+        api.analyze(T=4, hidden=3, h0=[[1.0, 2.0], [3.0]])
+
+
+def test_true_false_options_take_bools_only() -> None:
+    assert api.analyze(T=4, hidden=3, theory=np.False_).to_dict()["config"]["theory"] is False
+    for value in (0, 1, 1.0):
+        with pytest.raises(BadInput, match=r"Invalid value for '--theory': .* is not True or False"):
+            api.analyze(T=4, hidden=3, theory=value)
+
+
+def test_sweep_axes_are_checked_as_the_command_line_checks_them() -> None:
+    for axes in ({"T": 5.5}, {"T": [5.5, 6]}, {"hidden": [3, True]}):
+        with pytest.raises(BadInput, match="is not a valid integer"):
+            api.sweep(workers=1, **axes)
+    with pytest.raises(BadInput, match="is not True or False"):
+        api.sweep(workers=1, T=5, theory=[0, 1])
+    assert len(api.sweep(workers=1, T=np.array([5, 6]), hidden=3, theory=[np.True_, False]).records) == 4

@@ -1149,5 +1149,5 @@ def test_the_sweep_legend_says_which_layer_a_stacked_cell_shows() -> None:
                    "--gain", "1.2", "--workers", "1")
     single = bptt("sweep", "--T", "5,8", "--cell", "tanh", "--workers", "1")
     assert stacked.exit_code == 0 and single.exit_code == 0, stacked.stderr + single.stderr
-    note = "the number is layer 0 forward's gain, the mark and colour the worst layer's verdict"
+    note = "the number is layer 0 forward's gain, the mark the worst layer's verdict"
     assert note in " ".join(stacked.stdout.split()) and note not in " ".join(single.stdout.split())

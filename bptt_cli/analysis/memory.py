@@ -33,6 +33,7 @@ AUTO_BUDGET = 2**30  # `--checkpoint auto` stores every state while that needs a
 FLOAT = 8  # bytes per float64
 ANALYSIS = 18  # floats per step and trial the analysis keeps beside the pass (measured, see above)
 MATRICES = 4  # h x h matrices per trial of the spectrum and the theory (measured)
+SEARCH = 3  # ... and of the peak-growth search's batched products (measured: n 32, h 128, T 5000)
 SCAN = 96  # more of them while the transient growth scans W^k: 64 powers, stacked, their norms
 FIXED = 820 * 2**10  # bytes whatever the sizes: the record's small arrays, the JSON pieces (measured)
 
@@ -62,11 +63,13 @@ class Sizes:
 
     def matrices(self) -> int:
         """How many ``h x h`` matrices per trial the spectrum and the theory hold at once: the
-        transient growth scans every power (``bptt_cli.theory.nonnormal``) or squares ``log2 T`` times."""
+        transient growth scans every power (``bptt_cli.theory.nonnormal``) or squares ``log2 T`` times
+        and searches all trials in lockstep (``SEARCH`` more: each trial's power, factor, product
+        and its renormalised copy)."""
         from bptt_cli.theory.nonnormal import SCAN_BUDGET, SCAN_MAX_T
 
         scan = self.T <= SCAN_MAX_T and self.h**3 * self.T <= SCAN_BUDGET
-        return MATRICES + (SCAN if scan else self.T.bit_length())
+        return MATRICES + (SCAN if scan else self.T.bit_length() + SEARCH)
 
     def _at_least_drawing(self, floats: int) -> int:
         """Bytes of ``floats``, or of drawing the network if that is more (``x``, ``y`` twice),

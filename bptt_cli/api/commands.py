@@ -231,9 +231,10 @@ def sweep(
     if unknown:
         raise TypeError(f"sweep() got an unexpected keyword argument {unknown[0]!r}")
     for name in opt.IN_MEMORY:
-        value = axes.get(name)
+        value: Any = axes.get(name)
+        items = value.tolist() if hasattr(value, "tolist") else value  # an array of paths too
         if value is not None and not isinstance(value, str | Path) and not (
-            isinstance(value, list | tuple) and all(isinstance(v, str | Path) for v in value)
+            isinstance(items, list | tuple) and all(isinstance(v, str | Path) for v in items)
         ):
             raise BadInput(f"sweep({name}=...) takes files (a path or a list of paths), not arrays or "
                            f"modules in memory: save them (numpy.savez, torch.save) or use analyze()")

@@ -224,11 +224,50 @@ def convert(param: Any, value: Any, ctx: typer.Context, flag: str | None = None)
 IN_MEMORY = ("weights", "inputs", "targets", "h0")  # the API also takes arrays (and modules) for these
 
 
-def _array(value: list[Any] | tuple[Any, ...]) -> Any:
-    """Nested lists for ``inputs``, ``targets`` or ``h0``: the array they spell."""
+def _in_memory(name: str, value: Any) -> Any:
+    """What the API takes in place of a file for ``name``: for ``weights`` arrays, a mapping of them
+    or a module (the loaders check them); for ``inputs``, ``targets`` and ``h0`` an array or
+    anything numpy reads as one (nested lists, a tensor). Numbers (an int would be read as a file
+    descriptor) and other objects are :class:`BadInput`."""
+    import numbers
+
     import numpy as np
 
-    return np.asarray(value)
+    if name == "weights" and not isinstance(value, list | tuple):
+        return value  # its loader says what it takes (bptt_cli.io.weights.read_source)
+    if isinstance(value, numbers.Number | np.generic):
+        raise BadInput(f"{name} takes a file path or an array, got {type(value).__name__} {value!r}")
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, list | tuple) or hasattr(value, "__array__"):
+        try:
+            return np.asarray(value.detach() if hasattr(value, "detach") else value)
+        except (ValueError, TypeError, RuntimeError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise BadInput(f"{name}: not an array: {reason}") from None
+    raise BadInput(f"{name} takes a file path or an array, got {type(value).__name__}")
+
+
+def _boolean(param: Any, value: Any) -> Any:
+    """A numpy bool for a true/false option as the Python bool (click reads only ``bool`` and text);
+    an int, or anything else, :class:`BadInput` naming the option."""
+    import numpy as np
+
+    if getattr(getattr(param, "type", None), "name", None) != "boolean" or isinstance(value, str | bool):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    flag = "--" + param.name.replace("_", "-")
+    raise BadInput(f"Invalid value for '{flag}': {value!r} is not True or False.")
+
+
+def _python(param: Any, value: Any) -> Any:
+    """A value from Python for ``param``, checked as the command line would check its text: no
+    fraction or bool for an integer, a bool (or numpy bool) for a true/false option."""
+    if isinstance(value, str):
+        return value
+    _integral(param, value)
+    return _boolean(param, value)
 
 
 def _integral(param: Any, value: Any) -> None:
@@ -236,7 +275,7 @@ def _integral(param: Any, value: Any) -> None:
     the command line refuses ``--T 5.5`` (click's own check would truncate it to 5)."""
     import numbers
 
-    if getattr(getattr(param, "type", None), "name", None) not in ("integer", "int range"):
+    if getattr(getattr(param, "type", None), "name", None) not in ("integer", "int range", "integer range"):
         return
     if isinstance(value, bool) or (
         isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
@@ -258,11 +297,12 @@ def check(template: Callable[..., Any], values: Mapping[str, Any]) -> dict[str, 
             out[name] = param.default
             continue
         value = values[name]
-        if value is None or (name in IN_MEMORY and not isinstance(value, str | Path)):
-            out[name] = _array(value) if isinstance(value, list | tuple) else value
+        if value is None:
+            out[name] = value
+        elif name in IN_MEMORY and not isinstance(value, str | Path):
+            out[name] = _in_memory(name, value)
         else:
-            _integral(param, value)
-            out[name] = convert(param, value, ctx)
+            out[name] = convert(param, _python(param, value), ctx)
     return out
 
 
@@ -372,9 +412,9 @@ def parse_axes(values: Mapping[str, Any]) -> list[Any]:
             items = value.tolist() if hasattr(value, "tolist") else list(value)
             if not items:
                 raise BadInput(f"{flag_of(p)}: empty axis (give a value, a list or a range)")
-            parsed = unique(convert_axis(p, v, ctx, flag_of(p), cell_text(v)) for v in items)
+            parsed = unique(convert_axis(p, _python(p, v), ctx, flag_of(p), cell_text(v)) for v in items)
         else:
-            parsed = (convert_axis(p, value, ctx, flag_of(p)),)
+            parsed = (convert_axis(p, _python(p, value), ctx, flag_of(p)),)
         axes.append(Axis(name, flag_of(p), parsed))
     return axes
 

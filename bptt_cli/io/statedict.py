@@ -121,7 +121,8 @@ def tensors_to_numpy(
         detach = getattr(value, "detach", None)
         if detach is None:
             kind = type(value).__name__
-            raise BadInput(f"{key!r} in {path} is {'an' if kind[0] in 'AEIOU' else 'a'} {kind}, not a tensor")
+            article = "an" if kind[0].upper() in "AEIOU" else "a"
+            raise BadInput(f"{key!r} in {path} is {article} {kind}, not a tensor")
         layout = str(getattr(value, "layout", "torch.strided"))
         meta, quantized = getattr(value, "is_meta", False), getattr(value, "is_quantized", False)
         if layout != "torch.strided" or quantized or meta:

@@ -216,8 +216,8 @@ def render_sweep(
     tol = cell_text(tolerances[0]) if len(tolerances) == 1 else "tolerance"
     console.print("cells: median over the trials of log10 ||dL/dh_1|| / ||dL/dh_T||", style="dim")
     if any(len(r["summary"].get("layers") or ()) > 1 for r in records):
-        console.print("stacked or bidirectional: the number is layer 0 forward's gain, the mark and colour "
-                      "the worst layer's verdict", style="dim")
+        console.print("stacked or bidirectional: the number is layer 0 forward's gain, the mark the worst "
+                      "layer's verdict", style="dim")
     marks = f"v vanishing (< -{tol}), = stable, ^ exploding (> +{tol}), ? undefined"
     console.print(f"{marks}, {not_run_mark(shaded)} not run", style="dim")
     bins = [
