@@ -220,8 +220,14 @@ def test_apply_of_weights_handed_over_in_memory(tmp_path: Path, monkeypatch: pyt
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     lstm = torch.nn.LSTM(3, 16)  # its gradient vanishes over 30 steps: a forget bias is advised
-    arrays = bptt_cli.advise(weights=lstm, T=30, cell="lstm", draws=4).applied()
-    assert arrays is not None and set(arrays) == set(lstm.state_dict())
+    advised = bptt_cli.advise(weights=lstm, T=30, cell="lstm", draws=4)
+    before = advised.applied()
+    with torch.no_grad():  # trained on after the advice: the remedy is still the advised network's
+        lstm.weight_hh_l0.mul_(0.0)
+    arrays = advised.applied()
+    assert arrays is not None and before is not None and set(arrays) == set(lstm.state_dict())
+    np.testing.assert_array_equal(arrays["weight_hh_l0"], before["weight_hh_l0"])
+    assert np.abs(arrays["weight_hh_l0"]).max() > 0
 
 
 def test_apply_of_a_drawn_lstm_is_its_forget_bias() -> None:

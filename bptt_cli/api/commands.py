@@ -163,13 +163,17 @@ def advise(options: dict[str, Any]) -> AdviseResult:
     """From the diagnosis to a remedy: a truncation length, a clipping threshold, the scale of
     ``W_hh`` at the edge of chaos, an LSTM's forget bias and the horizons, each checked by
     re-running the exact analysis with it applied: ``bptt advise``."""
+    import dataclasses
+
     from bptt_cli.run.advise import advise as run_advice
+    from bptt_cli.run.advise import snapshot_weights
     from bptt_cli.run.experiment import resolve
 
     o = dict(options)
     settings = {k: o.pop(k) for k in ("budget", "quantile", "draws")}
     exp = resolve(**o, lyapunov=1, truncate=None, truncate_mode=None, keep_prob=None, draws=None, clip=None,
                   checkpoint="auto")
+    exp = dataclasses.replace(exp, weights_source=snapshot_weights(exp.weights_source))
     return AdviseResult(run_advice(exp, **settings), exp, settings)
 
 

@@ -257,8 +257,9 @@ def _boolean(param: Any, value: Any) -> Any:
         return value
     if isinstance(value, np.bool_):
         return bool(value)
-    flag = "--" + param.name.replace("_", "-")
-    raise BadInput(f"Invalid value for '{flag}': {value!r} is not True or False.")
+    from bptt_cli.run.grid import flag_of
+
+    raise BadInput(f"Invalid value for '{flag_of(param)}': {value!r} is not True or False.")
 
 
 def _python(param: Any, value: Any) -> Any:
@@ -281,8 +282,9 @@ def _integral(param: Any, value: Any) -> None:
         isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
         and not float(value).is_integer()
     ):
-        flag = "--" + param.name.replace("_", "-")
-        raise BadInput(f"Invalid value for '{flag}': {value!r} is not a valid integer.")
+        from bptt_cli.run.grid import flag_of
+
+        raise BadInput(f"Invalid value for '{flag_of(param)}': {value!r} is not a valid integer.")
 
 
 def check(template: Callable[..., Any], values: Mapping[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -301,6 +302,18 @@ def _flat(an: Analysis, i: int) -> tuple[np.ndarray, float]:
     if size == 0:
         return v, -math.inf
     return v / size, top + math.log(size)
+
+
+def snapshot_weights(source: Any) -> Any:
+    """The weights the advice is about, for its remedy (``--apply``): a file's path as it is; arrays,
+    a state_dict or a module copied now (as named numpy arrays), so that training the module after
+    ``advise`` does not change what the remedy is applied to."""
+    if source is None or isinstance(source, str | Path):
+        return source
+    from bptt_cli.io.weights import read_source
+
+    raw, _ = read_source(source)
+    return np.array(raw) if isinstance(raw, np.ndarray) else {k: np.array(v) for k, v in raw.items()}
 
 
 # -- initialisation --------------------------------------------------------------------------------

@@ -35,8 +35,8 @@ class Experiment:
     options as given (``estimator_options``), which eigenvalues the records list
     (``eigenvalues``: ``all``, ``none`` or a count, :func:`bptt_cli.theory.spectra.check_eigenvalues`),
     and whether the theory's predictions are computed (``theory``, ``--theory/--no-theory``).
-    ``weights_source``: the weights file's path, or a copy of the arrays (or module's state_dict)
-    handed to the API, for ``advise --apply``."""
+    ``weights_source``: the weights as given (a file's path, or what the API was handed), for
+    ``advise --apply``."""
 
     spec: Spec
     given: Given | GatedGiven | StackGiven
@@ -298,22 +298,9 @@ def resolve(
     }
     return Experiment(
         spec, given, tolerance, files, lyapunov, tuple(estimators), checkpoint, budget, options, listed,
-        theory, _snapshot(sources["weights"]),
+        theory, sources["weights"],
     )
 
-
-def _snapshot(source: Any) -> Any:
-    """The weights as given, for ``advise``'s remedy: a path as it is; arrays, a state_dict or a
-    module copied now (as named numpy arrays), so that training the module afterwards does not
-    change what the advice was about."""
-    if source is None or isinstance(source, Path):
-        return source
-    import numpy as np
-
-    from bptt_cli.io.weights import read_source
-
-    raw, _ = read_source(source)
-    return np.array(raw) if isinstance(raw, np.ndarray) else {k: np.array(v) for k, v in raw.items()}
 
 
 def source_label(source: Any) -> Path | str | None:
